@@ -1,0 +1,249 @@
+"""The equations of ACA (Yu & Zhang, ICML 2023), findable by name.
+
+Every function quotes the formula of `shared/docs/aca-method.md` it implements.
+Pure torch, stateless, no Ray: the learners compose these so that the maths is
+reviewable (and unit-tested) in one place.
+
+Conventions: batch-first tensors; log-probabilities are summed over the action
+dimension (shape [B]); ensemble values are stacked as [E, B]; `alpha` and the
+ACA weight may be floats or tensors. Targets are returned detached, and
+temperatures are detached inside the losses that must not train them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+Scalar = float | torch.Tensor
+
+
+def _const(x: Scalar) -> Scalar:
+    """A coefficient that must not receive gradient from this loss."""
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per-dimension log N(u; mean, exp(log_std)^2)."""
+    z = (u - mean) * torch.exp(-log_std)
+    return -0.5 * z * z - log_std - _HALF_LOG_2PI
+
+
+def _tanh_log_det(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)): exact, finite for any u."""
+    return 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+
+
+def _squashed_log_prob_at(mean: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) = sum_d [ log N(u_d) - log(1 - tanh(u_d)^2) ], from the pre-tanh point."""
+    return (_gaussian_log_prob(mean, log_std, u) - _tanh_log_det(u)).sum(-1)
+
+
+def tanh_gaussian_rsample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised sample of the tanh-squashed Gaussian policy and its log-density.
+
+    u = mean + std * eps, eps ~ N(0, I);  a = tanh(u);
+    log pi(a|s) = sum_d [ log N(u_d; mean_d, std_d) - 2 (log 2 - u_d - softplus(-2 u_d)) ].
+
+    The Jacobian uses u, not a, so saturated samples (|a| -> 1 in float32) keep a
+    finite, exact log-density. Returns (action [..., A], log_prob [...]).
+    """
+    eps = torch.randn_like(mean)
+    u = mean + torch.exp(log_std) * eps
+    # (u - mean) / std == eps exactly, in value and in gradient, so use eps directly.
+    gauss = -0.5 * eps * eps - log_std - _HALF_LOG_2PI
+    return torch.tanh(u), (gauss - _tanh_log_det(u)).sum(-1)
+
+
+def tanh_gaussian_log_prob(
+    mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """log pi(a|s) of a given action a in (-1, 1) under the tanh-squashed Gaussian.
+
+    u = atanh(clamp(a, -1 + eps, 1 - eps));  log pi(a|s) = sum_d [ log N(u_d) - log(1 - tanh(u_d)^2) ].
+
+    Dataset actions often sit exactly on the bound +-1, where atanh is infinite; the
+    clamp maps them to |u| = atanh(1 - eps) (about 7.25 for eps = 1e-6) so their
+    log-density stays finite. eps must exceed the dtype's resolution near 1
+    (float32: 6e-8). The gradient w.r.t. a is zero for clamped actions.
+    """
+    u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
+    return _squashed_log_prob_at(mean, log_std, u)
+
+
+def log_prob_clip_threshold(
+    mean: torch.Tensor, log_std: torch.Tensor, beta: float, squashed: bool = True
+) -> torch.Tensor:
+    """Lower clip level of the reference log-likelihood.
+
+    c(s) = min( log pi0(mu(s) - beta*sigma(s) | s),  log pi0(mu(s) + beta*sigma(s) | s) ).
+
+    mu, sigma are the (pre-tanh) Gaussian's; both points shift every dimension by
+    the same number of std-devs. For the tanh-squashed policy the points are
+    squashed and their density includes the tanh Jacobian, which differs between
+    the two points when mu != 0 (hence the min). The density is evaluated at u
+    directly, not via atanh(tanh(u)), which loses precision once tanh saturates.
+    `squashed=False` is the unsquashed Gaussian (AntMaze), where both points have
+    the same density. Returns [...]; detach it if pi0's parameters are trainable.
+    """
+    offset = beta * torch.exp(log_std)
+    if not squashed:
+        return _gaussian_log_prob(mean, log_std, mean + offset).sum(-1)
+    lower = _squashed_log_prob_at(mean, log_std, mean - offset)
+    upper = _squashed_log_prob_at(mean, log_std, mean + offset)
+    return torch.minimum(lower, upper)
+
+
+def clipped_log_prob(log_prob: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Smooth lower clip of log pi0 at c(s).
+
+    l(s,a) = softplus( log pi0(a|s) - c(s) ) + c(s).
+
+    l >= c everywhere, l -> log pi0 (error e^-(log pi0 - c)) far above c, l -> c far
+    below, and it is differentiable, so the actor's gradient can flow through it.
+    """
+    return F.softplus(log_prob - threshold) + threshold
+
+
+def reference_weight(num_updates: int, w0: float, T: float, w_min: float) -> float:
+    """ACA weight schedule [w0, T, w_min].
+
+    "w starts at w0 and falls by w0/(T*1000) per update until w_min":
+    w_t = max(w_min, w0 - t * w0 / (T * 1000)).
+    """
+    if T <= 0:
+        raise ValueError(f"T must be positive, got {T}")
+    return max(float(w_min), float(w0) - num_updates * float(w0) / (float(T) * 1000.0))
+
+
+def soft_q_target(
+    rewards: torch.Tensor,
+    terminateds: torch.Tensor,
+    gamma: float,
+    next_q_min: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: Scalar,
+) -> torch.Tensor:
+    """SAC's soft Bellman target (stage 1 and stage 3).
+
+    y = r + gamma (1 - d) [ min_i Qbar_i(s',a') - alpha log pi(a'|s') ],  a' ~ pi(.|s').
+
+    For ACA pass next_q_min = min_i Rbar_i(s',a') + w_t l(s',a'). `terminateds` is
+    true termination only (time-limit truncation still bootstraps). Detached.
+    """
+    not_done = 1.0 - terminateds.to(rewards.dtype)
+    return (rewards + gamma * not_done * (next_q_min - alpha * next_log_prob)).detach()
+
+
+def z_target(
+    rewards: torch.Tensor,
+    terminateds: torch.Tensor,
+    gamma: float,
+    next_log_pi0: torch.Tensor,
+    next_z_min: torch.Tensor,
+    alpha_off: Scalar,
+) -> torch.Tensor:
+    """Target of the state baseline Z (stage 2 step 1).
+
+    y_Z = r + gamma (1 - d) [ log pi0(a'|s') + min_i Z_i(s') - alpha_off log pi0(a'|s') ],  a' ~ pi0(.|s').
+
+    Detached: Z has no target network and y_Z carries no gradient.
+    """
+    not_done = 1.0 - terminateds.to(rewards.dtype)
+    soft_value = next_log_pi0 + next_z_min - alpha_off * next_log_pi0
+    return (rewards + gamma * not_done * soft_value).detach()
+
+
+def z_loss(log_pi0: torch.Tensor, z_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Alignment loss of the baselines, with Q_i(s,a) = log pi0(a|s) + Z_i(s).
+
+    L_Z = sum_i E_D[ ( log pi0(a|s) + Z_i(s) - y_Z )^2 ].
+
+    z_values is [E, B]; log_pi0 and y are [B]. log pi0 is detached: L_Z trains Z
+    only, even when Z is fitted jointly with a still-learning actor.
+    """
+    err = log_pi0.detach() + z_values - y.detach()
+    return (err * err).mean(-1).sum()
+
+
+def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Twin-critic regression: sum_i MSE(Q_i(s,a), y), q_values [E, B], y [B].
+
+    For ACA pass q_values = R_i(s,a) + w_t l(s,a) with l detached.
+    """
+    err = q_values - y.detach()
+    return (err * err).mean(-1).sum()
+
+
+def sac_actor_loss(alpha: Scalar, log_prob: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:
+    """SAC actor: E_s[ alpha log pi(a|s) - min_i Q_i(s,a) ], a ~ pi reparameterised."""
+    return (_const(alpha) * log_prob - q_min).mean()
+
+
+def ml_actor_loss(
+    alpha: Scalar,
+    log_prob: torch.Tensor,
+    q_min: torch.Tensor,
+    data_log_prob: torch.Tensor,
+    alpha_bc: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC+ML actor (stage 1), scaled as in TD3+BC.
+
+    L_pi = lambda * E_{s~D, a~pi}[ alpha_off log pi(a|s) - min_i Q_i(s,a) ] - E_{(s,a)~D}[ log pi(a|s) ],
+    lambda = alpha_bc / mean|Q(s, a~pi)|  (no gradient through lambda).
+
+    Returns (loss, lambda).
+    """
+    lam = alpha_bc / q_min.detach().abs().mean()
+    return lam * sac_actor_loss(alpha, log_prob, q_min) - data_log_prob.mean(), lam
+
+
+def aca_actor_loss(
+    alpha: Scalar, log_prob: torch.Tensor, r_min: torch.Tensor, weight: Scalar, l: torch.Tensor
+) -> torch.Tensor:
+    """ACA actor (stage 3): E_s[ alpha log pi(a|s) - min_i R_i(s,a) - w_t l(s,a) ], a ~ pi reparameterised.
+
+    l = clipped log pi0(a|s) keeps its gradient w.r.t. a: with w = alpha = 1 and R
+    independent of a this is KL(pi || pi0) - E[R], stationary at pi = pi0.
+    """
+    return (_const(alpha) * log_prob - r_min - _const(weight) * l).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC temperature: -E[ log alpha (log pi(a|s) + H_target) ], raising alpha while entropy < H_target."""
+    return -(log_alpha * (log_prob + target_entropy).detach()).mean()
+
+
+@torch.no_grad()
+def polyak_update_(
+    target_params: Iterable[torch.Tensor], source_params: Iterable[torch.Tensor], tau: float
+) -> None:
+    """Soft target update in place: theta_bar <- (1 - tau) theta_bar + tau theta (one fused foreach lerp)."""
+    targets, sources = list(target_params), list(source_params)
+    if len(targets) != len(sources):
+        raise ValueError(f"{len(targets)} target tensors but {len(sources)} source tensors")
+    torch._foreach_lerp_(targets, sources, tau)
+
+
+def zero_action_columns(first_weight: torch.Tensor, obs_dim: int, action_dim: int) -> torch.Tensor:
+    """First-layer weight of R_i(s,a) built from Z_i(s) (stage 2 step 2).
+
+    "copy Z_i's weights, set the action columns of the first-layer weight to zero",
+    so that R_i(s,a) == Z_i(s) for every a. Weights are stored as x @ W, shape
+    [..., in, out] (e.g. stacked [E, obs_dim, out]): the action inputs are appended
+    as zero rows after the observation rows (input = concat([obs, action], -1)).
+    Returns a new [..., obs_dim + action_dim, out] tensor.
+    """
+    if first_weight.shape[-2] != obs_dim:
+        raise ValueError(f"weight has {first_weight.shape[-2]} input rows, expected obs_dim={obs_dim}")
+    zeros = first_weight.new_zeros(*first_weight.shape[:-2], action_dim, first_weight.shape[-1])
+    return torch.cat([first_weight.detach(), zeros], dim=-2)

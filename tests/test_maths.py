@@ -1,0 +1,260 @@
+"""The ACA equations of rllib_o2o.maths against hand-computed values.
+
+Hand values: log N(u; m, s) = -((u-m)/s)^2/2 - log s - log(2 pi)/2 with
+log(2 pi)/2 = 0.9189385332; tanh Jacobian term log(1 - tanh(u)^2) = -2 log cosh(u).
+"""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+from rllib_o2o import maths as M
+
+F64 = torch.float64
+
+
+def t(*values):
+    return torch.tensor(values, dtype=F64)
+
+
+# ---------------------------------------------------------------- tanh-Gaussian
+
+
+def test_log_prob_1d_by_hand():
+    # mean 0, std 1, u = 0.5: log N(0.5; 0, 1) = -0.125 - 0.9189385332 = -1.0439385332,
+    # log(1 - tanh(0.5)^2) = log(1 - 0.4621171573^2) = -0.2402290139  ->  -0.8037095193.
+    lp = M.tanh_gaussian_log_prob(t(0.0), t(0.0), torch.tanh(t(0.5)))
+    assert lp.shape == ()
+    assert lp.item() == pytest.approx(-0.8037095193, abs=1e-9)
+
+
+def test_log_prob_2d_by_hand():
+    # dim 1: mean 0.2, std 0.5, u = 0.7: -0.5 + 0.6931471806 - 0.9189385332 - log(1 - tanh(0.7)^2)
+    #        = -0.7257913526 + 0.4545404587 = -0.2712508939
+    # dim 2: mean -0.3, std 1, u = -1.0: -0.245 - 0.9189385332 - log(1 - tanh(1)^2)
+    #        = -1.1639385332 + 0.8675616610 = -0.2963768722;   sum = -0.5676277662
+    mean, log_std = t(0.2, -0.3), t(math.log(0.5), 0.0)
+    lp = M.tanh_gaussian_log_prob(mean, log_std, torch.tanh(t(0.7, -1.0)))
+    assert lp.item() == pytest.approx(-0.5676277662, abs=1e-9)
+
+
+def test_rsample_log_prob_agrees_with_log_prob_and_torch_distributions():
+    torch.manual_seed(0)
+    mean = torch.randn(512, 3, dtype=F64) * 0.5
+    log_std = torch.rand(512, 3, dtype=F64) * 1.5 - 1.5  # std in [0.22, 1]: moderate u
+    action, lp = M.tanh_gaussian_rsample(mean, log_std)
+    assert action.shape == (512, 3) and lp.shape == (512,)
+    assert action.abs().max() < 1
+    torch.testing.assert_close(M.tanh_gaussian_log_prob(mean, log_std, action), lp, rtol=0, atol=1e-8)
+    ref = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()]).log_prob(action).sum(-1)
+    torch.testing.assert_close(lp, ref, rtol=0, atol=1e-8)
+
+
+def test_rsample_is_reparameterised_and_finite_when_saturated():
+    mean = torch.full((4, 2), 30.0, requires_grad=True)  # tanh(u) == 1 in float32
+    action, lp = M.tanh_gaussian_rsample(mean, torch.full((4, 2), -3.0))
+    assert torch.isfinite(lp).all()
+    # Exact for |u| >> 1: log(1 - tanh(u)^2) = 2 log 2 - 2|u|, so d lp / d mean = +2 per dimension.
+    (grad,) = torch.autograd.grad(lp.sum(), mean)
+    torch.testing.assert_close(grad, torch.full((4, 2), 2.0), rtol=0, atol=1e-4)
+
+
+def test_log_prob_of_boundary_action_is_finite():
+    # a = +-1 (common in D4RL) is clamped to 1 - eps: u = atanh(1 - 1e-6) = 7.254329
+    lp = M.tanh_gaussian_log_prob(t(0.0), t(0.0), t(1.0))
+    u = math.atanh(1 - 1e-6)
+    assert lp.item() == pytest.approx(-0.5 * u * u - 0.9189385332 - math.log(1 - (1 - 1e-6) ** 2), abs=1e-6)
+
+
+# ---------------------------------------------------------------- the clip
+
+
+def test_clip_threshold_1d_min_picks_lower_squashed_density():
+    # mean 0.5, std 0.2, beta 3: u- = -0.1, u+ = 1.1. The Gaussian part is the same at both:
+    # -4.5 + 1.6094379124 - 0.9189385332 = -3.8095006208. log pi = that + 2 log cosh(u):
+    # u-: -3.8095006208 + 0.0099833776 = -3.7995172431;  u+: + 1.0238722784 = -2.7856283424.
+    c = M.log_prob_clip_threshold(t(0.5), t(math.log(0.2)), 3.0)
+    assert c.item() == pytest.approx(-3.7995172431, abs=1e-9)
+    assert M.log_prob_clip_threshold(t(0.5), t(math.log(0.2)), 3.0, squashed=False).item() == pytest.approx(
+        -3.8095006208, abs=1e-9
+    )
+
+
+def test_clip_threshold_2d_is_min_over_the_two_joint_points():
+    # mean (0.5, -1.0), std (0.2, 0.3), beta 3: u- = (-0.1, -1.9), u+ = (1.1, -0.1).
+    # Gaussian part (both points) = -3.8095006208 + (-4.5 + 1.2039728043 - 0.9189385332) = -8.0244663496
+    # u-: + 2 log cosh 0.1 + 2 log cosh 1.9 = -5.5565289002
+    # u+: + 2 log cosh 1.1 + 2 log cosh 0.1 = -6.9906106936  <- the min
+    # (a per-dimension min would give -8.0244663496 + 4 log cosh 0.1 = -8.0045: not the spec.)
+    mean, log_std = t(0.5, -1.0), t(math.log(0.2), math.log(0.3))
+    assert M.log_prob_clip_threshold(mean, log_std, 3.0).item() == pytest.approx(-6.9906106936, abs=1e-9)
+    # Unsquashed (AntMaze): both points have the Gaussian density.
+    assert M.log_prob_clip_threshold(mean, log_std, 3.0, squashed=False).item() == pytest.approx(
+        -8.0244663496, abs=1e-9
+    )
+
+
+def test_clip_threshold_is_the_log_prob_of_the_squashed_points():
+    torch.manual_seed(1)
+    mean, log_std = torch.randn(64, 3, dtype=F64), torch.randn(64, 3, dtype=F64) * 0.3 - 1.0
+    beta = 2.0
+    at = lambda u: M.tanh_gaussian_log_prob(mean, log_std, torch.tanh(u))  # noqa: E731
+    std = log_std.exp()
+    expected = torch.minimum(at(mean - beta * std), at(mean + beta * std))
+    torch.testing.assert_close(M.log_prob_clip_threshold(mean, log_std, beta), expected, rtol=0, atol=1e-7)
+
+
+def test_clipped_log_prob_limits_bound_and_smoothness():
+    c = torch.tensor([-5.0, 0.0, 3.0])
+    far_above = c + 8.0
+    torch.testing.assert_close(M.clipped_log_prob(far_above, c), far_above, rtol=0, atol=1e-3)
+    torch.testing.assert_close(M.clipped_log_prob(c - 1e4, c), c, rtol=0, atol=1e-6)
+    # at log pi0 == c: l = c + log 2
+    torch.testing.assert_close(M.clipped_log_prob(c, c), c + math.log(2.0))
+
+    lp = torch.linspace(-1e3, 50.0, 2001, requires_grad=True)
+    l = M.clipped_log_prob(lp, torch.tensor(-3.0))
+    assert (l >= -3.0).all() and (l >= lp - 1e-6).all()
+    (grad,) = torch.autograd.grad(l.sum(), lp)
+    assert torch.isfinite(grad).all() and (grad >= 0).all() and (grad <= 1).all()
+    assert grad[0] < 1e-6 and grad[-1] > 1 - 1e-6  # sigmoid: 0 far below c, 1 far above
+
+
+# ---------------------------------------------------------------- weight schedule
+
+
+@pytest.mark.parametrize(
+    "updates, schedule, expected",
+    [
+        (0, (1, 40, 0.5), 1.0),
+        (10_000, (1, 40, 0.5), 0.75),
+        (20_000, (1, 40, 0.5), 0.5),
+        (35_000, (1, 40, 0.5), 0.5),
+        (5_000, (1, 10, 0), 0.5),
+        (10_000, (1, 10, 0), 0.0),
+        (1_000_000, (1, 10, 0), 0.0),
+        (70_000, (1, 100, 1), 1.0),
+        (2_500, (2, 10, 0.1), 1.5),
+    ],
+)
+def test_reference_weight(updates, schedule, expected):
+    w = M.reference_weight(updates, *schedule)
+    assert isinstance(w, float)
+    assert w == pytest.approx(expected, abs=1e-12)
+
+
+def test_reference_weight_rejects_nonpositive_T():
+    with pytest.raises(ValueError):
+        M.reference_weight(0, 1.0, 0, 0.5)
+
+
+# ---------------------------------------------------------------- targets and losses (batch of 3, one terminal)
+
+REWARDS = t(1.0, -0.5, 2.0)
+TERMINATEDS = torch.tensor([False, True, False])
+
+
+def test_soft_q_target_by_hand():
+    # inner = q - 0.2 lp = (10.2, 2.9, -4.4); y = r + 0.9 (1 - d) inner = (10.18, -0.5, -1.96)
+    next_q = t(10.0, 3.0, -4.0).requires_grad_()
+    alpha = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    y = M.soft_q_target(REWARDS, TERMINATEDS, 0.9, next_q, t(-1.0, 0.5, 2.0), alpha)
+    torch.testing.assert_close(y, t(10.18, -0.5, -1.96))
+    assert not y.requires_grad
+    # float terminateds and float alpha give the same
+    y2 = M.soft_q_target(REWARDS, TERMINATEDS.to(F64), 0.9, next_q, t(-1.0, 0.5, 2.0), 0.2)
+    torch.testing.assert_close(y2, y)
+
+
+def test_z_target_by_hand():
+    # log pi0 + z - 0.2 log pi0 = (-0.8 + 10, 0.4 + 3, 1.6 - 4) = (9.2, 3.4, -2.4)
+    # y_Z = (1 + 0.9 * 9.2, -0.5, 2 - 0.9 * 2.4) = (9.28, -0.5, -0.16)
+    next_z = t(10.0, 3.0, -4.0).requires_grad_()
+    y = M.z_target(REWARDS, TERMINATEDS, 0.9, t(-1.0, 0.5, 2.0), next_z, 0.2)
+    torch.testing.assert_close(y, t(9.28, -0.5, -0.16))
+    assert not y.requires_grad
+
+
+def test_z_loss_by_hand_and_trains_only_z():
+    # member 0: log pi0 + Z - y = (0, 0, 0.5) -> mean sq 0.25/3; member 1: (-1, -2, -2.5) -> 11.25/3
+    log_pi0 = t(-1.0, 0.0, 0.5).requires_grad_()
+    z = t(1.0, 2.0, 3.0, 0.0, 0.0, 0.0).view(2, 3).requires_grad_()
+    loss = M.z_loss(log_pi0, z, t(0.0, 2.0, 3.0))
+    assert loss.item() == pytest.approx(0.25 / 3 + 11.25 / 3, abs=1e-12)
+    loss.backward()
+    assert log_pi0.grad is None
+    # d/dZ_i = 2 err / B
+    torch.testing.assert_close(z.grad, t(0.0, 0.0, 1.0, -2.0, -4.0, -5.0).view(2, 3) / 3)
+
+
+def test_critic_loss_is_sum_of_member_mse():
+    # member 0: errors (0, 1, 2) -> 5/3; member 1: (1, 1, 1) -> 1
+    q = t(1.0, 2.0, 3.0, 2.0, 2.0, 2.0).view(2, 3)
+    assert M.critic_loss(q, t(1.0, 1.0, 1.0)).item() == pytest.approx(8.0 / 3.0, abs=1e-12)
+
+
+def test_sac_actor_loss_does_not_train_alpha():
+    alpha = torch.tensor(0.5, requires_grad=True)
+    lp, q = torch.tensor([1.0, -1.0], requires_grad=True), torch.tensor([2.0, -6.0])
+    loss = M.sac_actor_loss(alpha, lp, q)
+    assert loss.item() == pytest.approx(2.0)  # mean(0.5 - 2, -0.5 + 6)
+    loss.backward()
+    assert alpha.grad is None
+    torch.testing.assert_close(lp.grad, torch.tensor([0.25, 0.25]))
+
+
+def test_ml_actor_loss_lambda_by_hand():
+    # lambda = 2.5 / mean(|2|, |-6|) = 0.625; SAC part mean(0.5*1 - 2, 0.5*(-1) + 6) = 2.0
+    # loss = 0.625 * 2.0 - mean(-3, -1) = 1.25 + 2 = 3.25
+    q = torch.tensor([2.0, -6.0], requires_grad=True)
+    loss, lam = M.ml_actor_loss(0.5, torch.tensor([1.0, -1.0]), q, torch.tensor([-3.0, -1.0]), alpha_bc=2.5)
+    assert lam.item() == pytest.approx(0.625) and not lam.requires_grad
+    assert loss.item() == pytest.approx(3.25)
+    loss.backward()
+    torch.testing.assert_close(q.grad, torch.tensor([-0.3125, -0.3125]))  # -lambda / B: no grad via lambda
+
+
+def test_aca_actor_loss_by_hand_gradient_flows_through_l():
+    # mean(2*1 - 0.5 - 0.5*(-2), 2*3 - 1.5 - 0.5*4) = mean(2.5, 2.5)
+    l = torch.tensor([-2.0, 4.0], requires_grad=True)
+    alpha = torch.tensor(2.0, requires_grad=True)
+    loss = M.aca_actor_loss(alpha, torch.tensor([1.0, 3.0]), torch.tensor([0.5, 1.5]), 0.5, l)
+    assert loss.item() == pytest.approx(2.5)
+    loss.backward()
+    torch.testing.assert_close(l.grad, torch.tensor([-0.25, -0.25]))
+    assert alpha.grad is None
+
+
+def test_temperature_loss_gradient():
+    # d/d log_alpha = -mean(log pi + H) = -mean(-1 + (-2), 0.5 + (-2)) = 2.25: entropy above target lowers alpha
+    log_alpha = torch.tensor(0.3, requires_grad=True)
+    lp = torch.tensor([-1.0, 0.5], requires_grad=True)
+    loss = M.temperature_loss(log_alpha, lp, target_entropy=-2.0)
+    assert loss.item() == pytest.approx(0.3 * 2.25)
+    loss.backward()
+    assert log_alpha.grad.item() == pytest.approx(2.25)
+    assert lp.grad is None
+
+
+def test_polyak_update_in_place():
+    target = [torch.zeros(3), torch.full((2, 2), 4.0)]
+    source = [torch.ones(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
+    ids = [p.data_ptr() for p in target]
+    M.polyak_update_(target, source, 0.005)
+    M.polyak_update_(target, source, 0.005)
+    torch.testing.assert_close(target[0], torch.full((3,), 0.005 + 0.995 * 0.005))
+    torch.testing.assert_close(target[1], torch.full((2, 2), 4.0 * 0.995**2))
+    assert [p.data_ptr() for p in target] == ids
+    with pytest.raises(ValueError):
+        M.polyak_update_(target, source[:1], 0.005)
+
+
+def test_zero_action_columns():
+    w = torch.randn(2, 3, 5)
+    padded = M.zero_action_columns(w, obs_dim=3, action_dim=2)
+    assert padded.shape == (2, 5, 5)
+    assert torch.equal(padded[:, :3], w) and torch.equal(padded[:, 3:], torch.zeros(2, 2, 5))
+    with pytest.raises(ValueError):
+        M.zero_action_columns(w, obs_dim=4, action_dim=2)
