@@ -1,0 +1,119 @@
+"""Torch networks of the project: a stacked MLP ensemble and the tanh-Gaussian actor.
+
+Pure torch, no Ray; the RLlib modules wrap these. The twin critics Q_i / R_i and
+the twin baselines Z_i are each ONE `EnsembleMLP`, so both members run in one
+batched matmul per layer instead of two separate modules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from rllib_o2o.maths import LOG_STD_MAX, LOG_STD_MIN, zero_action_columns
+
+
+class EnsembleMLP(nn.Module):
+    """E independent MLPs evaluated together.
+
+    Parameters are stacked per layer i: `weights.{i}` [E, in_i, out_i] (used as
+    x @ W, i.e. the transpose of nn.Linear's layout) and `biases.{i}` [E, 1, out_i].
+    Member e is exactly `x @ weights[i][e] + biases[i][e]` per layer, `activation`
+    between layers, no activation on the output.
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        self.num_members = num_members
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        sizes = (in_dim, *self.hidden, out_dim)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(num_members, n_in, n_out)) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(num_members, 1, n_out)) for n_out in sizes[1:]
+        )
+        self.act = activation()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """nn.Linear's default init, independently per member.
+
+        nn.Linear uses kaiming_uniform(a=sqrt(5)) for the weight and U(+-1/sqrt(fan_in))
+        for the bias; both reduce to U(-1/sqrt(fan_in), 1/sqrt(fan_in)). The bound is
+        computed explicitly because torch's fan-in helper misreads a stacked [E, in, out] tensor.
+        """
+        for w, b in zip(self.weights, self.biases):
+            bound = 1.0 / math.sqrt(w.shape[1])
+            w.uniform_(-bound, bound)
+            b.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, in] (shared by all members) or [E, B, in]; returns [E, B, out]."""
+        if x.dim() == 2:
+            x = x.expand(self.num_members, *x.shape)
+        elif x.dim() != 3 or x.shape[0] != self.num_members:
+            raise ValueError(f"expected [B, {self.in_dim}] or [{self.num_members}, B, {self.in_dim}], got {list(x.shape)}")
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = self.act(x)
+        return x
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a|s) = tanh(N(mean(s), exp(log_std(s))^2)), actions in [-1, 1].
+
+    ReLU trunk, one linear head split into mean and log_std; log_std is hard-clamped
+    to [LOG_STD_MIN, LOG_STD_MAX]. Sampling and log-densities live in `maths`.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        layers: list[nn.Module] = []
+        n_in = obs_dim
+        for n_out in hidden:
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            n_in = n_out
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(n_in, 2 * act_dim)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+def critic_from_baseline(z: EnsembleMLP, action_dim: int) -> EnsembleMLP:
+    """Critic surgery (stage 2 step 2): R_i(s,a) from the baseline Z_i(s).
+
+    Same members, hidden sizes and activation; input concat([obs, action], -1). All
+    of Z's parameters are copied and the first layer's action rows are zero, so
+    R_i(s,a) == Z_i(s) for every a while R can still learn the action dependence
+    online (those rows receive gradient). The result is on Z's device and dtype.
+    """
+    r = EnsembleMLP(z.num_members, z.in_dim + action_dim, z.out_dim, z.hidden, z.activation)
+    r = r.to(device=z.weights[0].device, dtype=z.weights[0].dtype)
+    with torch.no_grad():
+        r.weights[0].copy_(zero_action_columns(z.weights[0], z.in_dim, action_dim))
+        for dst, src in zip(list(r.weights)[1:], list(z.weights)[1:]):
+            dst.copy_(src)
+        for dst, src in zip(r.biases, z.biases):
+            dst.copy_(src)
+    return r
