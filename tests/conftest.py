@@ -1,0 +1,25 @@
+"""Shared fixtures: a small valid Pendulum dataset, in memory and on disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from rllib_o2o.data.rollouts import collect_transitions, env_meta
+from rllib_o2o.data.schema import write_dataset
+
+
+@pytest.fixture(scope="session")
+def pendulum_data():
+    """450 random Pendulum-v1 steps: two full 200-step episodes and a cut-off third."""
+    tr = collect_transitions("Pendulum-v1", 450, seed=0)
+    return tr, env_meta("Pendulum-v1", source="generated")
+
+
+@pytest.fixture
+def pendulum_dir(tmp_path, pendulum_data):
+    return write_dataset(tmp_path / "pendulum", *pendulum_data, rows_per_file=200)
+
+
+def leftovers(parent) -> list[str]:
+    """Hidden temp dirs a failed write could leave beside its output."""
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name)
