@@ -1,0 +1,239 @@
+"""O2OSAC: RLlib's SAC with a flat replay path and the SAC+ML / ACA switches.
+
+One algorithm serves three stages of the project: behaviour-policy SAC for
+`collect`, offline SAC+ML (stage 1, data read through RLlib's offline API) and
+ACA online fine-tuning (stage 3). The config subclasses `SACConfig`, so every
+RLlib knob (env runners, evaluation, learners, resources) works as for SAC.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.algorithms.sac import SAC, SACConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    LEARNER_RESULTS,
+)
+
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
+from rllib_o2o.replay import FlatReplayBuffer, normalize_actions
+
+logger = logging.getLogger(__name__)
+
+
+class O2OSACConfig(SACConfig):
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or O2OSAC)
+        self.o2o_mode = "sac"
+        self.alpha_bc = 30.0
+        self.clip_beta = 7.0
+        self.use_log_prob_clip = True
+        self.w_schedule = (1.0, 40.0, 0.5)
+        self.entropy_scale = 1.0
+        self.actor_grad_clip = None
+        self.updates_per_env_step = 1.0
+        self.updates_per_iteration = 1000
+        self.env_steps_per_iteration = 1000
+        self.replay_capacity = 1_000_000
+        self.random_warmup_steps = 0
+        self.hidden = (256, 256)
+        self.actor_lr = 3e-4
+        self.critic_lr = 3e-4
+        self.alpha_lr = 3e-4
+        self.rollout_fragment_length = 50
+        self.num_steps_sampled_before_learning_starts = 256
+        # The stock episode buffer is unused by this family; keep it tiny.
+        self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 1}
+        self.normalize_actions = False  # the module emits env-unit actions itself
+        self.clip_actions = False
+
+    def o2o(
+        self,
+        *,
+        mode=NotProvided,
+        alpha_bc=NotProvided,
+        clip_beta=NotProvided,
+        use_log_prob_clip=NotProvided,
+        w_schedule=NotProvided,
+        entropy_scale=NotProvided,
+        actor_grad_clip=NotProvided,
+        updates_per_env_step=NotProvided,
+        updates_per_iteration=NotProvided,
+        env_steps_per_iteration=NotProvided,
+        replay_capacity=NotProvided,
+        random_warmup_steps=NotProvided,
+        hidden=NotProvided,
+    ) -> "O2OSACConfig":
+        """Settings of the SAC family.
+
+        mode: "sac" (plain SAC), "sacml" (offline SAC + max-likelihood term) or
+            "aca" (online fine-tuning with the aligned critic).
+        alpha_bc: SAC+ML's BC scale (lambda = alpha_bc / mean|Q|).
+        clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.
+        w_schedule: ACA's [w0, T, w_min]; w drops by w0/(T*1000) per update.
+        entropy_scale: c_H; the target entropy is -c_H * |A|.
+        actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.
+        updates_per_env_step: online update-to-data ratio.
+        updates_per_iteration: offline gradient steps per `train()` call.
+        env_steps_per_iteration: online env steps per `train()` call.
+        random_warmup_steps: initial online steps with uniform random actions.
+        hidden: MLP hidden sizes of actor and critics.
+        """
+        for name, value in locals().items():
+            if name != "self" and value is not NotProvided:
+                setattr(self, "o2o_mode" if name == "mode" else name, value)
+        return self
+
+    def validate(self) -> None:
+        super().validate()
+        if self.o2o_mode not in MODES:
+            raise ValueError(f"o2o mode must be one of {MODES}, got {self.o2o_mode!r}")
+        if self.clip_beta <= 0:
+            raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
+        w0, horizon, w_min = self.w_schedule
+        if not (horizon > 0 and 0 <= w_min <= w0):
+            raise ValueError(f"w_schedule [w0, T, w_min] needs T > 0 and 0 <= w_min <= w0, got {self.w_schedule}")
+        if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
+            raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
+        if self.num_learners > 1:
+            raise ValueError(
+                "O2OSAC runs one learner (num_learners 0 or 1, on CPU or GPU); "
+                "scale sampling with num_env_runners instead."
+            )
+
+    @property
+    def is_offline_stage(self) -> bool:
+        return self.is_offline
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
+
+        return RLModuleSpec(module_class=O2OSACTorchRLModule)
+
+    @property
+    def _model_config_auto_includes(self):
+        return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha}
+
+    def get_default_learner_class(self):
+        from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
+
+        return O2OSACTorchLearner
+
+
+class O2OSAC(SAC):
+    @classmethod
+    def get_default_config(cls) -> O2OSACConfig:
+        return O2OSACConfig()
+
+    def setup(self, config) -> None:
+        super().setup(config)
+        obs_space, act_space = self._spaces()
+        self._action_low = act_space.low.astype(np.float32)
+        self._action_high = act_space.high.astype(np.float32)
+        capacity = self.config.replay_capacity
+        self.replay = None
+        if self.config.is_offline:
+            self.replay = self._load_offline_data(int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)))
+        else:
+            self.replay = FlatReplayBuffer(
+                capacity, int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), seed=self.config.seed or 0
+            )
+        self._env_steps_sampled = 0
+
+    def _spaces(self):
+        return self.call_learner(
+            lambda learner: (learner.module["default_policy"].observation_space,
+                             learner.module["default_policy"].action_space)
+        )
+
+    def call_learner(self, func):
+        """Runs `func(learner)` on the (single) learner and returns its result."""
+        results = list(self.learner_group.foreach_learner(func))
+        for result in results:
+            if not result.ok:
+                raise result.get()
+        return results[0].get()
+
+    def _load_offline_data(self, obs_dim: int, act_dim: int) -> FlatReplayBuffer:
+        """Streams the Parquet dataset once through Ray Data into the flat buffer."""
+        dataset = self.offline_data.data
+        num_rows = dataset.count()
+        replay = FlatReplayBuffer(num_rows, obs_dim, act_dim, seed=self.config.seed or 0)
+        start = time.perf_counter()
+        for chunk in dataset.iter_batches(batch_size=65536, batch_format="numpy"):
+            replay.add(
+                np.stack(chunk["obs"]).astype(np.float32),
+                normalize_actions(np.stack(chunk["actions"]).astype(np.float32), self._action_low, self._action_high),
+                chunk["rewards"].astype(np.float32),
+                np.stack(chunk["new_obs"]).astype(np.float32),
+                chunk["terminateds"].astype(np.float32),
+            )
+        logger.info("loaded %d offline transitions in %.1fs", num_rows, time.perf_counter() - start)
+        return replay
+
+    # -- training ----------------------------------------------------------------
+    def training_step(self) -> None:
+        if self.config.is_offline:
+            self._learn(self.config.updates_per_iteration)
+            return
+        target = self._env_steps_sampled + self.config.env_steps_per_iteration
+        owed_updates = 0.0
+        while self._env_steps_sampled < target:
+            num_new = self._sample_into_replay()
+            if len(self.replay) < self.config.num_steps_sampled_before_learning_starts:
+                continue
+            owed_updates += num_new * self.config.updates_per_env_step
+            if owed_updates >= 1:
+                self._learn(int(owed_updates))
+                owed_updates -= int(owed_updates)
+                self.env_runner_group.sync_weights(
+                    from_worker_or_learner_group=self.learner_group, inference_only=True
+                )
+
+    def _sample_into_replay(self) -> int:
+        random = self._env_steps_sampled < self.config.random_warmup_steps
+        episodes, runner_metrics = synchronous_parallel_sample(
+            worker_set=self.env_runner_group,
+            concat=True,
+            sample_timeout_s=self.config.sample_timeout_s,
+            random_actions=random,
+            _uses_new_env_runners=True,
+            _return_metrics=True,
+        )
+        self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+        num_new = 0
+        for episode in episodes:
+            n = len(episode)
+            if n == 0:
+                continue
+            observations = np.asarray(episode.get_observations(slice(0, n + 1)), np.float32)
+            terminateds = np.zeros(n, np.float32)
+            terminateds[-1] = float(episode.is_terminated)
+            self.replay.add(
+                observations[:-1].reshape(n, -1),
+                normalize_actions(
+                    np.asarray(episode.get_actions(slice(0, n)), np.float32).reshape(n, -1),
+                    self._action_low, self._action_high,
+                ),
+                np.asarray(episode.get_rewards(slice(0, n)), np.float32),
+                observations[1:].reshape(n, -1),
+                terminateds,
+            )
+            num_new += n
+        self._env_steps_sampled += num_new
+        return num_new
+
+    def _learn(self, num_updates: int) -> None:
+        batch = self.replay.sample(num_updates, self.config.train_batch_size_per_learner)
+        results = self.call_learner(lambda learner: learner.o2o_update(batch))
+        self.metrics.log_dict(results, key=(LEARNER_RESULTS, "default_policy"), window=1)
+        self.metrics.log_value((LEARNER_RESULTS, "num_env_steps_sampled_o2o"), self._env_steps_sampled, window=1)
+
+

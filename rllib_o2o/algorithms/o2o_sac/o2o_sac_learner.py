@@ -1,0 +1,151 @@
+"""One SAC-family learner for every method: SAC, SAC+ML (offline) and ACA (online).
+
+The method-specific terms are switches (`config.o2o_mode`) on one loss; the
+equations themselves live in `rllib_o2o.maths`. Updates run through
+`o2o_update`, which takes ready, stacked numpy batches ([U, B, ...]) and runs U
+gradient steps in one call: no per-update episode-to-batch connector work, no
+per-update metrics reduction. `Learner.update()` is not used by this family.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
+from ray.rllib.utils.typing import ModuleID
+
+from rllib_o2o import maths
+
+MODES = ("sac", "sacml", "aca")
+
+
+class O2OSACTorchLearner(SACTorchLearner):
+    def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
+        module = self._module[module_id]
+        groups = {
+            "critic": (list(module.critic.parameters()), config.critic_lr),
+            "actor": (list(module.actor.parameters()), config.actor_lr),
+            "alpha": ([module.log_alpha], config.alpha_lr),
+        }
+        for name, (params, lr) in groups.items():
+            self.register_optimizer(
+                module_id=module_id,
+                optimizer_name=name,
+                optimizer=torch.optim.Adam(params),
+                params=params,
+                lr_or_lr_schedule=lr,
+            )
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        raise NotImplementedError(
+            "O2OSACTorchLearner trains through `o2o_update` (stacked tensor batches); "
+            "use the O2OSAC algorithm's training_step rather than Learner.update()."
+        )
+
+    # -- the fast path -----------------------------------------------------------
+    def o2o_update(self, batch: dict[str, np.ndarray], module_id: ModuleID = "default_policy") -> dict:
+        """Runs U = batch["rewards"].shape[0] gradient steps; returns mean metrics."""
+        module = self._module[module_id].unwrapped()
+        config = self.config.get_config_for_module(module_id)
+        optim = {name: self.get_optimizer(module_id, name) for name in ("critic", "actor", "alpha")}
+        tensors = {k: torch.from_numpy(np.asarray(v)).to(self._device) for k, v in batch.items()}
+        num_updates = tensors["rewards"].shape[0]
+        target_entropy = -float(config.entropy_scale) * module.act_dim
+        actor_params = list(module.actor.parameters())
+        critic_params = list(module.critic.parameters())
+        target_params = list(module.target_critic.parameters())
+        totals: dict[str, torch.Tensor] = {}
+        start = int(module.num_updates)
+        for u in range(num_updates):
+            weight = (
+                maths.reference_weight(start + u, *config.w_schedule) if config.o2o_mode == "aca" else 0.0
+            )
+            step = self._one_update(
+                module, config, {k: v[u] for k, v in tensors.items()}, weight, target_entropy,
+                optim, actor_params, critic_params,
+            )
+            maths.polyak_update_(target_params, critic_params, config.tau)
+            for k, v in step.items():
+                totals[k] = totals.get(k, 0.0) + v
+        module.num_updates += num_updates
+        metrics = {k: float(v) / num_updates for k, v in totals.items()}
+        metrics["num_updates_lifetime"] = int(module.num_updates)
+        return metrics
+
+    def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params):
+        obs, act = b["obs"], b["actions"]
+        alpha = module.log_alpha.exp().detach()
+        aca = config.o2o_mode == "aca"
+
+        with torch.no_grad():
+            next_mean, next_log_std = module.actor(b["new_obs"])
+            next_act, next_logp = maths.tanh_gaussian_rsample(next_mean, next_log_std)
+            next_q = module.q_values(b["new_obs"], next_act, target=True).min(0).values
+            if aca:
+                next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act)
+            y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
+            data_ref_term = self._reference_term(module, config, obs, act) * weight if aca else 0.0
+
+        q = module.q_values(obs, act)
+        critic_loss = maths.critic_loss(q + data_ref_term, y)
+        optim["critic"].zero_grad(set_to_none=True)
+        critic_loss.backward()
+        optim["critic"].step()
+
+        mean, log_std = module.actor(obs)
+        pi_act, logp = maths.tanh_gaussian_rsample(mean, log_std)
+        q_pi = module.q_values(obs, pi_act).min(0).values
+        out = {}
+        if aca:
+            l_pi = self._reference_term(module, config, obs, pi_act)
+            actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
+            out["reference_weight"] = torch.tensor(weight)
+        elif config.o2o_mode == "sacml":
+            data_logp = maths.tanh_gaussian_log_prob(mean, log_std, act)
+            actor_loss, lam = maths.ml_actor_loss(alpha, logp, q_pi, data_logp, config.alpha_bc)
+            out["ml_lambda"] = lam.detach()
+            out["data_log_prob"] = data_logp.detach().mean()
+        else:
+            actor_loss = maths.sac_actor_loss(alpha, logp, q_pi)
+        optim["actor"].zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=actor_params)
+        if config.actor_grad_clip:
+            torch.nn.utils.clip_grad_norm_(actor_params, config.actor_grad_clip)
+        optim["actor"].step()
+
+        alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(), target_entropy)
+        optim["alpha"].zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        optim["alpha"].step()
+
+        out.update(
+            critic_loss=critic_loss.detach(),
+            actor_loss=actor_loss.detach(),
+            alpha=alpha,
+            q_mean=q.detach().mean(),
+            log_prob=logp.detach().mean(),
+        )
+        return out
+
+    @staticmethod
+    def _reference_term(module, config, obs, act):
+        """l(s, a): pi0's log-likelihood, smoothly clipped from below (or raw, ablation)."""
+        ref_mean, ref_log_std = module.ref_actor(obs)
+        log_pi0 = maths.tanh_gaussian_log_prob(ref_mean, ref_log_std, act)
+        if not config.use_log_prob_clip:
+            return log_pi0
+        threshold = maths.log_prob_clip_threshold(ref_mean, ref_log_std, config.clip_beta)
+        return maths.clipped_log_prob(log_pi0, threshold)
+
+    # -- state transfer between stages ------------------------------------------
+    def get_module_weights(self, module_id: ModuleID = "default_policy") -> dict:
+        module = self._module[module_id].unwrapped()
+        return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+    def set_module_weights(self, weights: dict, module_id: ModuleID = "default_policy") -> None:
+        """Loads a full state dict strictly: a name mismatch is an error, never a silent no-op."""
+        module = self._module[module_id].unwrapped()
+        module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()}, strict=True)
+
+

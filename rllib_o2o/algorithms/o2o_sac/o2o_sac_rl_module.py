@@ -1,0 +1,89 @@
+"""RLModule of the SAC family: tanh-Gaussian actor, ensemble critic, frozen pi0.
+
+RLlib's `DefaultSACTorchRLModule` keeps each Q-network as its own encoder and
+head; here the twin critics are one stacked `EnsembleMLP` so a single batched
+matmul evaluates both (the speed issue), and the module also holds what ACA
+adds: a frozen reference actor pi0 and the temperature, so that checkpoints
+carry all of the learner's state (RLlib's SAC keeps `log_alpha` outside).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, TargetNetworkAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from rllib_o2o.maths import tanh_gaussian_rsample
+from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
+
+CRITIC_ATTRS = ["critic", "target_critic", "ref_actor"]
+
+
+class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
+    """Actions leave the module in env units; the learner works in [-1, 1]."""
+
+    def setup(self):
+        hidden = tuple(self.model_config.get("hidden", (256, 256)))
+        self.obs_dim = int(np.prod(self.observation_space.shape))
+        self.act_dim = int(np.prod(self.action_space.shape))
+        self.actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden)
+        low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
+        high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2.0, persistent=False)
+        self.register_buffer("action_bias", (high + low) / 2.0, persistent=False)
+        if self.inference_only:
+            return
+        self.critic = EnsembleMLP(2, self.obs_dim + self.act_dim, 1, hidden)
+        self.ref_actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden).requires_grad_(False)
+        self.log_alpha = nn.Parameter(
+            torch.tensor(float(np.log(self.model_config.get("initial_alpha", 1.0))))
+        )
+        # Online updates done so far: drives ACA's w schedule and survives checkpoints.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+
+    # -- RLlib APIs -------------------------------------------------------------
+    def make_target_networks(self):
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+
+    def get_target_network_pairs(self):
+        return [(self.critic, self.target_critic)]
+
+    def forward_target(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {"q_target": self.q_values(batch[Columns.OBS], batch[Columns.ACTIONS], target=True)}
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return CRITIC_ATTRS + ["log_alpha", "num_updates"]
+
+    def _env_action(self, squashed: torch.Tensor) -> torch.Tensor:
+        return squashed * self.action_scale + self.action_bias
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        mean, _ = self.actor(batch[Columns.OBS])
+        return {Columns.ACTIONS: self._env_action(torch.tanh(mean))}
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        mean, log_std = self.actor(batch[Columns.OBS])
+        action, _ = tanh_gaussian_rsample(mean, log_std)
+        return {Columns.ACTIONS: self._env_action(action)}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        mean, log_std = self.actor(batch[Columns.OBS])
+        return {"mean": mean, "log_std": log_std}
+
+    # -- helpers used by the learner -------------------------------------------
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Both critics at once, shape [2, B]."""
+        net = self.target_critic if target else self.critic
+        return net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+
+    def freeze_reference_policy(self) -> None:
+        """Copies the current actor into pi0 (ACA's frozen reference policy)."""
+        self.ref_actor.load_state_dict(self.actor.state_dict())
+        self.ref_actor.requires_grad_(False)
