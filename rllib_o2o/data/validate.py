@@ -2,7 +2,7 @@
 
 Reading already checks the schema against dataset.json; this adds the check
 against the gymnasium env's own spaces, which is what catches data recorded
-for a different env version (e.g. Hopper-v2's 11-dim obs vs a 17-dim env).
+for a different env (or env version) than the one it will be fine-tuned in.
 """
 
 from __future__ import annotations
