@@ -1,7 +1,7 @@
 """The on-disk transition format: a directory of Parquet part files + dataset.json.
 
-Column names are RLlib's offline column names, so the part files can be handed
-straight to `AlgorithmConfig.offline_data(input_=...)`. Every function here
+Column names are RLlib's offline column names, so the directory can be handed
+straight to `AlgorithmConfig.offline_data(input_=[dir])`. Every function here
 validates before it trusts: a bad file raises `DatasetError` with a one-line
 message naming the file and the problem, and a failed write leaves nothing.
 """
@@ -276,7 +276,8 @@ def read_meta(path: str | os.PathLike) -> DatasetMeta:
 
 
 def dataset_files(path: str | os.PathLike) -> list[str]:
-    """The dataset's Parquet part files, sorted: what RLlib's `input_` takes."""
+    """The dataset's Parquet part files, sorted (for RLlib's `input_`, pass the directory
+    instead unless aiohttp is installed: see docs/data.md)."""
     read_meta(path)
     files = sorted(str(p) for p in Path(path).glob(PART_GLOB))
     if not files:
