@@ -118,6 +118,15 @@ def test_not_a_minari_directory(minari, tmp_path):
         import_minari(bogus, tmp_path / "ds")
 
 
+def test_corrupt_minari_metadata(minari, tmp_path, capsys):
+    data = tmp_path / "broken" / "data"
+    data.mkdir(parents=True)
+    (data / "metadata.json").write_text("{truncated")
+    assert main(["import-minari", str(tmp_path / "broken"), "--out", str(tmp_path / "ds")]) == 2
+    assert f"{data}: cannot read Minari dataset" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
 def test_minari_not_installed(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)  # makes `import minari` raise ImportError
     with pytest.raises(DatasetError, match=r"pip install 'rllib-o2o\[minari\]'"):

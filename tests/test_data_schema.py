@@ -113,6 +113,23 @@ def test_failed_write_leaves_nothing(tmp_path, pendulum_data, monkeypatch, overw
         assert not out.exists()
 
 
+def test_failed_final_rename_restores_the_old_dataset(tmp_path, pendulum_data, monkeypatch):
+    tr, meta = pendulum_data
+    out = write_dataset(tmp_path / "ds", {k: v[:10] for k, v in tr.items()}, meta)
+    real_rename = schema.os.rename
+
+    def rename(src, dst):
+        if ".tmp-" in str(src) and not str(src).endswith(".old") and dst == out:
+            raise OSError("rename failed")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(schema.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        write_dataset(out, tr, meta, overwrite=True)
+    assert read_meta(out).num_transitions == 10
+    assert leftovers(tmp_path) == []
+
+
 def test_meta_json_round_trip(pendulum_data):
     meta = pendulum_data[1]
     assert DatasetMeta.from_json(meta.to_json()) == meta

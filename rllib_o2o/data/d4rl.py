@@ -43,7 +43,8 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             missing = [k for k in REQUIRED_KEYS if not isinstance(f.get(k), h5py.Dataset)]
             if missing:
                 raise DatasetError(f"{path}: missing HDF5 key(s) {', '.join(missing)}")
-            keys = REQUIRED_KEYS + (("next_observations",) if "next_observations" in f else ())
+            has_next = isinstance(f.get("next_observations"), h5py.Dataset)
+            keys = REQUIRED_KEYS + (("next_observations",) if has_next else ())
             arrays = {k: f[k][()] for k in keys}
             metadata = {}
             if isinstance(f.get("metadata"), h5py.Group):
@@ -51,17 +52,17 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
                     if isinstance(item, h5py.Dataset) and item.shape == ():
                         value = item[()]
                         if isinstance(value, bytes):
-                            value = value.decode()
+                            value = value.decode(errors="replace")
                         metadata[name] = value.item() if hasattr(value, "item") else value
     except OSError as err:
         raise DatasetError(f"{path}: corrupt or truncated HDF5 file ({err})") from None
     return arrays, metadata
 
 
-def _check_arrays(a: dict[str, np.ndarray], path: Path) -> None:
-    for key in ("rewards", "terminals", "timeouts"):
-        if a[key].ndim == 2 and a[key].shape[1] == 1:
-            a[key] = a[key][:, 0]
+def _checked(a: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """The arrays with [N, 1] scalar columns flattened, after shape/length/finiteness checks."""
+    a = {k: v[:, 0] if k in ("rewards", "terminals", "timeouts") and v.ndim == 2
+         and v.shape[1] == 1 else v for k, v in a.items()}
     expected_ndim = {"observations": 2, "actions": 2, "next_observations": 2,
                      "rewards": 1, "terminals": 1, "timeouts": 1}
     for key, arr in a.items():
@@ -87,6 +88,7 @@ def _check_arrays(a: dict[str, np.ndarray], path: Path) -> None:
             what = "NaN" if np.isnan(a[key]).any() else "inf"
             raise DatasetError(f"{path}: {key} has {what} values ({int(bad.sum())} entries, "
                                f"first at row {int(np.argwhere(bad)[0][0])})")
+    return a
 
 
 def to_transitions(a: dict[str, np.ndarray]) -> Transitions:
@@ -142,7 +144,7 @@ def import_d4rl(hdf5_path: str | os.PathLike, env_id: str, out_dir: str | os.Pat
     """
     path = Path(hdf5_path)
     arrays, metadata = _read_arrays(path)
-    _check_arrays(arrays, path)
+    arrays = _checked(arrays, path)
     tr = to_transitions(arrays)
     if not len(tr["obs"]):
         raise DatasetError(f"{path}: no transition has a next observation (every episode "
@@ -158,7 +160,11 @@ def import_d4rl(hdf5_path: str | os.PathLike, env_id: str, out_dir: str | os.Pat
             action_high=tr["actions"].max(axis=0).tolist(), source="d4rl")
     refs = reference_scores(env_id)
     if "ref_min_score" in metadata and "ref_max_score" in metadata:
-        refs = (float(metadata["ref_min_score"]), float(metadata["ref_max_score"]))
+        try:
+            refs = (float(metadata["ref_min_score"]), float(metadata["ref_max_score"]))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: metadata/ref_min_score and ref_max_score must be "
+                               "numbers") from None
     meta.ref_min_score, meta.ref_max_score = refs if refs else (None, None)
     meta.generator = {"file": path.name, "has_next_observations": "next_observations" in arrays,
                       "metadata": metadata}

@@ -41,9 +41,9 @@ def _episodes_to_transitions(dataset, source: str) -> Transitions:
     for eps_id, ep in enumerate(dataset.iterate_episodes()):
         obs = np.asarray(ep.observations, dtype=np.float32)
         n = len(ep.rewards)
-        if not isinstance(ep.observations, np.ndarray) or obs.shape[0] != n + 1:
+        if obs.shape[0] != n + 1:
             raise DatasetError(f"{source}: episode {ep.id} has {obs.shape[0]} observations "
-                               f"for {n} steps (expected an array of {n + 1} rows)")
+                               f"for {n} steps (expected {n + 1})")
         obs = obs.reshape(n + 1, -1)
         truncated = np.asarray(ep.truncations, dtype=bool).copy()
         terminated = np.asarray(ep.terminations, dtype=bool)
@@ -75,17 +75,21 @@ def import_minari(dataset_id_or_path: str | os.PathLike, out_dir: str | os.PathL
                            "pip install 'rllib-o2o[minari]'") from None
     data_dir = _data_dir(dataset_id_or_path)
     source = str(data_dir)
+    unreadable = (ValueError, KeyError, OSError, AssertionError)
     try:
         dataset = minari.MinariDataset(data_dir)
-        tr = _episodes_to_transitions(dataset, source)
-    except DatasetError:
-        raise
-    except (ValueError, KeyError, OSError, AssertionError) as err:
+    except unreadable as err:
         raise DatasetError(f"{source}: cannot read Minari dataset ({err})") from None
     obs_space, act_space = dataset.observation_space, dataset.action_space
     if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
         raise DatasetError(f"{source}: only Box observation and action spaces are supported "
                            f"(got {obs_space}, {act_space})")
+    try:
+        tr = _episodes_to_transitions(dataset, source)
+    except DatasetError:
+        raise
+    except unreadable as err:
+        raise DatasetError(f"{source}: cannot read Minari episodes ({err})") from None
     env_id = env_id or (dataset.env_spec.id if dataset.env_spec is not None else None)
     if is_registered(env_id):
         check_against_env(tr, env_id, source)

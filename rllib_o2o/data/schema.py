@@ -251,7 +251,11 @@ def write_dataset(out_dir: str | os.PathLike, transitions: Transitions, meta: Da
         if out.exists():
             old = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}.old"
             os.rename(out, old)
-            os.rename(tmp, out)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
             shutil.rmtree(old)
         else:
             os.rename(tmp, out)
