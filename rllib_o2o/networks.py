@@ -67,7 +67,8 @@ class EnsembleMLP(nn.Module):
         if x.dim() == 2:
             x = x.expand(self.num_members, *x.shape)
         elif x.dim() != 3 or x.shape[0] != self.num_members:
-            raise ValueError(f"expected [B, {self.in_dim}] or [{self.num_members}, B, {self.in_dim}], got {list(x.shape)}")
+            expected = f"[B, {self.in_dim}] or [{self.num_members}, B, {self.in_dim}]"
+            raise ValueError(f"expected {expected}, got {list(x.shape)}")
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(b, x, w)

@@ -59,7 +59,8 @@ def test_ensemble_parameter_names_and_activation():
     net = EnsembleMLP(2, 3, 1, hidden=(4,), activation=nn.Tanh)
     assert [n for n, _ in net.named_parameters()] == ["weights.0", "weights.1", "biases.0", "biases.1"]
     x = torch.randn(5, 3)
-    expected = torch.stack([torch.tanh(x @ net.weights[0][e] + net.biases[0][e]) @ net.weights[1][e] + net.biases[1][e] for e in range(2)])
+    w, b = net.weights, net.biases
+    expected = torch.stack([torch.tanh(x @ w[0][e] + b[0][e]) @ w[1][e] + b[1][e] for e in range(2)])
     torch.testing.assert_close(net(x), expected)
 
 
