@@ -49,6 +49,11 @@ class O2OSACConfig(SACConfig):
         self.alpha_lr = 3e-4
         self.rollout_fragment_length = 50
         self.num_steps_sampled_before_learning_starts = 256
+        # One `training_step` is one iteration (it meters its own steps and updates);
+        # RLlib's per-iteration minimums would loop forever in the offline stage.
+        self.min_time_s_per_iteration = 0
+        self.min_sample_timesteps_per_iteration = 0
+        self.min_train_timesteps_per_iteration = 0
         # The stock episode buffer is unused by this family; keep it tiny.
         self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 1}
         self.normalize_actions = False  # the module emits env-unit actions itself
@@ -146,6 +151,40 @@ class O2OSAC(SAC):
                 capacity, int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), seed=self.config.seed or 0
             )
         self._env_steps_sampled = 0
+        self._recorder: list[dict] | None = None
+
+    def get_state(self, *args, **kwargs):
+        """Adds the env-step counter and (online) the flat replay buffer to RLlib's state."""
+        state = super().get_state(*args, **kwargs)
+        state["o2o"] = {
+            "env_steps_sampled": self._env_steps_sampled,
+            "replay": None if self.config.is_offline else self.replay.get_state(),
+        }
+        return state
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if "o2o" in state:
+            self._env_steps_sampled = state["o2o"]["env_steps_sampled"]
+            if state["o2o"]["replay"] is not None:
+                self.replay.set_state(state["o2o"]["replay"])
+
+    @property
+    def env_steps_sampled(self) -> int:
+        return self._env_steps_sampled
+
+    def start_recording(self) -> None:
+        """Keeps every sampled transition in the dataset schema (for medium-replay data)."""
+        self._recorder = []
+        self._episode_ids: dict[str, int] = {}
+
+    def recorded_transitions(self) -> dict[str, np.ndarray]:
+        """What was sampled since `start_recording`; unfinished episodes end truncated."""
+        columns = {k: np.concatenate([c[k] for c in self._recorder]) for k in self._recorder[0]}
+        last_row = {eps: i for i, eps in enumerate(columns["eps_id"])}
+        idx = np.fromiter(last_row.values(), dtype=np.int64)
+        columns["truncateds"][idx] |= ~columns["terminateds"][idx]
+        return columns
 
     def _spaces(self):
         return self.call_learner(
@@ -227,8 +266,26 @@ class O2OSAC(SAC):
                 terminateds,
             )
             num_new += n
+            if self._recorder is not None:
+                self._record(episode, observations, n)
         self._env_steps_sampled += num_new
         return num_new
+
+    def _record(self, episode, observations: np.ndarray, n: int) -> None:
+        eps = self._episode_ids.setdefault(episode.id_, len(self._episode_ids))
+        flags = np.zeros(n, bool)
+        terminateds, truncateds = flags.copy(), flags.copy()
+        terminateds[-1], truncateds[-1] = episode.is_terminated, episode.is_truncated
+        self._recorder.append({
+            "obs": observations[:-1].reshape(n, -1),
+            "actions": np.asarray(episode.get_actions(slice(0, n)), np.float32).reshape(n, -1),
+            "rewards": np.asarray(episode.get_rewards(slice(0, n)), np.float32),
+            "new_obs": observations[1:].reshape(n, -1),
+            "terminateds": terminateds,
+            "truncateds": truncateds,
+            "eps_id": np.full(n, eps, np.int64),
+            "t": episode.t_started + np.arange(n, dtype=np.int64),
+        })
 
     def _learn(self, num_updates: int) -> None:
         batch = self.replay.sample(num_updates, self.config.train_batch_size_per_learner)

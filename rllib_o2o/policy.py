@@ -1,0 +1,35 @@
+"""A trained actor as a plain numpy policy, for data collection and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rllib_o2o.maths import tanh_gaussian_rsample
+from rllib_o2o.networks import TanhGaussianActor
+
+
+class ActorPolicy:
+    """obs (env units) -> action (env units); the mean action unless `stochastic`."""
+
+    def __init__(self, actor_state: dict, obs_dim: int, act_dim: int, hidden, low, high,
+                 stochastic: bool = False, seed: int = 0):
+        self.actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden))
+        self.actor.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in actor_state.items()})
+        self.actor.eval()
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        self.stochastic = stochastic
+        torch.manual_seed(seed)
+
+    @classmethod
+    def from_module_weights(cls, weights: dict, **kwargs) -> "ActorPolicy":
+        actor_state = {k[len("actor."):]: v for k, v in weights.items() if k.startswith("actor.")}
+        return cls(actor_state, **kwargs)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        mean, log_std = self.actor(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1))
+        squashed = tanh_gaussian_rsample(mean, log_std)[0] if self.stochastic else torch.tanh(mean)
+        unit = squashed[0].numpy()
+        return self.low + (unit + 1.0) * 0.5 * (self.high - self.low)

@@ -1,0 +1,1 @@
+"""The three stages of offline-to-online training, each runnable on its own."""

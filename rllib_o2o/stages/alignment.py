@@ -1,0 +1,130 @@
+"""Stage 2, alignment: rebuild the critic from the offline actor (spec, stage 2).
+
+Runs as its own Ray task (`align_remote`) with an explicit resource request and
+retries, so it can be placed anywhere in a cluster and survives a dead worker.
+Input: any stochastic tanh-Gaussian actor pi0 (stage 1's, or converted from
+RLlib's CQL) and the offline dataset. Output: the full O2OSAC module state for
+ACA: actor = pi0, frozen ref_actor = pi0, critics R_i built from the fitted
+baselines Z_i with zeroed action columns, targets = R, log alpha = 0.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import ray
+import torch
+
+from rllib_o2o import maths
+from rllib_o2o.data.schema import read_dataset
+from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor, critic_from_baseline
+from rllib_o2o.replay import FlatReplayBuffer
+
+
+@dataclass
+class AlignSettings:
+    z_steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 3e-4
+    gamma: float = 0.99
+    alpha_off: float = 0.0
+    curve_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+
+
+class AlignmentError(RuntimeError):
+    """The rebuilt critic does not satisfy R_i(s, a) == Z_i(s)."""
+
+
+def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def align(actor_state: dict, dataset_path: str, hidden: tuple, settings: AlignSettings,
+          progress=None) -> dict:
+    """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights."""
+    torch.manual_seed(settings.seed)
+    transitions, meta = read_dataset(dataset_path)
+    obs_dim, act_dim = meta.obs_dim, meta.act_dim
+    replay = FlatReplayBuffer(len(transitions["rewards"]), obs_dim, act_dim, seed=settings.seed)
+    replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),
+                           np.asarray(meta.action_high, np.float32))
+    device = torch.device(settings.device)
+    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden).to(device)
+    pi0.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in actor_state.items()})
+    pi0.requires_grad_(False)
+    z = EnsembleMLP(2, obs_dim, 1, hidden).to(device)
+    optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)
+
+    curve, window, start = [], [], time.perf_counter()
+    chunk = 1000
+    for first in range(0, settings.z_steps, chunk):
+        num = min(chunk, settings.z_steps - first)
+        batches = {k: torch.from_numpy(v).to(device) for k, v in replay.sample(num, settings.batch_size).items()}
+        for u in range(num):
+            b = {k: v[u] for k, v in batches.items()}
+            loss = z_fit_step(pi0, z, optimizer, b, settings)
+            window.append(loss)
+            step = first + u + 1
+            if step % settings.curve_every == 0 or step == settings.z_steps:
+                curve.append({"step": step, "z_loss": float(torch.stack(window).mean())})
+                window = []
+        if progress:
+            progress(f"alignment: {first + num}/{settings.z_steps} Z steps, z_loss {curve[-1]['z_loss']:.4f}"
+                     if curve else f"alignment: {first + num}/{settings.z_steps} Z steps")
+
+    r = critic_from_baseline(z, act_dim)
+    max_error = surgery_error(z, r, replay, device, settings.seed)
+    if max_error > 1e-4:
+        raise AlignmentError(f"critic surgery broke R(s,a) == Z(s): max |R - Z| = {max_error:.3g}")
+    weights = {
+        **prefixed("actor", pi0),
+        **prefixed("ref_actor", pi0),
+        **prefixed("critic", r),
+        **prefixed("target_critic", r),
+        "log_alpha": np.zeros((), np.float32),
+        "num_updates": np.zeros((), np.int64),
+    }
+    return {
+        "weights": weights,
+        "z_loss_curve": curve,
+        "surgery_max_abs_error": max_error,
+        "seconds": time.perf_counter() - start,
+        "z_steps_per_s": settings.z_steps / max(time.perf_counter() - start, 1e-9),
+        "settings": asdict(settings),
+    }
+
+
+def z_fit_step(pi0, z, optimizer, b: dict, settings: AlignSettings) -> torch.Tensor:
+    """One step of L_Z (spec, stage 2.1) on batch `b`; returns the detached loss."""
+    with torch.no_grad():
+        mean, log_std = pi0(b["obs"])
+        log_pi0 = maths.tanh_gaussian_log_prob(mean, log_std, b["actions"])
+        next_mean, next_log_std = pi0(b["new_obs"])
+        _, next_log_pi0 = maths.tanh_gaussian_rsample(next_mean, next_log_std)
+        next_z_min = z(b["new_obs"]).squeeze(-1).min(0).values
+        y = maths.z_target(b["rewards"], b["terminateds"], settings.gamma, next_log_pi0, next_z_min,
+                           settings.alpha_off)
+    loss = maths.z_loss(log_pi0, z(b["obs"]).squeeze(-1), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def surgery_error(z: EnsembleMLP, r: EnsembleMLP, replay: FlatReplayBuffer, device, seed: int) -> float:
+    """max |R_i(s, a) - Z_i(s)| over dataset states and uniformly random actions."""
+    batch = replay.sample(1, 1024)
+    obs = torch.from_numpy(batch["obs"][0]).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    actions = (torch.rand(obs.shape[0], r.in_dim - z.in_dim, generator=generator) * 2 - 1).to(device)
+    return float((r(torch.cat([obs, actions], -1)) - z(obs)).abs().max())
+
+
+def align_remote(num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3):
+    """The alignment task with its own resource request; call `.remote(...)` on the result."""
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(align)
