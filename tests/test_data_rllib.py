@@ -7,7 +7,8 @@ import gc
 import gymnasium as gym
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 
 
 @pytest.fixture
