@@ -203,5 +203,6 @@ def test_bad_hdf5_input(tmp_path, capsys, case):
 
 def test_missing_file(tmp_path, capsys):
     src = tmp_path / "nope.hdf5"
-    assert main(["import-d4rl", str(src), "--env", "Pendulum-v1", "--out", str(tmp_path / "o")]) == 2
+    out = tmp_path / "o"
+    assert main(["import-d4rl", str(src), "--env", "Pendulum-v1", "--out", str(out)]) == 2
     assert f"{src}: no such file" in capsys.readouterr().err

@@ -88,7 +88,7 @@ def test_overwrite_refuses_a_non_dataset_directory(tmp_path, pendulum_data):
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_failed_write_leaves_nothing(tmp_path, pendulum_data, monkeypatch, overwrite):
-    """A crash after the first part file leaves neither out_dir (or a changed one) nor a temp dir."""
+    """A crash after the first part file leaves no temp dir and no new or changed out_dir."""
     tr, meta = pendulum_data
     out = tmp_path / "ds"
     if overwrite:
@@ -266,7 +266,8 @@ def _toy():
     eps = np.array([7, 7, 2, 5, 5, 5])
     return {
         "obs": np.zeros((6, 1), np.float32), "actions": np.zeros((6, 1), np.float32),
-        "rewards": np.array([1, 2, -1, 3, 3, 4], np.float32), "new_obs": np.zeros((6, 1), np.float32),
+        "rewards": np.array([1, 2, -1, 3, 3, 4], np.float32),
+        "new_obs": np.zeros((6, 1), np.float32),
         "terminateds": np.zeros(6, bool), "truncateds": np.zeros(6, bool),
         "eps_id": eps, "t": np.array([0, 1, 0, 0, 1, 2]),
     }

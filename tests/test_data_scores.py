@@ -23,7 +23,8 @@ def test_reference_scores(env_id, refs):
     assert reference_scores(env_id) == refs
 
 
-@pytest.mark.parametrize("env_id", ["antmaze-umaze-v2", "InvertedPendulum-v5", "CartPole-v1", None, ""])
+@pytest.mark.parametrize("env_id", ["antmaze-umaze-v2", "InvertedPendulum-v5", "CartPole-v1",
+                                    None, ""])
 def test_unknown_reference_scores(env_id):
     assert reference_scores(env_id) is None
 

@@ -272,7 +272,8 @@ def read_meta(path: str | os.PathLike) -> DatasetMeta:
     if not path.exists():
         raise DatasetError(f"{path}: no such dataset directory")
     if not path.is_dir():
-        raise DatasetError(f"{path}: not a dataset directory (expected Parquet files + {META_FILE})")
+        raise DatasetError(f"{path}: not a dataset directory "
+                           f"(expected Parquet files + {META_FILE})")
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise DatasetError(f"{path}: no {META_FILE} (incomplete or not a dataset directory)")
@@ -358,7 +359,7 @@ def episode_returns(tr: Transitions) -> np.ndarray:
 
 
 def top_k_episodes(tr: Transitions, k: int) -> Transitions:
-    """The rows of the k highest-return episodes (all episodes if there are fewer), in file order."""
+    """Rows of the k highest-return episodes (all if there are fewer), in file order."""
     if k < 1:
         raise ValueError("k must be >= 1")
     ids, first = np.unique(tr["eps_id"], return_index=True)
