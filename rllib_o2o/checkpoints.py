@@ -32,9 +32,10 @@ def atomic_dir(target: Path):
 
 
 def commit_dir(tmp: Path, target: Path) -> None:
-    for child in tmp.iterdir():
-        with open(child, "rb") as fh:
-            os.fsync(fh.fileno())
+    for root, _, files in os.walk(tmp):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.rename(target, old)
@@ -58,7 +59,7 @@ def save_module_checkpoint(path: str | Path, weights: dict, meta: dict) -> Path:
     path = Path(path)
     tmp = atomic_dir(path)
     try:
-        torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, tmp / WEIGHTS_FILE)
+        torch.save({k: torch.tensor(np.array(v)) for k, v in weights.items()}, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=float))
         commit_dir(tmp, path)
     except BaseException:

@@ -38,6 +38,109 @@ def _cmd_import_minari(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from rllib_o2o.data.generate import CollectSettings, collect
+
+    settings = CollectSettings(
+        env_id=args.env, kinds=tuple(args.kinds), num_transitions=args.num_transitions,
+        medium_target_score=args.medium_target, expert_target_score=args.expert_target,
+        train_env_steps=args.train_env_steps, env_steps_per_iteration=args.env_steps_per_iteration,
+        random_warmup_steps=args.random_warmup_steps, max_episode_steps=args.max_episode_steps,
+        num_env_runners=args.num_env_runners, seed=args.seed,
+    )
+    _init_ray()
+    for kind, path in collect(settings, args.out, overwrite=args.overwrite).items():
+        from rllib_o2o.data.validate import format_stats, validate_dataset
+
+        print(f"--- {kind}")
+        print(format_stats(validate_dataset(path)))
+    return 0
+
+
+def _init_ray() -> None:
+    """Joins a cluster when RAY_ADDRESS is set (ray job submit), else starts local Ray on loopback."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto")
+    else:
+        ray.init(include_dashboard=False)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rllib_o2o.pipeline import PipelineConfig, embedded_default_config, run_pipeline, score_table
+
+    values = {}
+    if args.config:
+        values.update(_load_config_file(args.config))
+    flags = {k: v for k, v in vars(args).items() if k in PIPELINE_FLAGS and v is not None}
+    values.update(flags)
+    if values.get("dataset") is None and not args.config:
+        cfg = embedded_default_config(values.pop("out", "runs/embedded-default"))
+        for key, value in values.items():
+            setattr(cfg, key, value)
+        print("no --dataset given: running the embedded default (Pendulum-v1 medium data made here)")
+    else:
+        try:
+            cfg = PipelineConfig.from_dict(values)
+        except (TypeError, ValueError) as err:
+            raise CLIError(str(err)) from None
+    _init_ray()
+    try:
+        results = run_pipeline(cfg)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(score_table(results))
+    print(f"results: {cfg.out}/results.json")
+    return 0
+
+
+def _load_config_file(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise CLIError(f"{path}: config must be a mapping of option names to values")
+    return data
+
+
+PIPELINE_FLAGS = (
+    "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
+    "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
+    "max_episode_steps",
+)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The pipeline's flags; shared with pipelines/run_o2o.py."""
+    p.add_argument("--dataset", help="dataset dir, D4RL .hdf5 file, or local Minari id (default: embedded)")
+    p.add_argument("--env", help="gymnasium env id (default: the dataset's)")
+    p.add_argument("--out", help="run directory (re-running resumes it)")
+    p.add_argument("--preset", choices=["random", "medium", "medium-replay", "medium-expert", "expert"])
+    p.add_argument("--offline-steps", type=int, help="stage 1 gradient steps")
+    p.add_argument("--align-steps", type=int, help="stage 2 Z-fit steps")
+    p.add_argument("--online-steps", type=int, help="stage 3 env steps (one update per step)")
+    p.add_argument("--eval-every", type=int, help="online env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, help="episodes per evaluation (mean action)")
+    p.add_argument("--num-env-runners", type=int, help="parallel sampling workers in stage 3")
+    p.add_argument("--num-envs-per-env-runner", type=int)
+    p.add_argument("--num-gpus-per-learner", type=float, help="1 puts the learner on a GPU")
+    p.add_argument("--max-episode-steps", type=int, help="time limit override for the env")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rllib-o2o",
@@ -64,10 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_cmd_import_minari)
 
+    p = sub.add_parser("run", help="offline pre-training -> alignment -> ACA online fine-tuning")
+    add_run_arguments(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("collect", help="generate D4RL-style datasets with a behaviour SAC")
+    p.add_argument("--env", default="Pendulum-v1", help="gymnasium env id (Hopper-v5, HalfCheetah-v5, ...)")
+    p.add_argument("--out", required=True, help="directory that receives one dataset per kind")
+    p.add_argument("--kinds", nargs="+", default=["random", "medium", "medium-replay"],
+                   choices=["random", "medium", "medium-replay", "expert", "medium-expert"])
+    p.add_argument("--num-transitions", type=int, default=20_000, help="rollout size of each dataset")
+    p.add_argument("--medium-target", type=float, default=100 / 3, help="normalised score that makes 'medium'")
+    p.add_argument("--expert-target", type=float, default=None, help="stop training at this score (expert)")
+    p.add_argument("--train-env-steps", type=int, default=20_000, help="behaviour SAC budget")
+    p.add_argument("--env-steps-per-iteration", type=int, default=1_000, help="env steps between evaluations")
+    p.add_argument("--random-warmup-steps", type=int, default=1_000)
+    p.add_argument("--max-episode-steps", type=int, default=None)
+    p.add_argument("--num-env-runners", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_collect)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rllib_o2o.checkpoints import CheckpointError
     from rllib_o2o.data.schema import DatasetError
 
     parser = build_parser()
@@ -77,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, DatasetError) as err:
+    except (CLIError, DatasetError, CheckpointError) as err:
         print(f"rllib-o2o {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ class ActorPolicy:
     def __init__(self, actor_state: dict, obs_dim: int, act_dim: int, hidden, low, high,
                  stochastic: bool = False, seed: int = 0):
         self.actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden))
-        self.actor.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in actor_state.items()})
+        self.actor.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
         self.actor.eval()
         self.low = np.asarray(low, np.float32)
         self.high = np.asarray(high, np.float32)

@@ -54,7 +54,7 @@ def align(actor_state: dict, dataset_path: str, hidden: tuple, settings: AlignSe
                            np.asarray(meta.action_high, np.float32))
     device = torch.device(settings.device)
     pi0 = TanhGaussianActor(obs_dim, act_dim, hidden).to(device)
-    pi0.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in actor_state.items()})
+    pi0.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
     pi0.requires_grad_(False)
     z = EnsembleMLP(2, obs_dim, 1, hidden).to(device)
     optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)

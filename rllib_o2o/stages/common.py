@@ -49,7 +49,9 @@ def restore_checkpoint(algo, stage_dir: Path) -> dict | None:
 
 
 def evaluation_return(result: dict) -> float | None:
-    return result.get("evaluation", {}).get("env_runners", {}).get("episode_return_mean")
+    """Mean evaluation return from `train()` results or from `evaluate()`'s own dict."""
+    evaluation = result.get("evaluation", result)
+    return evaluation.get("env_runners", {}).get("episode_return_mean")
 
 
 def train_loop(algo, stage_dir: Path, progress: dict, is_finished: Callable[[dict], bool],

@@ -146,6 +146,6 @@ class O2OSACTorchLearner(SACTorchLearner):
     def set_module_weights(self, weights: dict, module_id: ModuleID = "default_policy") -> None:
         """Loads a full state dict strictly: a name mismatch is an error, never a silent no-op."""
         module = self._module[module_id].unwrapped()
-        module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()}, strict=True)
+        module.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()}, strict=True)
 
 

@@ -1,0 +1,236 @@
+"""The whole offline-to-online pipeline: stage 1 -> alignment task -> stage 3.
+
+Each stage writes its outputs under the run directory and a DONE.json only
+after they are durable, so a re-run skips finished stages and resumes an
+interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import ray
+
+from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint, write_json_atomic
+from rllib_o2o.data.scores import normalized_score
+from rllib_o2o.presets import get_preset, preset_for_dataset
+
+EMBEDDED_ENV = "Pendulum-v1"
+
+
+@dataclass
+class PipelineConfig:
+    dataset: str | None = None
+    env: str | None = None
+    out: str = "runs/o2o"
+    preset: str | None = None
+    offline_steps: int = 20_000
+    align_steps: int = 10_000
+    online_steps: int = 20_000
+    eval_every: int = 1_000
+    eval_episodes: int = 10
+    offline_eval_every: int = 5_000
+    checkpoint_every: int = 1
+    num_env_runners: int = 0
+    num_envs_per_env_runner: int = 1
+    num_gpus_per_learner: float = 0
+    align_num_cpus: float = 1
+    align_num_gpus: float = 0
+    align_lr: float = 3e-4
+    batch_size: int = 256
+    hidden: list = field(default_factory=lambda: [256, 256])
+    replay_capacity: int = 1_000_000
+    alpha_bc: float = 30.0
+    clip_beta: float | None = None
+    w_schedule: list | None = None
+    seed_episodes: int | None = None
+    entropy_scale: float | None = None
+    max_episode_steps: int | None = None
+    seed: int = 0
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PipelineConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def validate(self) -> None:
+        for name in ("offline_steps", "align_steps", "online_steps", "eval_every", "eval_episodes",
+                     "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.clip_beta is not None and self.clip_beta <= 0:
+            raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
+        if self.w_schedule is not None and len(self.w_schedule) != 3:
+            raise ValueError(f"w_schedule is [w0, T, w_min], got {self.w_schedule}")
+
+    def env_config(self) -> dict:
+        return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
+
+    def score(self, ret: float | None) -> float | None:
+        if ret is None or self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        return float(normalized_score(ret, self.ref_min_score, self.ref_max_score))
+
+
+def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfig:
+    """Small enough for a laptop: Pendulum-v1 medium data made here, a few minutes in all."""
+    return PipelineConfig(
+        out=out, env=EMBEDDED_ENV, offline_steps=3_000, offline_eval_every=1_000, align_steps=2_000,
+        online_steps=5_000, eval_every=1_000, eval_episodes=5, replay_capacity=100_000,
+    )
+
+
+def embedded_default_dataset(out: Path) -> Path:
+    from rllib_o2o.data.generate import CollectSettings, collect
+
+    settings = CollectSettings(env_id=EMBEDDED_ENV, kinds=("medium",), num_transitions=5_000,
+                               train_env_steps=8_000, env_steps_per_iteration=500, random_warmup_steps=500,
+                               medium_target_score=40.0)
+    return collect(settings, out)["medium"]
+
+
+def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
+    """A dataset directory for `cfg.dataset`: as is, or imported from D4RL HDF5 / Minari."""
+    if cfg.dataset is None:
+        return embedded_default_dataset(run_dir / "datasets")
+    source = Path(cfg.dataset)
+    if source.is_dir() and (source / "dataset.json").exists():
+        return source
+    target = run_dir / "datasets" / "imported"
+    if (target / "dataset.json").exists():
+        return target
+    if source.suffix in (".hdf5", ".h5"):
+        from rllib_o2o.data.d4rl import import_d4rl
+
+        if not cfg.env:
+            raise ValueError("--env is required to import a D4RL file")
+        return import_d4rl(source, env_id=cfg.env, out_dir=target)
+    if source.is_dir() and not (source / "data").exists():
+        from rllib_o2o.data.schema import DatasetError
+
+        raise DatasetError(f"{source}: not a dataset directory (no dataset.json)")
+    from rllib_o2o.data.minari_import import import_minari
+
+    return import_minari(cfg.dataset, out_dir=target, env_id=cfg.env)
+
+
+def prepare(cfg: PipelineConfig):
+    """Validation before any training: config, dataset vs env, output path."""
+    from rllib_o2o.data.rollouts import is_registered
+    from rllib_o2o.data.validate import validate_dataset
+
+    cfg.validate()
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset_dir = resolve_dataset(cfg, run_dir)
+    from rllib_o2o.data.schema import read_meta
+
+    meta = read_meta(dataset_dir)
+    cfg.env = cfg.env or meta.env_id
+    if not is_registered(cfg.env):
+        raise ValueError(f"env {cfg.env!r} is not a registered gymnasium env; pass --env")
+    validate_dataset(dataset_dir, env_id=cfg.env)
+    if cfg.ref_min_score is None:
+        cfg.ref_min_score, cfg.ref_max_score = meta.ref_min_score, meta.ref_max_score
+    cfg.preset = cfg.preset or preset_for_dataset(dataset_dir.name)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        changed = sorted(k for k in previous if previous.get(k) != asdict(cfg).get(k))
+        if changed:
+            raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(changed)} differ); "
+                             "use another --out to start a new run")
+    else:
+        write_json_atomic(saved, asdict(cfg))
+    return run_dir, dataset_dir, meta
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    from rllib_o2o.stages.alignment import AlignSettings, align_remote
+    from rllib_o2o.stages.common import mark_done, stage_done
+    from rllib_o2o.stages.offline import run_offline_stage
+    from rllib_o2o.stages.online import run_online_stage
+
+    start = time.perf_counter()
+    run_dir, dataset_dir, meta = prepare(cfg)
+    preset = get_preset(cfg.preset, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
+                        seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
+    print(f"run {run_dir}: env {cfg.env}, dataset {dataset_dir}, preset {cfg.preset} {preset}", flush=True)
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    try:
+        offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
+
+        align_dir = run_dir / "alignment"
+        alignment = stage_done(align_dir)
+        if alignment is None:
+            offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
+                                                                   expect={"stage": "offline"})
+            actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
+            settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
+                                     alpha_off=offline_meta["alpha_off"], seed=cfg.seed,
+                                     device="cuda" if cfg.align_num_gpus else "cpu")
+            task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
+            print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
+            report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
+            save_module_checkpoint(align_dir / "module", report.pop("weights"), {
+                "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
+                "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden)})
+            alignment = mark_done(align_dir, report)
+            curve = report["z_loss_curve"]
+            print(f"alignment: done in {report['seconds']:.1f}s, z_loss {curve[0]['z_loss']:.3f} -> "
+                  f"{curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = {report['surgery_max_abs_error']:.2g}",
+                  flush=True)
+        else:
+            print("alignment: already complete, skipped", flush=True)
+        aligned_weights, _ = load_module_checkpoint(align_dir / "module", expect={"stage": "aligned"})
+
+        online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online")
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    results = {
+        "env_id": cfg.env,
+        "dataset": str(dataset_dir),
+        "preset": cfg.preset,
+        "method": "aca",
+        "reference_scores": [cfg.ref_min_score, cfg.ref_max_score],
+        "offline": {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
+        "alignment": {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
+                                                 "z_steps_per_s")},
+        "online": online,
+        "offline_score": offline["score"],
+        "dip": online["dip"],
+        "final_score": online["final_score"],
+        "seconds_this_invocation": time.perf_counter() - start,
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    return results
+
+
+def score_table(results: dict) -> str:
+    def fmt(x):
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+    rows = [
+        ("offline policy (online step 0)", results["offline_score"]),
+        ("dip (lowest in first 10% of online steps)", results["dip"]),
+        ("final (after online fine-tuning)", results["final_score"]),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{results['env_id']} / {Path(results['dataset']).name} / ACA (normalised score)"]
+    lines += [f"  {name:<{width}}  {fmt(value):>7}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Stage 1: offline SAC+ML pre-training from the Parquet dataset (RLlib offline API)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rllib_o2o.checkpoints import save_module_checkpoint
+from rllib_o2o.data.schema import DatasetMeta
+from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
+
+
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta):
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    return (
+        O2OSACConfig()
+        .environment(cfg.env, env_config=cfg.env_config())
+        .offline_data(input_=[str(dataset_dir.resolve())])
+        .o2o(mode="sacml", alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+             hidden=tuple(cfg.hidden))
+        .training(train_batch_size_per_learner=cfg.batch_size)
+        .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
+        .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
+                    evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
+                    evaluation_config={"explore": False})
+        .debugging(seed=cfg.seed)
+    )
+
+
+def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path) -> dict:
+    """Trains SAC+ML for `cfg.offline_steps` updates; resumes from its last checkpoint."""
+    done = stage_done(stage_dir)
+    if done:
+        print(f"offline stage: already complete (score {done['score']:.1f}), skipped", flush=True)
+        return done
+    start = time.perf_counter()
+    algo = offline_config(cfg, dataset_dir, meta).build_algo()
+    try:
+        progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
+        if progress["iteration"]:
+            print(f"offline stage: resumed at iteration {progress['iteration']}", flush=True)
+        num_iterations = math.ceil(cfg.offline_steps / cfg.offline_eval_every)
+
+        def record(progress: dict, result: dict) -> str:
+            ret = evaluation_return(result)
+            score = cfg.score(ret)
+            updates = progress["iteration"] * cfg.offline_eval_every
+            losses = result["learners"]["default_policy"]
+            progress["curve"].append({"updates": updates, "return": ret, "score": score})
+            return (f"offline {updates}/{num_iterations * cfg.offline_eval_every} updates: "
+                    f"return {ret:.1f} score {score:.1f} critic_loss {losses['critic_loss']:.3f} "
+                    f"q_mean {losses['q_mean']:.2f} alpha {losses['alpha']:.3f}")
+
+        progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
+                              record, cfg.checkpoint_every)
+        weights = algo.call_learner(lambda learner: learner.get_module_weights())
+    finally:
+        algo.stop()
+    alpha_off = float(np.exp(weights["log_alpha"]))
+    save_module_checkpoint(stage_dir / "module", weights, {
+        "stage": "offline", "algorithm": "O2OSAC/sacml", "env_id": cfg.env,
+        "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
+    })
+    last = progress["curve"][-1]
+    return mark_done(stage_dir, {
+        "return": last["return"], "score": last["score"], "curve": progress["curve"],
+        "alpha_off": alpha_off, "updates": num_iterations * cfg.offline_eval_every,
+        "seconds": time.perf_counter() - start,
+    })
+
+

@@ -1,0 +1,101 @@
+"""Stage 3: ACA online fine-tuning (SAC with the aligned critic) on RLlib EnvRunners."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rllib_o2o.data.schema import DatasetMeta, read_dataset, top_k_episodes
+from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
+
+ACTOR_GRAD_CLIP = 0.25
+
+
+def online_config(cfg, preset):
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    return (
+        O2OSACConfig()
+        .environment(cfg.env, env_config=cfg.env_config())
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner)
+        .o2o(mode="aca", clip_beta=preset.clip_beta, w_schedule=preset.w_schedule,
+             entropy_scale=preset.entropy_scale, actor_grad_clip=ACTOR_GRAD_CLIP,
+             env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
+             replay_capacity=cfg.replay_capacity, hidden=tuple(cfg.hidden))
+        .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
+        .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
+        .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
+                    evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
+                    evaluation_config={"explore": False})
+        .fault_tolerance(restart_failed_env_runners=True)
+        .debugging(seed=cfg.seed)
+    )
+
+
+def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta: DatasetMeta,
+                     stage_dir: Path) -> dict:
+    """Fine-tunes from the aligned module for `cfg.online_steps` env steps; resumable."""
+    done = stage_done(stage_dir)
+    if done:
+        print(f"online stage: already complete (final score {done['final_score']:.1f}), skipped", flush=True)
+        return done
+    start = time.perf_counter()
+    algo = online_config(cfg, preset).build_algo()
+    try:
+        progress = restore_checkpoint(algo, stage_dir)
+        if progress:
+            print(f"online stage: resumed at {algo.env_steps_sampled} env steps", flush=True)
+        else:
+            progress = {"iteration": 0, "curve": [], "env_steps": 0}
+            algo.call_learner(lambda learner: learner.set_module_weights(aligned_weights))
+            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                               inference_only=True)
+            if preset.seed_episodes:
+                _seed_replay(algo, dataset_dir, meta, preset.seed_episodes)
+            ret = evaluation_return(algo.evaluate())
+            progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
+            print(f"online 0/{cfg.online_steps} env steps: return {ret:.1f} score {cfg.score(ret):.1f} "
+                  f"(aligned offline policy)", flush=True)
+
+        def record(progress: dict, result: dict) -> str:
+            ret = evaluation_return(result)
+            steps = algo.env_steps_sampled
+            progress["env_steps"] = steps
+            progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
+            learner = result["learners"]["default_policy"]
+            return (f"online {steps}/{cfg.online_steps} env steps: return {ret:.1f} score {cfg.score(ret):.1f} "
+                    f"w {learner.get('reference_weight', 0):.3f} alpha {learner['alpha']:.3f} "
+                    f"q_mean {learner['q_mean']:.2f}")
+
+        progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
+                              record, cfg.checkpoint_every)
+    finally:
+        algo.stop()
+    curve = progress["curve"]
+    return mark_done(stage_dir, {
+        "curve": curve,
+        "dip": dip(curve, cfg.online_steps),
+        "final_score": curve[-1]["score"],
+        "final_return": curve[-1]["return"],
+        "env_steps": progress["env_steps"],
+        "seconds": time.perf_counter() - start,
+    })
+
+
+def dip(curve: list[dict], online_steps: int) -> float | None:
+    """Lowest normalised score among evaluations in the first 10% of online steps (step 0 included)."""
+    early = [p["score"] for p in curve if p["env_steps"] <= 0.1 * online_steps and p["score"] is not None]
+    if len(early) < 2 and len(curve) > 1:  # evaluations sparser than 10%: take the first after step 0
+        early = [p["score"] for p in curve[:2] if p["score"] is not None]
+    return min(early) if early else None
+
+
+def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int) -> None:
+    transitions, _ = read_dataset(dataset_dir)
+    best = top_k_episodes(transitions, k)
+    algo.replay.add_transitions(best, np.asarray(meta.action_low, np.float32),
+                                np.asarray(meta.action_high, np.float32), protected=True)
+    print(f"online stage: seeded the replay buffer with the {k} highest-return offline episodes "
+          f"({len(best['rewards'])} transitions)", flush=True)
