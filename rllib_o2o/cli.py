@@ -118,7 +118,7 @@ def _load_config_file(path: str) -> dict:
 PIPELINE_FLAGS = (
     "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
     "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
-    "max_episode_steps",
+    "max_episode_steps", "offline_checkpoint",
 )
 
 
@@ -138,6 +138,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-gpus-per-learner", type=float, help="1 puts the learner on a GPU")
     p.add_argument("--max-episode-steps", type=int, help="time limit override for the env")
     p.add_argument("--seed", type=int)
+    p.add_argument("--offline-checkpoint",
+                   help="skip stage 1: align this checkpoint (this project's, or RLlib CQL/SAC)")
     p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
 
 

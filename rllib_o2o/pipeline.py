@@ -53,6 +53,8 @@ class PipelineConfig:
     seed: int = 0
     ref_min_score: float | None = None
     ref_max_score: float | None = None
+    offline_checkpoint: str | None = None
+    alpha_off: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -172,7 +174,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     if owns_ray:
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
-        offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
+        if cfg.offline_checkpoint:
+            offline = import_offline_stage(cfg, meta, run_dir / "offline")
+        else:
+            offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
 
         align_dir = run_dir / "alignment"
         alignment = stage_done(align_dir)
@@ -180,8 +185,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
                                                                    expect={"stage": "offline"})
             actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
+            alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
             settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
-                                     alpha_off=offline_meta["alpha_off"], seed=cfg.seed,
+                                     alpha_off=alpha_off, seed=cfg.seed,
                                      device="cuda" if cfg.align_num_gpus else "cpu")
             task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
             print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
@@ -219,6 +225,36 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     }
     write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
+    """Stage 1 replaced by an existing offline checkpoint (RLlib CQL/SAC or this project's)."""
+    from rllib_o2o.data.rollouts import evaluate_policy
+    from rllib_o2o.policy import ActorPolicy
+    from rllib_o2o.policy_import import load_reference_actor
+    from rllib_o2o.stages.common import mark_done, stage_done
+
+    done = stage_done(stage_dir)
+    if done:
+        return done
+    actor, hidden, alpha_off, kind = load_reference_actor(cfg.offline_checkpoint, meta.obs_dim, meta.act_dim)
+    if list(hidden) != list(cfg.hidden):
+        raise ValueError(f"{cfg.offline_checkpoint}: its policy has hidden sizes {hidden}, the run uses "
+                         f"{list(cfg.hidden)}; set hidden: {hidden} in --config")
+    if alpha_off is None and cfg.alpha_off is None:
+        print("offline checkpoint carries no temperature: alignment uses alpha_off = 0 (set alpha_off to change)")
+    alpha_off = alpha_off if alpha_off is not None else 0.0
+    policy = ActorPolicy(actor, meta.obs_dim, meta.act_dim, hidden, meta.action_low, meta.action_high)
+    returns = evaluate_policy(cfg.env, policy, cfg.eval_episodes, cfg.seed + 10_000, cfg.max_episode_steps)
+    weights = {f"actor.{k}": v for k, v in actor.items()}
+    save_module_checkpoint(stage_dir / "module", weights, {
+        "stage": "offline", "algorithm": f"imported:{kind}", "env_id": cfg.env, "obs_dim": meta.obs_dim,
+        "act_dim": meta.act_dim, "hidden": list(hidden), "alpha_off": alpha_off,
+        "source": str(cfg.offline_checkpoint)})
+    ret = float(returns.mean())
+    print(f"offline stage: imported {kind} policy from {cfg.offline_checkpoint}, return {ret:.1f}", flush=True)
+    return mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
+                                 "seconds": 0.0, "alpha_off": alpha_off, "source": str(cfg.offline_checkpoint)})
 
 
 def score_table(results: dict) -> str:

@@ -35,7 +35,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
     """Trains SAC+ML for `cfg.offline_steps` updates; resumes from its last checkpoint."""
     done = stage_done(stage_dir)
     if done:
-        print(f"offline stage: already complete (score {done['score']:.1f}), skipped", flush=True)
+        print(f"offline stage: already complete (return {done['return']:.1f}), skipped", flush=True)
         return done
     start = time.perf_counter()
     algo = offline_config(cfg, dataset_dir, meta).build_algo()
@@ -51,8 +51,9 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
             updates = progress["iteration"] * cfg.offline_eval_every
             losses = result["learners"]["default_policy"]
             progress["curve"].append({"updates": updates, "return": ret, "score": score})
+            shown = f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
             return (f"offline {updates}/{num_iterations * cfg.offline_eval_every} updates: "
-                    f"return {ret:.1f} score {score:.1f} critic_loss {losses['critic_loss']:.3f} "
+                    f"{shown} critic_loss {losses['critic_loss']:.3f} "
                     f"q_mean {losses['q_mean']:.2f} alpha {losses['alpha']:.3f}")
 
         progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,

@@ -39,7 +39,8 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
     """Fine-tunes from the aligned module for `cfg.online_steps` env steps; resumable."""
     done = stage_done(stage_dir)
     if done:
-        print(f"online stage: already complete (final score {done['final_score']:.1f}), skipped", flush=True)
+        print(f"online stage: already complete ({_fmt_eval(done['final_return'], done['final_score'])}), "
+              "skipped", flush=True)
         return done
     start = time.perf_counter()
     algo = online_config(cfg, preset).build_algo()
@@ -56,18 +57,18 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
                 _seed_replay(algo, dataset_dir, meta, preset.seed_episodes)
             ret = evaluation_return(algo.evaluate())
             progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
-            print(f"online 0/{cfg.online_steps} env steps: return {ret:.1f} score {cfg.score(ret):.1f} "
-                  f"(aligned offline policy)", flush=True)
+            print(f"online 0/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))} "
+                  "(aligned offline policy)", flush=True)
 
         def record(progress: dict, result: dict) -> str:
             ret = evaluation_return(result)
             steps = algo.env_steps_sampled
             progress["env_steps"] = steps
             progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
-            learner = result["learners"]["default_policy"]
-            return (f"online {steps}/{cfg.online_steps} env steps: return {ret:.1f} score {cfg.score(ret):.1f} "
-                    f"w {learner.get('reference_weight', 0):.3f} alpha {learner['alpha']:.3f} "
-                    f"q_mean {learner['q_mean']:.2f}")
+            learner = result.get("learners", {}).get("default_policy", {})
+            stats = (f" w {learner['reference_weight']:.3f} alpha {learner['alpha']:.3f} "
+                     f"q_mean {learner['q_mean']:.2f}" if "alpha" in learner else " (no updates yet)")
+            return f"online {steps}/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))}{stats}"
 
         progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
                               record, cfg.checkpoint_every)
@@ -82,6 +83,10 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
         "env_steps": progress["env_steps"],
         "seconds": time.perf_counter() - start,
     })
+
+
+def _fmt_eval(ret: float, score: float | None) -> str:
+    return f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
 
 
 def dip(curve: list[dict], online_steps: int) -> float | None:
