@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 
 from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint, write_json_atomic
-from rllib_o2o.data.scores import normalized_score
+from rllib_o2o.data.scores import normalized_score, reference_scores
 from rllib_o2o.presets import get_preset, preset_for_dataset
 
 EMBEDDED_ENV = "Pendulum-v1"
@@ -145,7 +145,8 @@ def prepare(cfg: PipelineConfig):
         raise ValueError(f"env {cfg.env!r} is not a registered gymnasium env; pass --env")
     validate_dataset(dataset_dir, env_id=cfg.env)
     if cfg.ref_min_score is None:
-        cfg.ref_min_score, cfg.ref_max_score = meta.ref_min_score, meta.ref_max_score
+        refs = (meta.ref_min_score, meta.ref_max_score)
+        cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
     cfg.preset = cfg.preset or preset_for_dataset(dataset_dir.name)
     saved = run_dir / "config.json"
     if saved.exists():

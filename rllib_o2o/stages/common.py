@@ -67,5 +67,6 @@ def train_loop(algo, stage_dir: Path, progress: dict, is_finished: Callable[[dic
         iterations_since_save += 1
         if iterations_since_save >= checkpoint_every or is_finished(progress):
             save_checkpoint(algo, stage_dir, progress)
+            print(f"checkpoint saved ({stage_dir.name}, iteration {progress['iteration']})", flush=True)
             iterations_since_save = 0
     return progress
