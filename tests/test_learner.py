@@ -1,0 +1,476 @@
+"""O2OSACTorchLearner's fast path against a straightforward re-derivation, and the aligned module.
+
+The fast path (`o2o_update` -> `_one_update`) runs on a module built without Ray and a
+stand-in `self` that provides only what those methods read. The expected values are
+re-derived here without `rllib_o2o.maths`: critics member by member with plain matmuls,
+log-densities with torch.distributions, Adam's first step written out.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.spaces import Box
+from torch.distributions import Normal
+from torch.distributions.transforms import TanhTransform
+
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
+
+OBS_DIM, ACT_DIM, BATCH = 4, 2, 64
+LR = 3e-4
+INITIAL_ALPHA = 0.7
+OBS_SPACE = Box(-10.0, 10.0, (OBS_DIM,), np.float32)
+ACT_SPACE = Box(-2.0, 2.0, (ACT_DIM,), np.float32)
+
+
+# ---------------------------------------------------------------- harness
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """Tiny networks: a second intra-op thread only adds contention on a 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam that keeps a copy of the gradients it was asked to apply (after any clipping)."""
+
+    def step(self, closure=None):
+        self.applied = [None if p.grad is None else p.grad.detach().clone() for p in self.param_groups[0]["params"]]
+        return super().step(closure)
+
+
+def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPACE, act_space=ACT_SPACE):
+    module = RLModuleSpec(
+        module_class=O2OSACTorchRLModule, observation_space=obs_space, action_space=act_space,
+        model_config={"hidden": list(hidden), "initial_alpha": initial_alpha},
+    ).build()
+    module.make_target_networks()
+    return module
+
+
+def make_config(mode, **kw):
+    values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
+                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None)
+    values.update(kw)
+    return SimpleNamespace(**values)
+
+
+def fake_learner(module, config):
+    """What `o2o_update` and `_one_update` read from `self`, and nothing else."""
+    optim = {
+        "critic": RecordingAdam(list(module.critic.parameters()), lr=LR),
+        "actor": RecordingAdam(list(module.actor.parameters()), lr=LR),
+        "alpha": RecordingAdam([module.log_alpha], lr=LR),
+    }
+    fake = SimpleNamespace(
+        _module={"default_policy": module},
+        config=SimpleNamespace(get_config_for_module=lambda module_id: config),
+        get_optimizer=lambda module_id, name: optim[name],
+        _device=torch.device("cpu"),
+        _reference_term=O2OSACTorchLearner._reference_term,
+    )
+    fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
+    fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
+    return fake, optim
+
+
+def make_batch(num_updates=1, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (num_updates, BATCH)
+    return {
+        "obs": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
+        "actions": rng.uniform(-0.95, 0.95, size=(*shape, ACT_DIM)).astype(np.float32),
+        "rewards": rng.normal(size=shape).astype(np.float32),
+        "new_obs": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
+        "terminateds": (rng.random(shape) < 0.25).astype(np.float32),
+    }
+
+
+def perturb_reference(module, seed=1, scale=0.3):
+    """pi0 = the actor plus noise, so the reference log-likelihood differs from log pi."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        module.ref_actor.load_state_dict(module.actor.state_dict())
+        for p in module.ref_actor.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+# ---------------------------------------------------------------- the straightforward maths
+
+
+def member_forward(weights, biases, x, e):
+    """Critic member e: x @ W + b per layer, ReLU between layers."""
+    h = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = h @ w[e] + b[e]
+        if i < len(weights) - 1:
+            h = torch.relu(h)
+    return h.squeeze(-1)
+
+
+def min_q(weights, biases, obs, act):
+    x = torch.cat([obs, act], -1)
+    return torch.minimum(member_forward(weights, biases, x, 0), member_forward(weights, biases, x, 1))
+
+
+def squashed_log_prob_at_u(mean, log_std, u):
+    """log N(u) - log |d tanh(u)/du|, summed over action dims."""
+    normal = Normal(mean, log_std.exp())
+    return (normal.log_prob(u) - TanhTransform().log_abs_det_jacobian(u, torch.tanh(u))).sum(-1)
+
+
+def reference_l(ref_actor, obs, act, beta, clip=True):
+    """l(s,a) = softplus(log pi0(a|s) - c(s)) + c(s), c(s) = min over mu +- beta sigma."""
+    mean, log_std = ref_actor(obs)
+    u = torch.atanh(act.clamp(-1 + 1e-6, 1 - 1e-6))
+    log_pi0 = squashed_log_prob_at_u(mean, log_std, u)
+    if not clip:
+        return log_pi0, log_pi0, None
+    sigma = log_std.exp()
+    c = torch.minimum(squashed_log_prob_at_u(mean, log_std, mean - beta * sigma),
+                      squashed_log_prob_at_u(mean, log_std, mean + beta * sigma))
+    return torch.nn.functional.softplus(log_pi0 - c) + c, log_pi0, c
+
+
+def expected_update(module, config, b, weight, seed):
+    """One SAC / SAC+ML / ACA update written out; returns losses and the gradients Adam must apply."""
+    aca, sacml = config.o2o_mode == "aca", config.o2o_mode == "sacml"
+    alpha = math.exp(float(module.log_alpha.detach()))
+    obs, act, rew, new_obs, done = (b[k] for k in ("obs", "actions", "rewards", "new_obs", "terminateds"))
+    actor = copy.deepcopy(module.actor)
+    ref_actor = copy.deepcopy(module.ref_actor)
+    cw = [w.detach().clone().requires_grad_() for w in module.critic.weights]
+    cb = [x.detach().clone().requires_grad_() for x in module.critic.biases]
+    tw = [w.detach().clone() for w in module.target_critic.weights]
+    tb = [x.detach().clone() for x in module.target_critic.biases]
+
+    torch.manual_seed(seed)
+    eps_next = torch.randn(BATCH, ACT_DIM)
+    eps_pi = torch.randn(BATCH, ACT_DIM)
+
+    # critic
+    with torch.no_grad():
+        m2, ls2 = actor(new_obs)
+        u2 = m2 + ls2.exp() * eps_next
+        a2 = torch.tanh(u2)
+        logp2 = squashed_log_prob_at_u(m2, ls2, u2)
+        soft_next = min_q(tw, tb, new_obs, a2) - alpha * logp2
+        if aca:
+            soft_next = soft_next + weight * reference_l(ref_actor, new_obs, a2, config.clip_beta)[0]
+        y = rew + config.gamma * (1 - done) * soft_next
+        data_l = weight * reference_l(ref_actor, obs, act, config.clip_beta)[0] if aca else 0.0
+    x = torch.cat([obs, act], -1)
+    critic_loss = sum(((member_forward(cw, cb, x, e) + data_l - y) ** 2).mean() for e in range(2))
+    critic_grads = torch.autograd.grad(critic_loss, cw + cb)
+    with torch.no_grad():  # Adam's first step: m_hat = g, v_hat = g^2
+        new_cw = [w - LR * g / (g.abs() + 1e-8) for w, g in zip(cw, critic_grads[: len(cw)])]
+        new_cb = [x - LR * g / (g.abs() + 1e-8) for x, g in zip(cb, critic_grads[len(cw):])]
+
+    # actor, against the critic after its step
+    mean, log_std = actor(obs)
+    u = mean + log_std.exp() * eps_pi
+    a_pi = torch.tanh(u)
+    logp = squashed_log_prob_at_u(mean, log_std, u)
+    q_pi = min_q(new_cw, new_cb, obs, a_pi)
+    out = {"critic_loss": critic_loss.detach(), "log_prob": logp.detach().mean(), "alpha": alpha,
+           "y": y, "data_l": data_l}
+    if aca:
+        l_pi = reference_l(ref_actor, obs, a_pi, config.clip_beta)[0]
+        actor_loss = (alpha * logp - q_pi - weight * l_pi).mean()
+    elif sacml:
+        lam = config.alpha_bc / q_pi.detach().abs().mean()
+        u_data = torch.atanh(act.clamp(-1 + 1e-6, 1 - 1e-6))
+        data_logp = squashed_log_prob_at_u(mean, log_std, u_data)
+        actor_loss = lam * (alpha * logp - q_pi).mean() - data_logp.mean()
+        out["ml_lambda"] = lam
+        out["data_log_prob"] = data_logp.detach().mean()
+    else:
+        actor_loss = (alpha * logp - q_pi).mean()
+    actor_grads = torch.autograd.grad(actor_loss, list(actor.parameters()))
+    out["actor_loss"] = actor_loss.detach()
+    out["actor_grads"] = actor_grads
+    out["critic_grads"] = critic_grads
+    out["new_critic"] = new_cw + new_cb
+    target_entropy = -config.entropy_scale * ACT_DIM
+    out["alpha_grad"] = -(logp.detach() + target_entropy).mean()  # d/d log_alpha of -E[log_alpha (logp + H)]
+    return out
+
+
+def run_one_update(mode, seed=0, **config_kw):
+    torch.manual_seed(100)
+    module = build_module()
+    config = make_config(mode, **config_kw)
+    if mode == "aca":
+        perturb_reference(module)
+        module.num_updates.fill_(3000)  # w = 1 - 3000 / (10 * 1000) = 0.7
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    fake, optim = fake_learner(module, config)
+    batch = make_batch(1, seed=seed)
+    weight = 0.7 if mode == "aca" else 0.0
+    expected = expected_update(module, config, {k: torch.from_numpy(v[0]) for k, v in batch.items()},
+                               weight, seed=1234)
+    torch.manual_seed(1234)
+    metrics = fake.o2o_update(batch)
+    return module, config, optim, before, expected, metrics
+
+
+def _norm(tensors):
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
+
+
+# ---------------------------------------------------------------- losses and gradients
+
+
+@pytest.mark.parametrize("mode", ["sac", "sacml", "aca"])
+def test_one_update_matches_straightforward_maths(mode):
+    clip = 0.25 if mode == "aca" else None
+    module, config, optim, before, exp, metrics = run_one_update(mode, actor_grad_clip=clip)
+
+    assert metrics["critic_loss"] == pytest.approx(float(exp["critic_loss"]), rel=1e-5)
+    assert metrics["actor_loss"] == pytest.approx(float(exp["actor_loss"]), rel=1e-4, abs=1e-5)
+    assert metrics["log_prob"] == pytest.approx(float(exp["log_prob"]), rel=1e-5, abs=1e-6)
+    assert metrics["alpha"] == pytest.approx(INITIAL_ALPHA, rel=1e-6)
+    assert metrics["num_updates_lifetime"] == (3001 if mode == "aca" else 1)
+    if mode == "sacml":
+        assert metrics["ml_lambda"] == pytest.approx(float(exp["ml_lambda"]), rel=1e-4)
+        assert metrics["data_log_prob"] == pytest.approx(float(exp["data_log_prob"]), rel=1e-5, abs=1e-6)
+    if mode == "aca":
+        assert metrics["reference_weight"] == pytest.approx(0.7, rel=1e-6)
+        assert "ml_lambda" not in metrics
+    else:
+        assert "reference_weight" not in metrics
+
+    # The gradients Adam applied are the gradients of the losses above.
+    for got, want in zip(optim["critic"].applied, exp["critic_grads"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(optim["alpha"].applied[0], exp["alpha_grad"].reshape(()), rtol=1e-5, atol=1e-6)
+    raw_norm = _norm(exp["actor_grads"])
+    scale = min(1.0, clip / raw_norm) if clip else 1.0
+    if clip:
+        assert raw_norm > 1.5 * clip, "precondition: the clip must be active for this test to mean anything"
+        assert _norm(optim["actor"].applied) == pytest.approx(clip, rel=1e-4)
+    for got, want in zip(optim["actor"].applied, exp["actor_grads"]):
+        torch.testing.assert_close(got, want * scale, rtol=2e-4, atol=1e-6)
+
+
+def test_aca_reference_term_is_not_trivial():
+    """The perturbed pi0 puts some data actions below the clip level c(s) and some above."""
+    torch.manual_seed(100)
+    module = build_module()
+    perturb_reference(module)
+    b = make_batch(1)
+    obs, act = torch.from_numpy(b["obs"][0]), torch.from_numpy(b["actions"][0])
+    with torch.no_grad():
+        l, log_pi0, c = reference_l(module.ref_actor, obs, act, beta=2.0)
+        own = O2OSACTorchLearner._reference_term(module, make_config("aca"), obs, act)
+        log_pi = squashed_log_prob_at_u(*module.actor(obs), torch.atanh(act))
+    torch.testing.assert_close(own, l, rtol=1e-5, atol=1e-5)
+    assert (log_pi0 < c).any() and (log_pi0 > c).any()
+    assert not torch.allclose(log_pi0, log_pi, atol=1e-2)
+    unclipped = O2OSACTorchLearner._reference_term(module, make_config("aca", use_log_prob_clip=False), obs, act)
+    torch.testing.assert_close(unclipped, log_pi0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sac", "aca"])
+def test_update_moves_critic_and_actor_not_reference_and_polyak_target(mode):
+    module, config, optim, before, exp, _ = run_one_update(mode, actor_grad_clip=0.25 if mode == "aca" else None)
+    after = module.state_dict()
+    critic_names = [k for k in after if k.startswith("critic.")]
+    # Critic: exactly Adam's first step on the loss above (so it changed).
+    for name, want in zip(critic_names, exp["new_critic"]):
+        assert not torch.equal(after[name], before[name])
+        torch.testing.assert_close(after[name], want, rtol=1e-5, atol=1e-6)
+    # Actor moved, by at most lr per element (Adam's first step is lr * g / (|g| + eps)).
+    for name in (k for k in after if k.startswith("actor.")):
+        delta = (after[name] - before[name]).abs()
+        assert delta.max() > 0.5 * LR
+        assert delta.max() <= LR * (1 + 1e-4)
+    # pi0 is frozen.
+    for name in (k for k in after if k.startswith("ref_actor.")):
+        assert torch.equal(after[name], before[name]), name
+        assert not module.get_parameter(name).requires_grad
+    # Target: theta_bar <- theta_bar + tau (theta - theta_bar), with the critic after its step.
+    for name in critic_names:
+        tname = "target_" + name
+        want = before[tname] + config.tau * (after[name] - before[tname])
+        torch.testing.assert_close(after[tname], want, rtol=0, atol=1e-7)
+        assert not torch.equal(after[tname], before[tname])
+    assert float(after["log_alpha"]) != pytest.approx(math.log(INITIAL_ALPHA), abs=1e-6)
+    assert abs(float(after["log_alpha"]) - math.log(INITIAL_ALPHA)) <= LR * (1 + 1e-4)
+
+
+def test_aca_critic_regresses_r_plus_wl_onto_the_target():
+    """The critic loss is sum_i MSE(R_i + w l, y), not sum_i MSE(R_i, y)."""
+    _, _, _, before, exp, metrics = run_one_update("aca", actor_grad_clip=0.25)
+    assert isinstance(exp["data_l"], torch.Tensor) and exp["data_l"].abs().mean() > 0.1
+    b = {k: torch.from_numpy(v[0]) for k, v in make_batch(1).items()}
+    cw = [before[f"critic.weights.{i}"] for i in range(3)]
+    cb = [before[f"critic.biases.{i}"] for i in range(3)]
+    x = torch.cat([b["obs"], b["actions"]], -1)
+    q = torch.stack([member_forward(cw, cb, x, e) for e in range(2)])
+    assert metrics["q_mean"] == pytest.approx(float(q.mean()), rel=1e-5, abs=1e-6)  # R alone, without w l
+    with_l = float(((q + exp["data_l"] - exp["y"]) ** 2).mean(-1).sum())
+    without_l = float(((q - exp["y"]) ** 2).mean(-1).sum())
+    assert metrics["critic_loss"] == pytest.approx(with_l, rel=1e-5)
+    assert metrics["critic_loss"] != pytest.approx(without_l, rel=1e-2)
+
+
+def test_several_updates_follow_the_w_schedule_and_count():
+    torch.manual_seed(100)
+    module = build_module()
+    perturb_reference(module)
+    module.num_updates.fill_(2000)
+    config = make_config("aca", w_schedule=(1.0, 5.0, 0.2), actor_grad_clip=0.25)
+    fake, _ = fake_learner(module, config)
+    metrics = fake.o2o_update(make_batch(3))
+    # w_t = max(w_min, w0 - t w0 / (T 1000)) at t = 2000, 2001, 2002
+    expected_w = np.mean([max(0.2, 1.0 - t / 5000.0) for t in (2000, 2001, 2002)])
+    assert metrics["reference_weight"] == pytest.approx(expected_w, rel=1e-6)
+    assert metrics["num_updates_lifetime"] == 2003 == int(module.num_updates)
+    # ... and bottoms out at w_min.
+    module.num_updates.fill_(10_000)
+    assert fake.o2o_update(make_batch(2, seed=1))["reference_weight"] == pytest.approx(0.2)
+    assert int(module.num_updates) == 10_002
+    for key in ("critic_loss", "actor_loss", "alpha", "q_mean", "log_prob"):
+        assert np.isfinite(metrics[key])
+
+
+def test_sac_mode_ignores_the_reference_policy():
+    """With mode "sac" pi0 must not enter any loss: two different pi0 give identical updates."""
+    results = []
+    for seed in (1, 2):
+        torch.manual_seed(100)
+        module = build_module()
+        perturb_reference(module, seed=seed)
+        fake, _ = fake_learner(module, make_config("sac"))
+        torch.manual_seed(7)
+        fake.o2o_update(make_batch(2))
+        results.append({k: v for k, v in module.state_dict().items() if not k.startswith("ref_actor.")})
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
+
+
+# ---------------------------------------------------------------- the aligned module (spec's invariant)
+
+
+def test_aligned_module_critic_equals_baseline_for_every_action(pendulum_dir, monkeypatch):
+    from gymnasium import make
+
+    from rllib_o2o.networks import TanhGaussianActor
+    from rllib_o2o.stages import alignment
+
+    baselines = []
+    original = alignment.critic_from_baseline
+
+    def capture(z, action_dim):
+        baselines.append(copy.deepcopy(z))
+        return original(z, action_dim)
+
+    monkeypatch.setattr(alignment, "critic_from_baseline", capture)
+    torch.manual_seed(5)
+    pi0 = TanhGaussianActor(3, 1, (32, 32))
+    report = alignment.align({k: v.numpy() for k, v in pi0.state_dict().items()}, str(pendulum_dir), (32, 32),
+                             alignment.AlignSettings(z_steps=60, batch_size=32, curve_every=20, seed=0))
+    (z,) = baselines
+
+    env = make("Pendulum-v1")
+    module = build_module(obs_space=env.observation_space, act_space=env.action_space)
+    module.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in report["weights"].items()}, strict=True)
+
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(200, 3, generator=gen)
+    with torch.no_grad():
+        z_values = z(obs).squeeze(-1)  # [2, B]
+        config = make_config("aca", clip_beta=7.0)
+        for _ in range(3):
+            act = torch.rand(200, 1, generator=gen) * 1.98 - 0.99
+            r = module.q_values(obs, act)
+            torch.testing.assert_close(r, z_values, rtol=0, atol=1e-5)
+            torch.testing.assert_close(module.q_values(obs, act, target=True), z_values, rtol=0, atol=1e-5)
+            l = O2OSACTorchLearner._reference_term(module, config, obs, act)
+            assert l.std() > 0  # l depends on the action, R does not
+            w = 1.0
+            torch.testing.assert_close(r + w * l, z_values + l, rtol=0, atol=1e-5)
+            # l is pi0's clipped log-likelihood, and pi0 is the given actor.
+            want_l, _, _ = reference_l(pi0, obs, act, beta=7.0)
+            torch.testing.assert_close(l, want_l, rtol=1e-4, atol=1e-4)
+        assert float(module.log_alpha) == 0.0
+        assert int(module.num_updates) == 0
+
+
+# ---------------------------------------------------------------- end to end through RLlib
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_o2o_sac_trains_checkpoints_and_restores(ray_session, tmp_path):
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    fragment, learning_starts = 50, 100
+
+    def config():
+        return (
+            O2OSACConfig()
+            .environment("Pendulum-v1")
+            .env_runners(num_env_runners=0, rollout_fragment_length=fragment)
+            .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
+            .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=learning_starts)
+            .debugging(seed=0)
+        )
+
+    algo = config().build_algo()
+    other = None
+    try:
+        weights = algo.call_learner(lambda learner: learner.get_module_weights())
+        assert weights["critic.weights.0"].shape == (2, 3 + 1, 32)  # hidden reached the module
+        assert weights["actor.head.weight"].shape == (2, 32)
+        results = [algo.train() for _ in range(2)]
+        learner = results[-1]["learners"]["default_policy"]
+        for key in ("critic_loss", "actor_loss", "alpha", "q_mean", "log_prob", "num_updates_lifetime"):
+            assert key in learner and np.isfinite(learner[key]), key
+        assert algo.env_steps_sampled == 400
+        assert len(algo.replay) == 400
+        # UTD 1: one update per env step from the fragment that filled the buffer to learning_starts on.
+        updates = algo.call_learner(lambda learner: int(learner.module["default_policy"].num_updates))
+        assert learner["num_updates_lifetime"] == updates == 400 - (learning_starts - fragment)
+
+        path = tmp_path / "ckpt"
+        algo.save_to_path(str(path))
+        other = config().build_algo()
+        other.restore_from_path(str(path))
+        a = algo.call_learner(lambda learner: learner.get_module_weights())
+        b = other.call_learner(lambda learner: learner.get_module_weights())
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert other.env_steps_sampled == algo.env_steps_sampled
+        assert len(other.replay) == len(algo.replay)
+        assert other.replay.num_protected == algo.replay.num_protected
+        sa, sb = algo.replay.sample(2, 16), other.replay.sample(2, 16)
+        for key in sa:
+            np.testing.assert_array_equal(sa[key], sb[key])
+    finally:
+        algo.stop()
+        if other is not None:
+            other.stop()
