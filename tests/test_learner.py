@@ -418,9 +418,12 @@ def test_aligned_module_critic_equals_baseline_for_every_action(pendulum_dir, mo
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    owns = not ray.is_initialized()  # reuse a session another module left running
+    if owns:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
+    if owns:
+        ray.shutdown()
 
 
 @pytest.mark.slow
