@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 WEIGHTS_FILE = "module.pt"
 META_FILE = "meta.json"
@@ -56,6 +55,8 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def save_module_checkpoint(path: str | Path, weights: dict, meta: dict) -> Path:
+    import torch
+
     path = Path(path)
     tmp = atomic_dir(path)
     try:
@@ -70,6 +71,8 @@ def save_module_checkpoint(path: str | Path, weights: dict, meta: dict) -> Path:
 
 def load_module_checkpoint(path: str | Path, expect: dict | None = None) -> tuple[dict, dict]:
     """Returns (weights as numpy, meta); `expect` entries must equal the metadata's."""
+    import torch
+
     path = Path(path)
     if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{path}: not a module checkpoint (needs {WEIGHTS_FILE} and {META_FILE})")

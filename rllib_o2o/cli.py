@@ -89,8 +89,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cfg = PipelineConfig.from_dict(values)
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from None
-    _init_ray()
     try:
+        cfg.validate()
+        _init_ray()
         results = run_pipeline(cfg)
     except ValueError as err:
         raise CLIError(str(err)) from None
@@ -103,13 +104,13 @@ def _load_config_file(path: str) -> dict:
     import json
     from pathlib import Path
 
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
+    import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    try:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise CLIError(f"{path}: cannot read config ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise CLIError(f"{path}: config must be a mapping of option names to values")
     return data

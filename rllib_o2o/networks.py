@@ -77,21 +77,28 @@ class EnsembleMLP(nn.Module):
         return x
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
 class TanhGaussianActor(nn.Module):
     """pi(a|s) = tanh(N(mean(s), exp(log_std(s))^2)), actions in [-1, 1].
 
-    ReLU trunk, one linear head split into mean and log_std; log_std is hard-clamped
+    MLP trunk (ReLU by default; tanh for policies imported from RLlib's default
+    encoders), one linear head split into mean and log_std; log_std is hard-clamped
     to [LOG_STD_MIN, LOG_STD_MAX]. Sampling and log-densities live in `maths`.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.obs_dim = obs_dim
         self.act_dim = act_dim
         layers: list[nn.Module] = []
         n_in = obs_dim
         for n_out in hidden:
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
             n_in = n_out
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Linear(n_in, 2 * act_dim)

@@ -62,6 +62,8 @@ class PipelineConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        for name, value in values.items():
+            _check_type(name, value, cls.__dataclass_fields__[name].type)
         return cls(**values)
 
     def validate(self) -> None:
@@ -84,6 +86,19 @@ class PipelineConfig:
         if ret is None or self.ref_min_score is None or self.ref_max_score is None:
             return None
         return float(normalized_score(ret, self.ref_min_score, self.ref_max_score))
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple)}
+
+
+def _check_type(name: str, value, annotation: str) -> None:
+    """Config files are untyped: reject e.g. offline_steps: "many" with a message naming the key."""
+    allowed = annotation.replace(" ", "").split("|")
+    if value is None and "None" in allowed:
+        return
+    types = tuple(t for a in allowed for t in _TYPES.get(a, ()))
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ValueError(f"config key {name!r} must be {annotation}, got {value!r}")
 
 
 def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfig:
@@ -147,7 +162,7 @@ def prepare(cfg: PipelineConfig):
     if cfg.ref_min_score is None:
         refs = (meta.ref_min_score, meta.ref_max_score)
         cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
-    cfg.preset = cfg.preset or preset_for_dataset(dataset_dir.name)
+    cfg.preset = cfg.preset or preset_for_dataset(Path(cfg.dataset).name if cfg.dataset else dataset_dir.name)
     saved = run_dir / "config.json"
     if saved.exists():
         previous = json.loads(saved.read_text())
@@ -189,13 +204,15 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
             settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
                                      alpha_off=alpha_off, seed=cfg.seed,
-                                     device="cuda" if cfg.align_num_gpus else "cpu")
+                                     device="cuda" if cfg.align_num_gpus else "cpu",
+                                     actor_activation=offline_meta.get("actor_activation", "relu"))
             task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
             print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
             report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
             save_module_checkpoint(align_dir / "module", report.pop("weights"), {
                 "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
-                "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden)})
+                "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
+                "actor_activation": settings.actor_activation})
             alignment = mark_done(align_dir, report)
             curve = report["z_loss_curve"]
             print(f"alignment: done in {report['seconds']:.1f}s, z_loss {curve[0]['z_loss']:.3f} -> "
@@ -203,9 +220,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                   flush=True)
         else:
             print("alignment: already complete, skipped", flush=True)
-        aligned_weights, _ = load_module_checkpoint(align_dir / "module", expect={"stage": "aligned"})
+        aligned_weights, aligned_meta = load_module_checkpoint(align_dir / "module", expect={"stage": "aligned"})
 
-        online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online")
+        online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online",
+                                  actor_activation=aligned_meta.get("actor_activation", "relu"))
     finally:
         if owns_ray:
             ray.shutdown()
@@ -238,20 +256,22 @@ def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
     done = stage_done(stage_dir)
     if done:
         return done
-    actor, hidden, alpha_off, kind = load_reference_actor(cfg.offline_checkpoint, meta.obs_dim, meta.act_dim)
-    if list(hidden) != list(cfg.hidden):
-        raise ValueError(f"{cfg.offline_checkpoint}: its policy has hidden sizes {hidden}, the run uses "
-                         f"{list(cfg.hidden)}; set hidden: {hidden} in --config")
-    if alpha_off is None and cfg.alpha_off is None:
+    ref = load_reference_actor(cfg.offline_checkpoint, meta.obs_dim, meta.act_dim)
+    if list(ref.hidden) != list(cfg.hidden):
+        raise ValueError(f"{cfg.offline_checkpoint}: its policy has hidden sizes {ref.hidden}, the run uses "
+                         f"{list(cfg.hidden)}; set hidden: {ref.hidden} in --config")
+    if ref.alpha_off is None and cfg.alpha_off is None:
         print("offline checkpoint carries no temperature: alignment uses alpha_off = 0 (set alpha_off to change)")
-    alpha_off = alpha_off if alpha_off is not None else 0.0
-    policy = ActorPolicy(actor, meta.obs_dim, meta.act_dim, hidden, meta.action_low, meta.action_high)
+    alpha_off = ref.alpha_off if ref.alpha_off is not None else 0.0
+    actor, kind = ref.state, ref.kind
+    policy = ActorPolicy(actor, meta.obs_dim, meta.act_dim, ref.hidden, meta.action_low, meta.action_high,
+                         activation=ref.activation)
     returns = evaluate_policy(cfg.env, policy, cfg.eval_episodes, cfg.seed + 10_000, cfg.max_episode_steps)
     weights = {f"actor.{k}": v for k, v in actor.items()}
     save_module_checkpoint(stage_dir / "module", weights, {
         "stage": "offline", "algorithm": f"imported:{kind}", "env_id": cfg.env, "obs_dim": meta.obs_dim,
-        "act_dim": meta.act_dim, "hidden": list(hidden), "alpha_off": alpha_off,
-        "source": str(cfg.offline_checkpoint)})
+        "act_dim": meta.act_dim, "hidden": list(ref.hidden), "alpha_off": alpha_off,
+        "actor_activation": ref.activation, "source": str(cfg.offline_checkpoint)})
     ret = float(returns.mean())
     print(f"offline stage: imported {kind} policy from {cfg.offline_checkpoint}, return {ret:.1f}", flush=True)
     return mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,

@@ -13,8 +13,8 @@ class ActorPolicy:
     """obs (env units) -> action (env units); the mean action unless `stochastic`."""
 
     def __init__(self, actor_state: dict, obs_dim: int, act_dim: int, hidden, low, high,
-                 stochastic: bool = False, seed: int = 0):
-        self.actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden))
+                 stochastic: bool = False, seed: int = 0, activation: str = "relu"):
+        self.actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden), activation)
         self.actor.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
         self.actor.eval()
         self.low = np.asarray(low, np.float32)

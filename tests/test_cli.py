@@ -84,10 +84,6 @@ def test_unknown_subcommand_and_bad_preset_are_usage_errors(capsys):
     assert "--preset" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py main(): `from rllib_o2o.checkpoints import CheckpointError` imports torch "
-    "(checkpoints.py imports torch at module level), so `rllib-o2o --help` and data-only commands "
-    "pay for importing torch, contrary to cli.py's docstring"))
 def test_help_does_not_import_torch_or_ray():
     code = ("import sys\nfrom rllib_o2o.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
@@ -131,18 +127,12 @@ def test_run_config_file_must_be_a_mapping(tmp_path, capsys, no_ray):
     assert "mapping" in _error_line(capsys.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py _load_config_file: a missing config file raises FileNotFoundError "
-    "(traceback, exit 1) instead of a one-line CLIError with exit 2"))
 def test_run_missing_config_file(tmp_path, capsys, no_ray):
     missing = tmp_path / "nope.yaml"
     assert main(["run", "--config", str(missing)]) == 2
     assert "nope.yaml" in _error_line(capsys.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py _load_config_file: malformed JSON/YAML raises json.JSONDecodeError / yaml.YAMLError "
-    "out of main() (traceback, exit 1) instead of a CLIError with exit 2"))
 def test_run_malformed_config_file(tmp_path, capsys, no_ray):
     config = tmp_path / "config.json"
     config.write_text('{"dataset": "x",')
@@ -150,10 +140,6 @@ def test_run_malformed_config_file(tmp_path, capsys, no_ray):
     assert "config.json" in _error_line(capsys.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py _cmd_run / pipeline.py PipelineConfig: values are not type-checked, so "
-    "offline_steps: \"many\" in a config file reaches validate() and raises TypeError (traceback, "
-    "exit 1) -- after Ray was already started -- instead of exit 2 naming the key"))
 def test_run_config_value_of_the_wrong_type(pendulum_dir, tmp_path, capsys, monkeypatch, no_ray):
     import rllib_o2o.cli as cli
 
@@ -164,10 +150,6 @@ def test_run_config_value_of_the_wrong_type(pendulum_dir, tmp_path, capsys, monk
     assert "offline_steps" in _error_line(capsys.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py _cmd_run: _init_ray() runs before the config is validated (validation happens in "
-    "pipeline.prepare), so `run --offline-steps -5` starts (or joins, with RAY_ADDRESS) a Ray cluster "
-    "before reporting the error; validate PipelineConfig before _init_ray()"))
 def test_run_reports_bad_values_before_starting_ray(pendulum_dir, tmp_path, capsys, no_ray):
     out = tmp_path / "run"
     assert main(["run", "--dataset", str(pendulum_dir), "--offline-steps", "-5", "--out", str(out)]) == 2

@@ -33,7 +33,6 @@ def train_cql(dataset_dir, out_dir):
         .env_runners(num_env_runners=0)
         .learners(num_learners=0)
         .training(train_batch_size_per_learner=64, lr=None)
-        .rl_module(model_config={"fcnet_activation": "relu"})
         .debugging(seed=0)
     )
     algo = config.build_algo()
@@ -56,15 +55,17 @@ def train_cql(dataset_dir, out_dir):
 def test_cql_checkpoint_aligns_and_fine_tunes(ray_local, tmp_path, pendulum_dir):
     probe, dist_inputs = train_cql(pendulum_dir, tmp_path / "cql")
 
-    actor, hidden, alpha_off, kind = load_reference_actor(tmp_path / "cql", 3, 1)
-    assert kind.endswith("RLModule") and alpha_off is None and hidden == [256, 256]
+    ref = load_reference_actor(tmp_path / "cql", 3, 1)
+    # RLlib's default policy encoder uses tanh activations
+    assert ref.kind.endswith("RLModule") and ref.alpha_off is None and ref.hidden == [256, 256]
+    assert ref.activation == "tanh"
     # The converted actor computes exactly CQL's policy outputs (mean, clamped log-std).
     import torch
 
     from rllib_o2o.networks import TanhGaussianActor
 
-    net = TanhGaussianActor(3, 1, hidden)
-    net.load_state_dict({k: torch.tensor(v) for k, v in actor.items()}, strict=True)
+    net = TanhGaussianActor(3, 1, ref.hidden, ref.activation)
+    net.load_state_dict({k: torch.tensor(v) for k, v in ref.state.items()}, strict=True)
     mean, log_std = net(torch.from_numpy(probe))
     np.testing.assert_allclose(mean.detach().numpy(), dist_inputs[:, :1], atol=1e-5)
     np.testing.assert_allclose(log_std.detach().numpy(), np.clip(dist_inputs[:, 1:], -20, 2), atol=1e-5)

@@ -105,9 +105,6 @@ def test_preset_type():
     assert all(isinstance(p, Preset) for p in PRESETS.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG presets.py preset_for_dataset: AntMaze datasets (spec row: beta 3, [1, 200, 0.5], c_H 0.5, "
-    "unsquashed policy) are silently given a MuJoCo preset ('antmaze-medium-play-v2' -> 'medium')"))
 def test_antmaze_is_not_silently_a_mujoco_preset():
     for name in ("antmaze-medium-play-v2", "antmaze-umaze-v2"):
         try:
@@ -132,10 +129,6 @@ def _pendulum_hdf5(path, num=400):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG pipeline.py prepare(): the preset is guessed from dataset_dir.name, which is 'imported' for "
-    "a D4RL .hdf5 / Minari input, so 'hopper-medium-replay-v2.hdf5' gets the 'medium' preset "
-    "(no seeded episodes) and expert data gets beta 7 instead of 15"))
 def test_imported_dataset_keeps_its_name_for_the_preset(tmp_path):
     from rllib_o2o.pipeline import PipelineConfig, prepare
 

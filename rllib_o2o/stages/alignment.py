@@ -33,6 +33,7 @@ class AlignSettings:
     curve_every: int = 500
     seed: int = 0
     device: str = "cpu"
+    actor_activation: str = "relu"
 
 
 class AlignmentError(RuntimeError):
@@ -53,7 +54,7 @@ def align(actor_state: dict, dataset_path: str, hidden: tuple, settings: AlignSe
     replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),
                            np.asarray(meta.action_high, np.float32))
     device = torch.device(settings.device)
-    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden).to(device)
+    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden, settings.actor_activation).to(device)
     pi0.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
     pi0.requires_grad_(False)
     z = EnsembleMLP(2, obs_dim, 1, hidden).to(device)

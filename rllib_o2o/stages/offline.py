@@ -65,6 +65,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
     save_module_checkpoint(stage_dir / "module", weights, {
         "stage": "offline", "algorithm": "O2OSAC/sacml", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
+        "actor_activation": "relu",
     })
     last = progress["curve"][-1]
     return mark_done(stage_dir, {

@@ -13,7 +13,7 @@ from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkp
 ACTOR_GRAD_CLIP = 0.25
 
 
-def online_config(cfg, preset):
+def online_config(cfg, preset, actor_activation: str = "relu"):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     return (
@@ -23,7 +23,7 @@ def online_config(cfg, preset):
         .o2o(mode="aca", clip_beta=preset.clip_beta, w_schedule=preset.w_schedule,
              entropy_scale=preset.entropy_scale, actor_grad_clip=ACTOR_GRAD_CLIP,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
-             replay_capacity=cfg.replay_capacity, hidden=tuple(cfg.hidden))
+             replay_capacity=cfg.replay_capacity, hidden=tuple(cfg.hidden), actor_activation=actor_activation)
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
@@ -35,7 +35,7 @@ def online_config(cfg, preset):
 
 
 def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta: DatasetMeta,
-                     stage_dir: Path) -> dict:
+                     stage_dir: Path, actor_activation: str = "relu") -> dict:
     """Fine-tunes from the aligned module for `cfg.online_steps` env steps; resumable."""
     done = stage_done(stage_dir)
     if done:
@@ -43,7 +43,7 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
               "skipped", flush=True)
         return done
     start = time.perf_counter()
-    algo = online_config(cfg, preset).build_algo()
+    algo = online_config(cfg, preset, actor_activation).build_algo()
     try:
         progress = restore_checkpoint(algo, stage_dir)
         if progress:

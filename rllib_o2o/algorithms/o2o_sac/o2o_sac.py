@@ -44,6 +44,7 @@ class O2OSACConfig(SACConfig):
         self.replay_capacity = 1_000_000
         self.random_warmup_steps = 0
         self.hidden = (256, 256)
+        self.actor_activation = "relu"
         self.actor_lr = 3e-4
         self.critic_lr = 3e-4
         self.alpha_lr = 3e-4
@@ -75,6 +76,7 @@ class O2OSACConfig(SACConfig):
         replay_capacity=NotProvided,
         random_warmup_steps=NotProvided,
         hidden=NotProvided,
+        actor_activation=NotProvided,
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
 
@@ -90,6 +92,7 @@ class O2OSACConfig(SACConfig):
         env_steps_per_iteration: online env steps per `train()` call.
         random_warmup_steps: initial online steps with uniform random actions.
         hidden: MLP hidden sizes of actor and critics.
+        actor_activation: "relu" or "tanh" (e.g. a policy imported from RLlib's CQL).
         """
         for name, value in locals().items():
             if name != "self" and value is not NotProvided:
@@ -124,7 +127,8 @@ class O2OSACConfig(SACConfig):
 
     @property
     def _model_config_auto_includes(self):
-        return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha}
+        return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
+                "actor_activation": self.actor_activation}
 
     def get_default_learner_class(self):
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner

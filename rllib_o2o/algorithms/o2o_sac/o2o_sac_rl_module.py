@@ -31,9 +31,10 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
 
     def setup(self):
         hidden = tuple(self.model_config.get("hidden", (256, 256)))
+        activation = self.model_config.get("actor_activation", "relu")
         self.obs_dim = int(np.prod(self.observation_space.shape))
         self.act_dim = int(np.prod(self.action_space.shape))
-        self.actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden)
+        self.actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden, activation)
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
         high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
         self.register_buffer("action_scale", (high - low) / 2.0, persistent=False)
@@ -41,7 +42,7 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         if self.inference_only:
             return
         self.critic = EnsembleMLP(2, self.obs_dim + self.act_dim, 1, hidden)
-        self.ref_actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden).requires_grad_(False)
+        self.ref_actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden, activation).requires_grad_(False)
         self.log_alpha = nn.Parameter(
             torch.tensor(float(np.log(self.model_config.get("initial_alpha", 1.0))))
         )
