@@ -290,4 +290,6 @@ def score_table(results: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{results['env_id']} / {Path(results['dataset']).name} / ACA (normalised score)"]
     lines += [f"  {name:<{width}}  {fmt(value):>7}" for name, value in rows]
+    seconds = {stage: results[stage]["seconds"] for stage in ("offline", "alignment", "online")}
+    lines.append("  wall time: " + ", ".join(f"{stage} {fmt(sec)}s" for stage, sec in seconds.items()))
     return "\n".join(lines)
