@@ -100,6 +100,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from rllib_o2o.tune import config_from_args, run_tune, settings_from_args, summary_table
+
+    try:
+        cfg, overrides = config_from_args(args, _load_config_file, PIPELINE_FLAGS)
+        settings = settings_from_args(args, _load_config_file)
+        settings.validate()
+        cfg.validate()
+        _init_ray()
+        summary = run_tune(cfg, settings, overrides)
+    except (TypeError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(summary_table(summary))
+    return 0
+
+
 def _load_config_file(path: str) -> dict:
     import json
     from pathlib import Path
@@ -173,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="offline pre-training -> alignment -> ACA online fine-tuning")
     add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("tune", help="Ray Tune search over ACA's online knobs from one aligned checkpoint")
+    add_run_arguments(p)
+    from rllib_o2o.tune import add_tune_arguments
+
+    add_tune_arguments(p)
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("collect", help="generate D4RL-style datasets with a behaviour SAC")
     p.add_argument("--env", default="Pendulum-v1", help="gymnasium env id (Hopper-v5, HalfCheetah-v5, ...)")

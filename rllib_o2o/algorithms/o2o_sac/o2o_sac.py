@@ -116,10 +116,6 @@ class O2OSACConfig(SACConfig):
                 "scale sampling with num_env_runners instead."
             )
 
-    @property
-    def is_offline_stage(self) -> bool:
-        return self.is_offline
-
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
 
@@ -146,14 +142,11 @@ class O2OSAC(SAC):
         obs_space, act_space = self._spaces()
         self._action_low = act_space.low.astype(np.float32)
         self._action_high = act_space.high.astype(np.float32)
-        capacity = self.config.replay_capacity
-        self.replay = None
+        obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         if self.config.is_offline:
-            self.replay = self._load_offline_data(int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)))
+            self.replay = self._load_offline_data(obs_dim, act_dim)
         else:
-            self.replay = FlatReplayBuffer(
-                capacity, int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), seed=self.config.seed or 0
-            )
+            self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
         self._recorder: list[dict] | None = None
 
