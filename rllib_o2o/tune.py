@@ -388,6 +388,9 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
                              action_low=list(meta.action_low), action_high=list(meta.action_high)),
         resources)
 
+    # A snapshot of the experiment state follows every `num_to_keep` trial checkpoints (what a
+    # restore needs); Tune warns about that by default.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     path = experiment_path(settings, run_dir)
     storage, name = path.rsplit("/", 1)
     start = time.perf_counter()
