@@ -73,6 +73,7 @@ def test_cql_checkpoint_aligns_and_fine_tunes(ray_local, tmp_path, pendulum_dir)
     cfg = PipelineConfig(dataset=str(pendulum_dir), env="Pendulum-v1", out=str(tmp_path / "run"),
                          offline_checkpoint=str(tmp_path / "cql"), align_steps=200, online_steps=400,
                          eval_every=200, eval_episodes=1, batch_size=64, replay_capacity=10_000,
+                         num_env_runners=1, num_envs_per_env_runner=2,
                          ref_min_score=-1230.0, ref_max_score=-150.0)
     results = run_pipeline(cfg)
     assert results["alignment"]["surgery_max_abs_error"] == 0.0
