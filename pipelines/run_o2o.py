@@ -5,8 +5,12 @@ starts a local Ray. Same flags as `rllib-o2o run`.
 """
 
 import sys
+from pathlib import Path
 
-from rllib_o2o.cli import main
+# Under `ray job submit --working-dir .` the repo root is the cwd but not on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rllib_o2o.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]]))
