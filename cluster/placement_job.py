@@ -1,0 +1,92 @@
+"""`rllib-o2o run` with the online EnvRunners pinned to nodes holding a custom resource.
+
+    ray job submit --working-dir . -- python cluster/placement_job.py \
+        --runner-resource worker_node --dataset DIR --out RUN_DIR --num-env-runners 2 [run flags]
+
+Every EnvRunner of the online stage requests `--runner-resource-amount` (default 0.01)
+of the custom resource `--runner-resource`, so Ray places them only on nodes that
+declare it (`ray start --resources '{"worker_node": 1}'`; cluster/local_cluster.sh
+gives every worker node `worker_node` and a per-node `node_w<i>`). After the online
+algorithm is built and after every online iteration, the driver asks each live
+EnvRunner for its node id and PID and appends them to RUN_DIR/placement.json
+(with the driver's own node id), which is how tests/test_cluster.py checks the
+placement and the restart of a killed EnvRunner.
+
+The pipeline has no option for EnvRunner custom resources yet, so this entry point
+wraps `rllib_o2o.stages.online.online_config` (the one place the online
+O2OSACConfig is built) and adds `custom_resources_per_env_runner` plus the two
+callbacks. Everything else is `rllib-o2o run` unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Under `ray job submit --working-dir .` the repo root is the cwd but not on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _runner_info(runner) -> dict:
+    import ray
+
+    return {"worker_index": runner.worker_index, "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid()}
+
+
+def _recorder(path: Path, driver_node: str):
+    def record(event: str, algorithm) -> None:
+        group = algorithm.env_runner_group
+        runners = group.foreach_env_runner(_runner_info, local_env_runner=False)
+        entries = json.loads(path.read_text()) if path.exists() else []
+        entries.append({"event": event, "time": time.time(), "driver_node_id": driver_node,
+                        "env_steps": getattr(algorithm, "env_steps_sampled", 0),
+                        "num_healthy_runners": group.num_healthy_remote_workers(),
+                        "num_runners": group.num_remote_workers(), "runners": runners})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, path)
+        print(f"placement ({event}): EnvRunners {[(r['worker_index'], r['node_id'][:8], r['pid']) for r in runners]}"
+              f", driver on {driver_node[:8]}", flush=True)
+
+    return record
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--runner-resource", default="worker_node")
+    parser.add_argument("--runner-resource-amount", type=float, default=0.01)
+    parser.add_argument("--out")
+    ours, rest = parser.parse_known_args(argv)
+    if ours.out is None:
+        parser.error("--out is required (placement.json is written there)")
+
+    import ray
+
+    from rllib_o2o.cli import _init_ray
+    from rllib_o2o.cli import main as cli_main
+    from rllib_o2o.stages import online
+
+    _init_ray()
+    record = _recorder(Path(ours.out) / "placement.json", ray.get_runtime_context().get_node_id())
+    build_online_config = online.online_config
+
+    def pinned_online_config(cfg, preset, actor_activation="relu"):
+        return (
+            build_online_config(cfg, preset, actor_activation)
+            .env_runners(custom_resources_per_env_runner={ours.runner_resource: ours.runner_resource_amount})
+            .callbacks(on_algorithm_init=lambda algorithm, **kw: record("online_algorithm_init", algorithm),
+                       on_train_result=lambda algorithm, **kw: record("online_train_result", algorithm))
+        )
+
+    online.online_config = pinned_online_config
+    Path(ours.out).mkdir(parents=True, exist_ok=True)
+    return cli_main(["run", "--out", ours.out, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
