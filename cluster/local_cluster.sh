@@ -154,22 +154,44 @@ EOF
     echo "clients: eval \"\$($0 env --dir $DIR)\""
 }
 
+alive() {  # the given PIDs that still run (not zombies)
+    local p
+    for p in "$@"; do
+        if [ -d /proc/"$p" ] && ! grep -q '^State:.*Z' /proc/"$p"/status 2>/dev/null; then echo "$p"; fi
+    done
+    true
+}
+
+term_and_wait() {  # SIGTERM the given PIDs, wait up to 5 s for them to exit
+    [ $# -eq 0 ] && return 0
+    kill -TERM "$@" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+        [ -z "$(alive "$@")" ] && return 0
+        sleep 0.25
+    done
+}
+
 stop_cluster() {
-    local pids
+    local pids raylets gcs rest p cmdline
     pids=$(cluster_pids)
     if [ -z "$pids" ]; then echo "no processes of the cluster in $DIR"; rm -f "$STATE"; return 0; fi
     echo "stopping $(echo $pids | wc -w) processes of the cluster in $DIR"
-    kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 1 20); do
-        pids=$(for p in $pids; do
-            if [ -d /proc/"$p" ] && ! grep -q '^State:.*Z' /proc/"$p"/status 2>/dev/null; then echo "$p"; fi
-        done; true)
-        [ -z "$pids" ] && break
-        sleep 0.5
+    # Raylets first (they take their workers, agents and job drivers down with them while the
+    # GCS still answers), then the head's other processes, the GCS last; SIGKILL what is left.
+    raylets="" gcs=""
+    for p in $pids; do
+        cmdline=$( { tr '\0' ' ' < /proc/"$p"/cmdline; } 2>/dev/null || true)
+        case "$cmdline" in
+            */raylet/raylet\ *) raylets="$raylets $p" ;;
+            */gcs/gcs_server\ *) gcs="$gcs $p" ;;
+        esac
     done
-    # Late children (e.g. workers the raylet started while it was shutting down) and stragglers.
-    pids="$pids $(cluster_pids)"
-    if [ -n "$(echo $pids)" ]; then kill -KILL $pids 2>/dev/null || true; fi
+    term_and_wait $raylets
+    rest=$(for p in $(cluster_pids); do case " $gcs " in *" $p "*) ;; *) echo "$p" ;; esac; done)
+    term_and_wait $rest
+    term_and_wait $gcs
+    pids=$(cluster_pids)
+    if [ -n "$pids" ]; then kill -KILL $pids 2>/dev/null || true; fi
     rm -f "$STATE"
     echo "stopped"
 }
