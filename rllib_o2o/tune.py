@@ -395,7 +395,8 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     storage, name = path.rsplit("/", 1)
     start = time.perf_counter()
     if Tuner.can_restore(path):
-        print(f"tune: resuming the experiment in {path}", flush=True)
+        print(f"tune: resuming the experiment in {path} (its own search space, sampler and trial count "
+              "apply; pick another --name for a new experiment)", flush=True)
         tuner = Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher, search_name = _search_alg(settings, metric, trial_cfg.seed)
