@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def loopback_cluster():
         stopped = _script("stop", "--dir", state_dir)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert _cluster_pids(state_dir) == set(), "processes of the test cluster survived `stop`"
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

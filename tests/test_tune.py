@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -211,3 +212,4 @@ def test_interrupted_experiment_resumes_from_trial_checkpoints(aligned_run):
             except ProcessLookupError:
                 pass
     assert not leftovers, f"processes of the test's Ray survived: {leftovers}"
+    shutil.rmtree(ray_tmp, ignore_errors=True)
