@@ -23,3 +23,16 @@ def pendulum_dir(tmp_path, pendulum_data):
 def leftovers(parent) -> list[str]:
     """Hidden temp dirs a failed write could leave beside its output."""
     return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_left_behind():
+    """Code under test may start Ray implicitly (build_algo); never let it leak into the next module."""
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
