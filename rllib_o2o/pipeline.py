@@ -175,10 +175,46 @@ def prepare(cfg: PipelineConfig):
     return run_dir, dataset_dir, meta
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict:
+def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path, meta) -> tuple[dict, dict]:
+    """Stages 1 and 2 (each skipped when done); the alignment runs as its own Ray task."""
     from rllib_o2o.stages.alignment import AlignSettings, align_remote
     from rllib_o2o.stages.common import mark_done, stage_done
     from rllib_o2o.stages.offline import run_offline_stage
+
+    if cfg.offline_checkpoint:
+        offline = import_offline_stage(cfg, meta, run_dir / "offline")
+    else:
+        offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
+
+    align_dir = run_dir / "alignment"
+    alignment = stage_done(align_dir)
+    if alignment is None:
+        offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
+                                                               expect={"stage": "offline"})
+        actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
+        alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
+        settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
+                                 alpha_off=alpha_off, seed=cfg.seed,
+                                 device="cuda" if cfg.align_num_gpus else "cpu",
+                                 actor_activation=offline_meta.get("actor_activation", "relu"))
+        task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
+        print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
+        report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
+        save_module_checkpoint(align_dir / "module", report.pop("weights"), {
+            "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
+            "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
+            "actor_activation": settings.actor_activation})
+        alignment = mark_done(align_dir, report)
+        curve = report["z_loss_curve"]
+        print(f"alignment: done in {report['seconds']:.1f}s, z_loss {curve[0]['z_loss']:.3f} -> "
+              f"{curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = {report['surgery_max_abs_error']:.2g}",
+              flush=True)
+    else:
+        print("alignment: already complete, skipped", flush=True)
+    return offline, alignment
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
     from rllib_o2o.stages.online import run_online_stage
 
     start = time.perf_counter()
@@ -190,36 +226,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     if owns_ray:
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
-        if cfg.offline_checkpoint:
-            offline = import_offline_stage(cfg, meta, run_dir / "offline")
-        else:
-            offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
-
-        align_dir = run_dir / "alignment"
-        alignment = stage_done(align_dir)
-        if alignment is None:
-            offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
-                                                                   expect={"stage": "offline"})
-            actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
-            alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
-            settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
-                                     alpha_off=alpha_off, seed=cfg.seed,
-                                     device="cuda" if cfg.align_num_gpus else "cpu",
-                                     actor_activation=offline_meta.get("actor_activation", "relu"))
-            task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
-            print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
-            report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
-            save_module_checkpoint(align_dir / "module", report.pop("weights"), {
-                "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
-                "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
-                "actor_activation": settings.actor_activation})
-            alignment = mark_done(align_dir, report)
-            curve = report["z_loss_curve"]
-            print(f"alignment: done in {report['seconds']:.1f}s, z_loss {curve[0]['z_loss']:.3f} -> "
-                  f"{curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = {report['surgery_max_abs_error']:.2g}",
-                  flush=True)
-        else:
-            print("alignment: already complete, skipped", flush=True)
+        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
         aligned_weights, aligned_meta = load_module_checkpoint(align_dir / "module", expect={"stage": "aligned"})
 
         online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online",

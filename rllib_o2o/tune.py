@@ -259,40 +259,15 @@ def __getattr__(name):  # PEP 562: build the Tune class only when asked for (kee
 
 def ensure_aligned(cfg):
     """Runs (or skips, when done) stages 1 and 2 of the pipeline in cfg.out; returns
-    (run_dir, dataset_dir, meta). Mirrors the first two stages of `pipeline.run_pipeline`."""
-    from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint
-    from rllib_o2o.pipeline import import_offline_stage, prepare
-    from rllib_o2o.stages.alignment import AlignSettings, align_remote
-    from rllib_o2o.stages.common import mark_done, stage_done
-    from rllib_o2o.stages.offline import run_offline_stage
-
-    import ray
+    (run_dir, dataset_dir, meta)."""
+    from rllib_o2o.pipeline import prepare, run_offline_and_alignment
+    from rllib_o2o.stages.common import stage_done
 
     run_dir, dataset_dir, meta = prepare(cfg)
-    align_dir = run_dir / "alignment"
-    if stage_done(align_dir) is not None:
-        print(f"tune: using the aligned checkpoint in {align_dir}", flush=True)
-        return run_dir, dataset_dir, meta
-    if cfg.offline_checkpoint:
-        import_offline_stage(cfg, meta, run_dir / "offline")
+    if stage_done(run_dir / "alignment") is not None:
+        print(f"tune: using the aligned checkpoint in {run_dir / 'alignment'}", flush=True)
     else:
-        run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
-    offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
-                                                           expect={"stage": "offline"})
-    actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
-    alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
-    settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
-                             alpha_off=alpha_off, seed=cfg.seed, device="cuda" if cfg.align_num_gpus else "cpu",
-                             actor_activation=offline_meta.get("actor_activation", "relu"))
-    task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
-    print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
-    report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
-    save_module_checkpoint(align_dir / "module", report.pop("weights"), {
-        "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env, "obs_dim": meta.obs_dim,
-        "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "actor_activation": settings.actor_activation})
-    mark_done(align_dir, report)
-    print(f"alignment: done in {report['seconds']:.1f}s, max |R(s,a) - Z(s)| = "
-          f"{report['surgery_max_abs_error']:.2g}", flush=True)
+        run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
     return run_dir, dataset_dir, meta
 
 
