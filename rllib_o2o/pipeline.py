@@ -55,6 +55,7 @@ class PipelineConfig:
     ref_max_score: float | None = None
     offline_checkpoint: str | None = None
     alpha_off: float | None = None
+    custom_resources_per_env_runner: dict | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -88,7 +89,7 @@ class PipelineConfig:
         return float(normalized_score(ret, self.ref_min_score, self.ref_max_score))
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple), "dict": (dict,)}
 
 
 def _check_type(name: str, value, annotation: str) -> None:

@@ -19,7 +19,8 @@ def online_config(cfg, preset, actor_activation: str = "relu"):
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
-        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner)
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
+                     custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
         .o2o(mode="aca", clip_beta=preset.clip_beta, w_schedule=preset.w_schedule,
              entropy_scale=preset.entropy_scale, actor_grad_clip=ACTOR_GRAD_CLIP,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
