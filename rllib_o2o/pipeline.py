@@ -228,8 +228,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
-        aligned_weights, aligned_meta = load_module_checkpoint(align_dir / "module", expect={"stage": "aligned"})
-
+        aligned_weights, aligned_meta = load_module_checkpoint(run_dir / "alignment" / "module",
+                                                       expect={"stage": "aligned"})
         online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online",
                                   actor_activation=aligned_meta.get("actor_activation", "relu"))
     finally:

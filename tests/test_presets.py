@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import h5py
-import numpy as np
 import pytest
 
 from rllib_o2o.presets import PRESETS, Preset, get_preset, preset_for_dataset
