@@ -184,6 +184,18 @@ def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (err * err).mean(-1).sum()
 
 
+def cql_penalty(q_sampled: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Conservative Q-learning's CQL(H) regulariser (Kumar et al. 2020), a baseline (cql-sac), not ACA.
+
+        sum_i E_s[ T * logsumexp_k( Q_i(s, a_k) / T ) - Q_i(s, a_data) ]
+
+    q_sampled: [E, B, K] importance-weighted values of K sampled actions (Q - log density);
+    q_data: [E, B] values of the dataset actions.
+    """
+    soft_max = temperature * torch.logsumexp(q_sampled / temperature, dim=-1)
+    return (soft_max - q_data).mean(-1).sum()
+
+
 def sac_actor_loss(alpha: Scalar, log_prob: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:
     """SAC actor: E_s[ alpha log pi(a|s) - min_i Q_i(s,a) ], a ~ pi reparameterised."""
     return (_const(alpha) * log_prob - q_min).mean()

@@ -17,9 +17,13 @@ import ray
 
 from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint, write_json_atomic
 from rllib_o2o.data.scores import normalized_score, reference_scores
+from rllib_o2o.methods import get_method
 from rllib_o2o.presets import get_preset, preset_for_dataset
 
 EMBEDDED_ENV = "Pendulum-v1"
+# One run directory holds the shared offline and alignment stages and one online stage per
+# method, so these keys may differ between invocations on the same directory.
+PER_METHOD_KEYS = ("method",)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class PipelineConfig:
     offline_checkpoint: str | None = None
     alpha_off: float | None = None
     custom_resources_per_env_runner: dict | None = None
+    method: str = "aca"
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -77,6 +82,7 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_beta is not None and self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
+        get_method(self.method)
         if self.w_schedule is not None and len(self.w_schedule) != 3:
             raise ValueError(f"w_schedule is [w0, T, w_min], got {self.w_schedule}")
 
@@ -167,7 +173,7 @@ def prepare(cfg: PipelineConfig):
     saved = run_dir / "config.json"
     if saved.exists():
         previous = json.loads(saved.read_text())
-        changed = sorted(k for k in previous if previous.get(k) != asdict(cfg).get(k))
+        changed = sorted(k for k in previous if k not in PER_METHOD_KEYS and previous.get(k) != asdict(cfg).get(k))
         if changed:
             raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(changed)} differ); "
                              "use another --out to start a new run")
@@ -176,16 +182,31 @@ def prepare(cfg: PipelineConfig):
     return run_dir, dataset_dir, meta
 
 
-def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path, meta) -> tuple[dict, dict]:
-    """Stages 1 and 2 (each skipped when done); the alignment runs as its own Ray task."""
+def offline_stage_dir(run_dir: Path, method: str) -> Path | None:
+    kind = get_method(method).offline
+    return None if kind is None else run_dir / ("offline" if kind == "sacml" else f"offline-{kind}")
+
+
+def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path,
+                              meta) -> tuple[dict | None, dict | None]:
+    """The method's offline stage and, if it starts from the aligned critic, the alignment Ray task.
+
+    Each is skipped when already complete in `run_dir` (methods share them).
+    """
     from rllib_o2o.stages.alignment import AlignSettings, align_remote
     from rllib_o2o.stages.common import mark_done, stage_done
     from rllib_o2o.stages.offline import run_offline_stage
 
-    if cfg.offline_checkpoint:
-        offline = import_offline_stage(cfg, meta, run_dir / "offline")
+    method = get_method(cfg.method)
+    stage_dir = offline_stage_dir(run_dir, cfg.method)
+    if stage_dir is None:
+        offline = None
+    elif cfg.offline_checkpoint and method.offline == "sacml":
+        offline = import_offline_stage(cfg, meta, stage_dir)
     else:
-        offline = run_offline_stage(cfg, dataset_dir, meta, run_dir / "offline")
+        offline = run_offline_stage(cfg, dataset_dir, meta, stage_dir, mode=method.offline)
+    if method.start != "aligned":
+        return offline, None
 
     align_dir = run_dir / "alignment"
     alignment = stage_done(align_dir)
@@ -228,10 +249,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
-        aligned_weights, aligned_meta = load_module_checkpoint(run_dir / "alignment" / "module",
-                                                       expect={"stage": "aligned"})
-        online = run_online_stage(cfg, preset, aligned_weights, dataset_dir, meta, run_dir / "online",
-                                  actor_activation=aligned_meta.get("actor_activation", "relu"))
+        start_weights, activation = online_start_weights(cfg, run_dir)
+        online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
+                                  actor_activation=activation)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -239,19 +259,47 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "env_id": cfg.env,
         "dataset": str(dataset_dir),
         "preset": cfg.preset,
-        "method": "aca",
+        "method": cfg.method,
+        "seed": cfg.seed,
         "reference_scores": [cfg.ref_min_score, cfg.ref_max_score],
-        "offline": {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
-        "alignment": {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
-                                                 "z_steps_per_s")},
+        "offline": offline and {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
+        "alignment": alignment and {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
+                                                               "z_steps_per_s")},
         "online": online,
-        "offline_score": offline["score"],
+        "offline_score": online["curve"][0]["score"],
         "dip": online["dip"],
         "final_score": online["final_score"],
         "seconds_this_invocation": time.perf_counter() - start,
     }
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(results_path(run_dir, cfg.method), results)
     return results
+
+
+def online_stage_dir(run_dir: Path, method: str) -> Path:
+    return run_dir / ("online" if method == "aca" else f"online-{method}")
+
+
+def results_path(run_dir: Path, method: str) -> Path:
+    return run_dir / ("results.json" if method == "aca" else f"results-{method}.json")
+
+
+def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | None, str]:
+    """The module state the online stage starts from (None: random init) and its actor's activation."""
+    method = get_method(cfg.method)
+    if method.start == "scratch":
+        return None, "relu"
+    if method.start == "aligned":
+        weights, meta = load_module_checkpoint(run_dir / "alignment" / "module", expect={"stage": "aligned"})
+        return weights, meta.get("actor_activation", "relu")
+    weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / "module",
+                                           expect={"stage": "offline"})
+    missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
+    if missing:
+        raise ValueError(f"method {cfg.method!r} transfers the offline critic, but the offline checkpoint "
+                         f"({meta.get('algorithm')}) has no {sorted(missing)}")
+    weights = dict(weights)
+    weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
+    return weights, meta.get("actor_activation", "relu")
 
 
 def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
@@ -296,8 +344,9 @@ def score_table(results: dict) -> str:
         ("final (after online fine-tuning)", results["final_score"]),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{results['env_id']} / {Path(results['dataset']).name} / ACA (normalised score)"]
+    method = results.get("method", "aca")
+    lines = [f"{results['env_id']} / {Path(results['dataset']).name} / {method} (normalised score)"]
     lines += [f"  {name:<{width}}  {fmt(value):>7}" for name, value in rows]
-    seconds = {stage: results[stage]["seconds"] for stage in ("offline", "alignment", "online")}
+    seconds = {stage: results[stage]["seconds"] for stage in ("offline", "alignment", "online") if results[stage]}
     lines.append("  wall time: " + ", ".join(f"{stage} {fmt(sec)}s" for stage, sec in seconds.items()))
     return "\n".join(lines)

@@ -477,3 +477,52 @@ def test_o2o_sac_trains_checkpoints_and_restores(ray_session, tmp_path):
         algo.stop()
         if other is not None:
             other.stop()
+
+
+def test_cql_mode_adds_the_conservative_penalty_to_the_critic_loss():
+    """cql-sac's offline stage: SAC's critic loss + cql_weight * CQL(H), written out member by member."""
+    n, cql_weight = 3, 5.0
+    torch.manual_seed(100)
+    module = build_module()
+    config = make_config("cql", cql_weight=cql_weight, cql_num_actions=n, cql_temperature=1.0)
+    fake, optim = fake_learner(module, config)
+    fake._cql_penalty = O2OSACTorchLearner._cql_penalty
+    batch = make_batch(1, seed=0)
+    b = {k: torch.from_numpy(v[0]) for k, v in batch.items()}
+    alpha = INITIAL_ALPHA
+    cw = [w.detach().clone().requires_grad_() for w in module.critic.weights]
+    cb = [x.detach().clone().requires_grad_() for x in module.critic.biases]
+    tw = [w.detach().clone() for w in module.target_critic.weights]
+    tb = [x.detach().clone() for x in module.target_critic.biases]
+    actor = copy.deepcopy(module.actor)
+
+    torch.manual_seed(1234)  # the draws in the learner's order: a' for the target, then CQL's samples
+    eps_next = torch.randn(BATCH, ACT_DIM)
+    uniform = torch.rand(n, BATCH, ACT_DIM) * 2 - 1
+    eps_s, eps_s2 = torch.randn(n, BATCH, ACT_DIM), torch.randn(n, BATCH, ACT_DIM)
+    with torch.no_grad():
+        m2, ls2 = actor(b["new_obs"])
+        u2 = m2 + ls2.exp() * eps_next
+        y = b["rewards"] + 0.99 * (1 - b["terminateds"]) * (
+            min_q(tw, tb, b["new_obs"], torch.tanh(u2)) - alpha * squashed_log_prob_at_u(m2, ls2, u2))
+        samples = [(uniform, torch.full((n, BATCH), -ACT_DIM * math.log(2.0)))]
+        for states, eps in ((b["obs"], eps_s), (b["new_obs"], eps_s2)):
+            m, ls = actor(states)
+            u = m + ls.exp() * eps
+            samples.append((torch.tanh(u), squashed_log_prob_at_u(m, ls, u)))
+    x = torch.cat([b["obs"], b["actions"]], -1)
+    loss = 0.0
+    for e in range(2):
+        q_data = member_forward(cw, cb, x, e)
+        weighted = [member_forward(cw, cb, torch.cat([b["obs"], a[k]], -1), e) - logp[k]
+                    for a, logp in samples for k in range(n)]
+        penalty = (torch.logsumexp(torch.stack(weighted, -1), -1) - q_data).mean()
+        loss = loss + ((q_data - y) ** 2).mean() + cql_weight * penalty
+    grads = torch.autograd.grad(loss, cw + cb)
+
+    torch.manual_seed(1234)
+    metrics = fake.o2o_update(batch)
+    assert metrics["critic_loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert metrics["cql_penalty"] > 0  # logsumexp over 3N sampled actions exceeds Q(data) at init
+    for got, want in zip(optim["critic"].applied, grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

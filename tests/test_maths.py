@@ -195,6 +195,17 @@ def test_critic_loss_is_sum_of_member_mse():
     assert M.critic_loss(q, t(1.0, 1.0, 1.0)).item() == pytest.approx(8.0 / 3.0, abs=1e-12)
 
 
+def test_cql_penalty_by_hand():
+    # member 0, one state: logsumexp(0, ln 3) = ln 4, data value 1 -> ln 4 - 1
+    # member 1, one state: logsumexp(ln 2, ln 2) = ln 4, data value 0 -> ln 4; summed over members
+    q_sampled = torch.tensor([[[0.0, math.log(3.0)]], [[math.log(2.0), math.log(2.0)]]])
+    q_data = t(1.0, 0.0).view(2, 1)
+    assert M.cql_penalty(q_sampled, q_data).item() == pytest.approx(2 * math.log(4.0) - 1.0, abs=1e-6)
+    # temperature T: T * logsumexp(q / T); with T = 2 member 1 gives 2 ln(2 * 2^(1/2))
+    got = M.cql_penalty(q_sampled[1:], q_data[1:], temperature=2.0).item()
+    assert got == pytest.approx(2.0 * math.log(2.0 * math.sqrt(2.0)), abs=1e-6)
+
+
 def test_sac_actor_loss_does_not_train_alpha():
     alpha = torch.tensor(0.5, requires_grad=True)
     lp, q = torch.tensor([1.0, -1.0], requires_grad=True), torch.tensor([2.0, -6.0])

@@ -1,4 +1,7 @@
-"""Stage 1: offline SAC+ML pre-training from the Parquet dataset (RLlib offline API)."""
+"""Stage 1: offline pre-training from the Parquet dataset (RLlib offline API).
+
+SAC+ML for ACA and the naive baseline; SAC with the CQL penalty for cql-sac.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,14 @@ from rllib_o2o.data.schema import DatasetMeta
 from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
 
 
-def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta):
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml"):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[str(dataset_dir.resolve())])
-        .o2o(mode="sacml", alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+        .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
              hidden=tuple(cfg.hidden))
         .training(train_batch_size_per_learner=cfg.batch_size)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
@@ -31,14 +34,15 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta):
     )
 
 
-def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path) -> dict:
-    """Trains SAC+ML for `cfg.offline_steps` updates; resumes from its last checkpoint."""
+def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path, mode: str = "sacml") -> dict:
+    """Trains `mode` ("sacml" or "cql") for `cfg.offline_steps` updates; resumes from its last checkpoint."""
     done = stage_done(stage_dir)
     if done:
         print(f"offline stage: already complete (return {done['return']:.1f}), skipped", flush=True)
         return done
     start = time.perf_counter()
-    algo = offline_config(cfg, dataset_dir, meta).build_algo()
+    print(f"offline stage ({mode}): {cfg.offline_steps} updates", flush=True)
+    algo = offline_config(cfg, dataset_dir, meta, mode).build_algo()
     try:
         progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
         if progress["iteration"]:
@@ -63,7 +67,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         algo.stop()
     alpha_off = float(np.exp(weights["log_alpha"]))
     save_module_checkpoint(stage_dir / "module", weights, {
-        "stage": "offline", "algorithm": "O2OSAC/sacml", "env_id": cfg.env,
+        "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
         "actor_activation": "relu",
     })

@@ -1,4 +1,4 @@
-"""Stage 3: ACA online fine-tuning (SAC with the aligned critic) on RLlib EnvRunners."""
+"""Stage 3: online fine-tuning on RLlib EnvRunners: ACA (SAC with the aligned critic) or a baseline."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ ACTOR_GRAD_CLIP = 0.25
 
 def online_config(cfg, preset, actor_activation: str = "relu"):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+    from rllib_o2o.methods import get_method
 
+    method = get_method(cfg.method)
+    w0, horizon, w_min = preset.w_schedule
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
                      custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
-        .o2o(mode="aca", clip_beta=preset.clip_beta, w_schedule=preset.w_schedule,
-             entropy_scale=preset.entropy_scale, actor_grad_clip=ACTOR_GRAD_CLIP,
+        .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
+             w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
+             entropy_scale=preset.entropy_scale,
+             actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
              replay_capacity=cfg.replay_capacity, hidden=tuple(cfg.hidden), actor_activation=actor_activation)
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
@@ -35,9 +40,13 @@ def online_config(cfg, preset, actor_activation: str = "relu"):
     )
 
 
-def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta: DatasetMeta,
+def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
                      stage_dir: Path, actor_activation: str = "relu") -> dict:
-    """Fine-tunes from the aligned module for `cfg.online_steps` env steps; resumable."""
+    """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable."""
+    from rllib_o2o.methods import get_method
+
+    method = get_method(cfg.method)
+    seed_episodes = preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
     done = stage_done(stage_dir)
     if done:
         print(f"online stage: already complete ({_fmt_eval(done['final_return'], done['final_score'])}), "
@@ -51,15 +60,20 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
             print(f"online stage: resumed at {algo.env_steps_sampled} env steps", flush=True)
         else:
             progress = {"iteration": 0, "curve": [], "env_steps": 0}
-            algo.call_learner(lambda learner: learner.set_module_weights(aligned_weights))
-            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
-                                               inference_only=True)
-            if preset.seed_episodes:
-                _seed_replay(algo, dataset_dir, meta, preset.seed_episodes)
+            if start_weights is not None:
+                if method.fresh_critic:  # ablation: keep this algorithm's random R, not the aligned one
+                    initial = algo.call_learner(lambda learner: learner.get_module_weights())
+                    start_weights = {k: initial[k] if k.split(".")[0] in ("critic", "target_critic") else v
+                                     for k, v in start_weights.items()}
+                algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
+                algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                                   inference_only=True)
+            if seed_episodes:
+                _seed_replay(algo, dataset_dir, meta, seed_episodes)
             ret = evaluation_return(algo.evaluate())
             progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
             print(f"online 0/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))} "
-                  "(aligned offline policy)", flush=True)
+                  f"({cfg.method}, {method.start} start)", flush=True)
 
         def record(progress: dict, result: dict) -> str:
             ret = evaluation_return(result)
@@ -67,8 +81,10 @@ def run_online_stage(cfg, preset, aligned_weights: dict, dataset_dir: Path, meta
             progress["env_steps"] = steps
             progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
             learner = result.get("learners", {}).get("default_policy", {})
-            stats = (f" w {learner['reference_weight']:.3f} alpha {learner['alpha']:.3f} "
-                     f"q_mean {learner['q_mean']:.2f}" if "alpha" in learner else " (no updates yet)")
+            stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f}" if "alpha" in learner
+                     else " (no updates yet)")
+            if "reference_weight" in learner:
+                stats = f" w {learner['reference_weight']:.3f}" + stats
             return f"online {steps}/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))}{stats}"
 
         progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,

@@ -33,6 +33,9 @@ class O2OSACConfig(SACConfig):
         super().__init__(algo_class=algo_class or O2OSAC)
         self.o2o_mode = "sac"
         self.alpha_bc = 30.0
+        self.cql_weight = 5.0
+        self.cql_num_actions = 10
+        self.cql_temperature = 1.0
         self.clip_beta = 7.0
         self.use_log_prob_clip = True
         self.w_schedule = (1.0, 40.0, 0.5)
@@ -65,6 +68,9 @@ class O2OSACConfig(SACConfig):
         *,
         mode=NotProvided,
         alpha_bc=NotProvided,
+        cql_weight=NotProvided,
+        cql_num_actions=NotProvided,
+        cql_temperature=NotProvided,
         clip_beta=NotProvided,
         use_log_prob_clip=NotProvided,
         w_schedule=NotProvided,
@@ -80,9 +86,12 @@ class O2OSACConfig(SACConfig):
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
 
-        mode: "sac" (plain SAC), "sacml" (offline SAC + max-likelihood term) or
-            "aca" (online fine-tuning with the aligned critic).
+        mode: "sac" (plain SAC), "sacml" (offline SAC + max-likelihood term),
+            "aca" (online fine-tuning with the aligned critic) or "cql" (offline SAC
+            with CQL's critic penalty: the cql-sac baseline).
         alpha_bc: SAC+ML's BC scale (lambda = alpha_bc / mean|Q|).
+        cql_weight, cql_num_actions, cql_temperature: CQL(H)'s penalty weight, the
+            actions sampled per source (uniform, pi at s, pi at s') and its temperature.
         clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.
         w_schedule: ACA's [w0, T, w_min]; w drops by w0/(T*1000) per update.
         entropy_scale: c_H; the target entropy is -c_H * |A|.
@@ -103,6 +112,8 @@ class O2OSACConfig(SACConfig):
         super().validate()
         if self.o2o_mode not in MODES:
             raise ValueError(f"o2o mode must be one of {MODES}, got {self.o2o_mode!r}")
+        if self.cql_weight < 0 or self.cql_num_actions < 1 or self.cql_temperature <= 0:
+            raise ValueError("CQL needs cql_weight >= 0, cql_num_actions >= 1 and cql_temperature > 0")
         if self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
         w0, horizon, w_min = self.w_schedule

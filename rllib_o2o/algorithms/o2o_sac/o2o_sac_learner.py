@@ -1,4 +1,5 @@
-"""One SAC-family learner for every method: SAC, SAC+ML (offline) and ACA (online).
+"""One SAC-family learner for every method: SAC, SAC+ML (offline), ACA (online)
+and, for the cql-sac baseline, SAC with CQL's conservative critic penalty.
 
 The method-specific terms are switches (`config.o2o_mode`) on one loss; the
 equations themselves live in `rllib_o2o.maths`. Updates run through
@@ -9,6 +10,8 @@ per-update metrics reduction. `Learner.update()` is not used by this family.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -17,7 +20,7 @@ from ray.rllib.utils.typing import ModuleID
 
 from rllib_o2o import maths
 
-MODES = ("sac", "sacml", "aca")
+MODES = ("sac", "sacml", "aca", "cql")
 
 
 class O2OSACTorchLearner(SACTorchLearner):
@@ -89,6 +92,11 @@ class O2OSACTorchLearner(SACTorchLearner):
 
         q = module.q_values(obs, act)
         critic_loss = maths.critic_loss(q + data_ref_term, y)
+        out = {}
+        if config.o2o_mode == "cql":
+            penalty = self._cql_penalty(module, config, b, q)
+            critic_loss = critic_loss + config.cql_weight * penalty
+            out["cql_penalty"] = penalty.detach()
         optim["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
         optim["critic"].step()
@@ -96,7 +104,6 @@ class O2OSACTorchLearner(SACTorchLearner):
         mean, log_std = module.actor(obs)
         pi_act, logp = maths.tanh_gaussian_rsample(mean, log_std)
         q_pi = module.q_values(obs, pi_act).min(0).values
-        out = {}
         if aca:
             l_pi = self._reference_term(module, config, obs, pi_act)
             actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
@@ -127,6 +134,26 @@ class O2OSACTorchLearner(SACTorchLearner):
             log_prob=logp.detach().mean(),
         )
         return out
+
+    @staticmethod
+    def _cql_penalty(module, config, b, q_data):
+        """CQL(H): N uniform actions and N policy actions at s and at s', importance-weighted."""
+        obs, next_obs = b["obs"], b["new_obs"]
+        n, (batch, obs_dim), act_dim = config.cql_num_actions, obs.shape, module.act_dim
+        with torch.no_grad():
+            uniform = torch.rand(n, batch, act_dim, device=obs.device) * 2.0 - 1.0
+            uniform_logp = torch.full((n, batch), -act_dim * math.log(2.0), device=obs.device)
+            sampled, logps = [uniform], [uniform_logp]
+            for states in (obs, next_obs):
+                mean, log_std = module.actor(states)
+                act, logp = maths.tanh_gaussian_rsample(mean.expand(n, -1, -1), log_std.expand(n, -1, -1))
+                sampled.append(act)
+                logps.append(logp)
+        actions = torch.cat(sampled)  # [3N, B, A]
+        repeated_obs = obs.expand(actions.shape[0], -1, -1)
+        q = module.q_values(repeated_obs.reshape(-1, obs_dim), actions.reshape(-1, act_dim))
+        q = q.reshape(q.shape[0], actions.shape[0], batch) - torch.cat(logps)  # [E, 3N, B]
+        return maths.cql_penalty(q.transpose(1, 2), q_data, config.cql_temperature)
 
     @staticmethod
     def _reference_term(module, config, obs, act):

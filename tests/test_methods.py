@@ -1,0 +1,76 @@
+"""ACA, its ablations and the baselines share one harness: what each method starts from and which stages it runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import ray
+
+from rllib_o2o.checkpoints import save_module_checkpoint
+from rllib_o2o.methods import METHODS, get_method, needs_alignment
+from rllib_o2o.pipeline import PipelineConfig, online_start_weights, run_pipeline
+
+TINY = dict(env="Pendulum-v1", batch_size=64, hidden=[32, 32], replay_capacity=10_000, offline_steps=200,
+            offline_eval_every=100, align_steps=100, online_steps=400, eval_every=200, eval_episodes=1)
+
+
+def test_every_method_is_a_known_combination():
+    for name, method in METHODS.items():
+        assert method.offline in (None, "sacml", "cql"), name
+        assert method.start in ("aligned", "offline", "scratch"), name
+        assert method.online_mode in ("aca", "sac"), name
+        assert (method.start == "scratch") == (method.offline is None), name
+        assert (method.online_mode == "aca") == (method.start == "aligned"), name
+    assert needs_alignment("aca-no-clip") and not needs_alignment("naive")
+    with pytest.raises(ValueError, match="unknown method 'td3'"):
+        get_method("td3")
+
+
+def test_config_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="unknown method"):
+        PipelineConfig(method="nope").validate()
+
+
+def test_naive_starts_from_the_whole_offline_module_with_its_update_count_reset(tmp_path):
+    weights = {"actor.head.weight": np.ones((2, 3), np.float32), "critic.weights.0": np.full((2, 4, 5), 2.0),
+               "target_critic.weights.0": np.zeros((2, 4, 5)), "log_alpha": np.array(-1.5, np.float32),
+               "num_updates": np.array(5000, np.int64)}
+    save_module_checkpoint(tmp_path / "offline" / "module", weights, {"stage": "offline", "actor_activation": "relu"})
+    got, activation = online_start_weights(PipelineConfig(method="naive"), tmp_path)
+    assert activation == "relu" and int(got["num_updates"]) == 0
+    np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
+    assert float(got["log_alpha"]) == -1.5  # the offline temperature travels with the critic
+    assert online_start_weights(PipelineConfig(method="sac-scratch"), tmp_path) == (None, "relu")
+
+    save_module_checkpoint(tmp_path / "offline" / "module", {"actor.head.weight": weights["actor.head.weight"]},
+                           {"stage": "offline"})  # e.g. an imported policy: no critic to transfer
+    with pytest.raises(ValueError, match="transfers the offline critic"):
+        online_start_weights(PipelineConfig(method="naive"), tmp_path)
+
+
+@pytest.mark.slow
+def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
+                   for m in ("aca", "naive", "aca-no-align", "cql-sac", "sac-scratch")}
+    finally:
+        ray.shutdown()
+    for m, r in results.items():
+        assert r["method"] == m
+        assert [p["env_steps"] for p in r["online"]["curve"]] == [0, 200, 400], m
+        on_disk = json.loads((tmp_path / ("results.json" if m == "aca" else f"results-{m}.json")).read_text())
+        assert on_disk["final_score"] == r["final_score"]
+    # one SAC+ML offline stage and one alignment served aca, naive and the ablation
+    assert results["naive"]["offline"]["curve"] == results["aca"]["offline"]["curve"]
+    assert results["naive"]["alignment"] is None and results["sac-scratch"]["offline"] is None
+    # the three start from the same offline actor: identical deterministic evaluation at step 0
+    start = {m: results[m]["online"]["curve"][0]["return"] for m in results}
+    assert start["naive"] == pytest.approx(start["aca"]) == pytest.approx(start["aca-no-align"])
+    assert start["sac-scratch"] != pytest.approx(start["aca"])
+    cql_meta = json.loads((tmp_path / "offline-cql" / "module" / "meta.json").read_text())
+    assert cql_meta["algorithm"] == "O2OSAC/cql"
+    assert sorted(p.name for p in tmp_path.glob("online*")) == [
+        "online", "online-aca-no-align", "online-cql-sac", "online-naive", "online-sac-scratch"]
