@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from rllib_o2o.methods import METHODS
 
 
 class CLIError(Exception):
@@ -90,18 +93,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from None
     try:
-        cfg.validate()
+        from rllib_o2o.preflight import check_before_training
+
+        check_before_training(cfg)  # config, --out, dataset, env, checkpoint: before Ray or any write
         _init_ray()
         results = run_pipeline(cfg)
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(score_table(results))
-    print(f"results: {cfg.out}/results.json")
+    from rllib_o2o.pipeline import results_path
+
+    print(f"results: {results_path(Path(cfg.out), cfg.method)}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rllib_o2o.bench import run_benchmark
+    from rllib_o2o.report import write_report
+
+    paths = {}
+    for item in args.dataset_path or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise CLIError(f"--dataset-path takes NAME=PATH (e.g. hopper-medium=hopper_medium-v2.hdf5), got {item!r}")
+        paths[name] = path
+    overrides = _load_config_file(args.config) if args.config else {}
+    collect_overrides = overrides.pop("collect", None) or {}
+    try:
+        _init_ray()
+        run_benchmark(args.profile, args.out, args.data_dir, datasets=args.datasets, methods=args.methods,
+                      seeds=args.seeds, overrides=overrides, dataset_paths=paths,
+                      num_env_runners=args.num_env_runners, collect_overrides=collect_overrides)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(f"report: {write_report(args.out)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rllib_o2o.report import write_report
+
+    try:
+        path = write_report(args.run_dir, args.out)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(path.read_text())
+    print(f"wrote {path}")
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from rllib_o2o.tune import config_from_args, run_tune, settings_from_args, summary_table
+
+    if args.method not in (None, "aca"):
+        raise CLIError("tune searches ACA's online knobs; --method must be aca")
 
     try:
         cfg, overrides = config_from_args(args, _load_config_file, PIPELINE_FLAGS)
@@ -135,7 +180,7 @@ def _load_config_file(path: str) -> dict:
 PIPELINE_FLAGS = (
     "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
     "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
-    "max_episode_steps", "offline_checkpoint",
+    "max_episode_steps", "offline_checkpoint", "method",
 )
 
 
@@ -157,6 +202,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--offline-checkpoint",
                    help="skip stage 1: align this checkpoint (this project's, or RLlib CQL/SAC)")
+    p.add_argument("--method", choices=sorted(METHODS),
+                   help="aca (default), an ACA ablation or a baseline; methods share a run dir's offline stages")
     p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
 
 
@@ -196,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_arguments(p)
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("bench", help="the O2O comparison: methods x datasets x seeds, resumable, then a report")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "small", "paper"],
+                   help="smoke: minutes; small: Hopper-v5 medium, 3 seeds; paper: the reference protocol")
+    p.add_argument("--out", default="runs/bench", help="benchmark directory (re-running resumes it)")
+    p.add_argument("--data-dir", default="runs/datasets", help="where generated datasets are cached")
+    p.add_argument("--datasets", nargs="+", help="subset of the profile's datasets, e.g. hopper-medium")
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="subset of the profile's methods")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the profile's)")
+    p.add_argument("--dataset-path", action="append", metavar="NAME=PATH",
+                   help="use this dataset dir, D4RL .hdf5 file or Minari id for NAME instead of generating it")
+    p.add_argument("--num-env-runners", type=int, default=0, help="parallel sampling workers online")
+    p.add_argument("--config", help="YAML/JSON of pipeline options overriding the profile's budgets; "
+                                    "its 'collect' mapping overrides the dataset generation settings")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="Markdown table + PNG curves of a benchmark or run directory")
+    p.add_argument("run_dir", help="benchmark directory (rllib-o2o bench --out) or a run directory")
+    p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("collect", help="generate D4RL-style datasets with a behaviour SAC")
     p.add_argument("--env", default="Pendulum-v1", help="gymnasium env id (Hopper-v5, HalfCheetah-v5, ...)")

@@ -1,0 +1,117 @@
+"""The O2O comparison: methods x datasets x seeds through the pipeline, resumable.
+
+Layout under the benchmark directory:
+    <out>/<dataset>/seed<k>/           one pipeline run directory per dataset and seed:
+        offline/, offline-cql/, alignment/   stages shared by the methods that need them
+        online[-<method>]/, results[-<method>].json
+    <out>/bench.json                   the profile and settings the benchmark was started with
+
+A run whose results file exists is never redone; an interrupted one resumes
+from its last checkpoint (the pipeline's own resume), so re-running the same
+command after a crash finishes the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rllib_o2o.bench_profiles import Profile, get_profile, split_dataset_name
+from rllib_o2o.checkpoints import write_json_atomic
+from rllib_o2o.methods import get_method
+
+
+def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, datasets: list[str] | None = None,
+                  methods: list[str] | None = None, seeds: list[int] | None = None, overrides: dict | None = None,
+                  dataset_paths: dict[str, str] | None = None, num_env_runners: int = 0,
+                  collect_overrides: dict | None = None) -> list[Path]:
+    """Runs every (dataset, seed, method) not yet done; returns the results files."""
+    from rllib_o2o.pipeline import PipelineConfig, results_path, run_pipeline
+
+    profile = get_profile(profile_name)
+    if collect_overrides:
+        profile = replace(profile, collect={**profile.collect, **collect_overrides})
+    datasets = list(datasets or profile.datasets)
+    methods = list(methods or profile.methods)
+    seeds = list(profile.seeds if seeds is None else seeds)
+    for name in methods:
+        get_method(name)
+    for name in datasets:
+        split_dataset_name(name)
+    pipeline_values = {**profile.pipeline, **(overrides or {}), "num_env_runners": num_env_runners}
+    PipelineConfig.from_dict(pipeline_values).validate()  # fail on a bad override before any training
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench.json", {"profile": profile_name, "datasets": datasets, "methods": methods,
+                                           "seeds": seeds, "pipeline": pipeline_values, "collect": profile.collect,
+                                           "dataset_paths": dataset_paths or {}})
+    paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {})
+    done_files, total = [], len(datasets) * len(seeds) * len(methods)
+    start = time.perf_counter()
+    for name in datasets:
+        env_id, _ = split_dataset_name(name)
+        for seed in seeds:
+            run_dir = out / name / f"seed{seed}"
+            for method in methods:
+                target = results_path(run_dir, method)
+                index = len(done_files) + 1
+                if target.exists():
+                    print(f"[bench {index}/{total}] {name} seed {seed} {method}: done, skipped", flush=True)
+                else:
+                    print(f"[bench {index}/{total}] {name} seed {seed} {method} "
+                          f"({time.perf_counter() - start:.0f}s elapsed)", flush=True)
+                    cfg = PipelineConfig.from_dict({**pipeline_values, "dataset": str(paths[name]), "env": env_id,
+                                                    "out": str(run_dir), "seed": seed, "method": method})
+                    run_pipeline(cfg)
+                done_files.append(target)
+    print(f"benchmark complete: {len(done_files)} runs in {out}", flush=True)
+    return done_files
+
+
+def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path,
+                     dataset_paths: dict[str, str]) -> dict[str, Path]:
+    """Given paths (dataset dirs, D4RL HDF5 files, Minari ids) or datasets generated with `collect`.
+
+    Generated datasets are cached by content and settings under `data_dir`: made once per machine.
+    """
+    from rllib_o2o.data.generate import CollectSettings, collect, dataset_dir
+
+    resolved = {}
+    for name in datasets:
+        if name in dataset_paths:
+            resolved[name] = _import_given(name, dataset_paths[name], Path(data_dir))
+    wanted: dict[str, list[str]] = {}
+    for name in datasets:
+        if name not in resolved:
+            env_id, kind = split_dataset_name(name)
+            wanted.setdefault(env_id, []).append(kind)
+    for env_id, kinds in wanted.items():
+        settings = CollectSettings(env_id=env_id, kinds=tuple(sorted(kinds)), **profile.collect)
+        print(f"datasets for {env_id} {sorted(kinds)}: generating or reusing under {data_dir}", flush=True)
+        collect(settings, data_dir)
+        for kind in kinds:
+            resolved[f"{_task(env_id)}-{kind}"] = dataset_dir(data_dir, env_id, kind)
+    return resolved
+
+
+def _task(env_id: str) -> str:
+    return env_id.split("-v")[0].lower()
+
+
+def _import_given(name: str, source: str, data_dir: Path) -> Path:
+    env_id, _ = split_dataset_name(name)
+    path = Path(source)
+    if path.is_dir() and (path / "dataset.json").exists():
+        return path
+    target = data_dir / "imported" / name
+    if (target / "dataset.json").exists():
+        return target
+    if path.suffix in (".hdf5", ".h5"):
+        from rllib_o2o.data.d4rl import import_d4rl
+
+        return import_d4rl(path, env_id=env_id, out_dir=target)
+    from rllib_o2o.data.minari_import import import_minari
+
+    return import_minari(source, out_dir=target, env_id=env_id)
+

@@ -1,0 +1,134 @@
+"""`rllib-o2o report`: the comparison table (Markdown) and learning-curve plots of a benchmark.
+
+Per dataset and method, over seeds: offline score (online step 0), dip (lowest
+normalised score in the first 10% of online steps), final score, mean of the
+last 10% of evaluations, and the area under the curve (time-averaged normalised
+score over the online budget), each as mean +- std with a 95% t-interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+# Two-sided 95% Student-t critical values by degrees of freedom (1..30); the normal value beyond.
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042]
+METRICS = ("offline", "dip", "final", "last10", "auc")
+METRIC_TITLES = {"offline": "offline (step 0)", "dip": "dip (first 10%)", "final": "final",
+                 "last10": "last 10% mean", "auc": "AUC"}
+
+
+def run_metrics(curve: list[dict], online_steps: int) -> dict[str, float]:
+    """The figures of one run from its evaluation curve [{env_steps, score}, ...]."""
+    from rllib_o2o.stages.online import dip
+
+    steps = [p["env_steps"] for p in curve]
+    scores = [p["score"] for p in curve]
+    late = [s for x, s in zip(steps, scores) if x >= 0.9 * online_steps] or scores[-1:]
+    area = sum((x1 - x0) * (s0 + s1) / 2 for x0, x1, s0, s1 in zip(steps, steps[1:], scores, scores[1:]))
+    span = steps[-1] - steps[0]
+    return {"offline": scores[0], "dip": dip(curve, online_steps), "final": scores[-1], "last10": statistics.fmean(late),
+            "auc": area / span if span > 0 else scores[0]}
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else 0.0
+    t = _T95[n - 2] if 1 < n <= len(_T95) + 1 else 1.96
+    return {"mean": mean, "std": std, "ci95": t * std / math.sqrt(n) if n > 1 else float("nan"), "n": n}
+
+
+def load_runs(bench_dir: str | Path) -> list[dict]:
+    """Every results[-<method>].json below `bench_dir` (a benchmark or a single run directory)."""
+    runs = []
+    for path in sorted(Path(bench_dir).rglob("results*.json")):
+        results = json.loads(path.read_text())
+        if "online" not in results or not results["online"]["curve"]:
+            continue
+        curve = results["online"]["curve"]
+        if any(p["score"] is None for p in curve):
+            raise ValueError(f"{path}: evaluations without a normalised score (no reference scores for "
+                             f"{results.get('env_id')}); set ref_min_score/ref_max_score")
+        dataset = path.parent.parent.name if path.parent.name.startswith("seed") else Path(results["dataset"]).name
+        online_steps = max(p["env_steps"] for p in curve)
+        runs.append({"path": str(path), "dataset": dataset, "method": results.get("method", "aca"),
+                     "seed": results.get("seed", 0), "curve": curve, **run_metrics(curve, online_steps)})
+    if not runs:
+        raise ValueError(f"{bench_dir}: no results*.json with evaluations found")
+    return runs
+
+
+def aggregate(runs: list[dict]) -> dict[tuple[str, str], dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["dataset"], run["method"]), []).append(run)
+    return {key: {m: summarize([r[m] for r in group]) for m in METRICS} | {"seeds": sorted(r["seed"] for r in group)}
+            for key, group in sorted(groups.items())}
+
+
+def markdown_table(table: dict[tuple[str, str], dict]) -> str:
+    lines = ["| dataset | method | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |",
+             "|---|---|---|" + "---|" * len(METRICS)]
+    for (dataset, method), row in table.items():
+        cells = [f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}" for m in METRICS]
+        lines.append(f"| {dataset} | {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Normalised scores (100 = the dataset's reference max), mean ± std over seeds. "
+                 "95% t-interval half-widths are in report.json.")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], out_dir: Path) -> list[Path]:
+    """One PNG per dataset: mean normalised score vs online steps per method, shaded +- std across seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for dataset in sorted({r["dataset"] for r in runs}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method in sorted({r["method"] for r in runs if r["dataset"] == dataset}):
+            curves = [r["curve"] for r in runs if r["dataset"] == dataset and r["method"] == method]
+            steps = sorted({p["env_steps"] for c in curves for p in c})
+            by_step = [[p["score"] for c in curves for p in c if p["env_steps"] == x] for x in steps]
+            mean = [statistics.fmean(v) for v in by_step]
+            std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in by_step]
+            line, = ax.plot(steps, mean, label=f"{method} (n={len(curves)})",
+                            linewidth=2.2 if method == "aca" else 1.3)
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(dataset)
+        ax.set_xlabel("online environment steps")
+        ax.set_ylabel("normalised score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        path = out_dir / f"{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(bench_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Writes report.md, report.json and one PNG per dataset; returns report.md's path."""
+    from rllib_o2o.checkpoints import write_json_atomic
+
+    runs = load_runs(bench_dir)
+    out = Path(out_dir) if out_dir else Path(bench_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = aggregate(runs)
+    plots = plot_curves(runs, out)
+    text = "\n".join([f"# O2O comparison: {bench_dir}", "", markdown_table(table), ""]
+                     + [f"![{p.stem}]({p.name})" for p in plots]) + "\n"
+    (out / "report.md").write_text(text)
+    write_json_atomic(out / "report.json", {
+        "table": [{"dataset": d, "method": m, **row} for (d, m), row in table.items()],
+        "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs]})
+    return out / "report.md"

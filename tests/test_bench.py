@@ -1,0 +1,73 @@
+"""`rllib-o2o bench`: every profile runs end to end at a tiny scale, resumes, and feeds the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+
+from rllib_o2o.bench import run_benchmark
+from rllib_o2o.bench_profiles import ALL_METHODS, PROFILES, split_dataset_name
+from rllib_o2o.cli import main
+from rllib_o2o.report import load_runs
+
+TINY_PIPELINE = dict(offline_steps=100, offline_eval_every=100, align_steps=50, online_steps=200, eval_every=100,
+                     eval_episodes=1, batch_size=32, hidden=[32, 32], replay_capacity=5_000, max_episode_steps=100)
+TINY_COLLECT = dict(num_transitions=300, train_env_steps=200, env_steps_per_iteration=100, random_warmup_steps=100,
+                    eval_episodes=1, max_episode_steps=100)
+
+
+def test_profiles_name_known_datasets_and_methods():
+    for name, profile in PROFILES.items():
+        assert profile.seeds and profile.methods and profile.datasets, name
+        for dataset in profile.datasets:
+            split_dataset_name(dataset)
+    assert set(PROFILES["small"].methods) == set(ALL_METHODS) and len(PROFILES["small"].seeds) >= 3
+    assert PROFILES["paper"].pipeline["offline_steps"] == 500_000
+    assert PROFILES["paper"].pipeline["online_steps"] == 100_000 and len(PROFILES["paper"].datasets) == 9
+    with pytest.raises(ValueError, match="<task>-<kind>"):
+        split_dataset_name("cartpole-medium")
+
+
+def test_bench_rejects_bad_arguments_before_any_work(tmp_path, capsys):
+    assert main(["bench", "--out", str(tmp_path / "b"), "--datasets", "cartpole-medium"]) == 2
+    assert "cartpole-medium" in capsys.readouterr().err
+    assert main(["bench", "--out", str(tmp_path / "b"), "--dataset-path", "no-equals-sign"]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, local_ray, capsys):
+    kwargs = dict(datasets=["hopper-medium"], seeds=[0], overrides=TINY_PIPELINE, collect_overrides=TINY_COLLECT)
+    files = run_benchmark("paper", tmp_path / "bench", tmp_path / "data", **kwargs)
+    assert len(files) == len(ALL_METHODS) and all(f.exists() for f in files)
+    runs = load_runs(tmp_path / "bench")
+    assert sorted(r["method"] for r in runs) == sorted(ALL_METHODS)
+    assert all([p["env_steps"] for p in r["curve"]] == [0, 100, 200] for r in runs)
+    saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert saved["profile"] == "paper" and saved["pipeline"]["online_steps"] == 200
+    capsys.readouterr()
+
+    run_benchmark("paper", tmp_path / "bench", tmp_path / "data", **kwargs)  # all done: nothing is redone
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == len(ALL_METHODS) and "up to date, reused" in out
+
+
+@pytest.mark.slow
+def test_bench_command_runs_the_smoke_profile_and_writes_the_report(tmp_path, local_ray, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY_PIPELINE, "collect": TINY_COLLECT}))
+    assert main(["bench", "--profile", "smoke", "--out", str(tmp_path / "b"), "--data-dir", str(tmp_path / "d"),
+                 "--methods", "aca", "sac-scratch", "--config", str(config)]) == 0
+    report = (tmp_path / "b" / "report" / "report.md").read_text()
+    assert "| pendulum-medium | aca | 1 |" in report and "| pendulum-medium | sac-scratch | 1 |" in report
+    assert (tmp_path / "b" / "report" / "pendulum-medium.png").exists()

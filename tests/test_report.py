@@ -1,0 +1,74 @@
+"""`rllib-o2o report`: figures of a run by hand, aggregation over seeds, the written files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rllib_o2o.cli import main
+from rllib_o2o.report import aggregate, load_runs, run_metrics, summarize, write_report
+
+
+def curve(scores, every=1000):
+    return [{"env_steps": i * every, "return": s, "score": s} for i, s in enumerate(scores)]
+
+
+def test_run_metrics_by_hand():
+    # 11 evaluations over 10k steps: first 10% = steps 0 and 1000; last 10% = steps 9000 and 10000
+    scores = [50, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]
+    m = run_metrics(curve(scores), 10_000)
+    assert m["offline"] == 50 and m["dip"] == 30 and m["final"] == 120
+    assert m["last10"] == pytest.approx(115.0)
+    # trapezoids: (50+30)/2 + (30+40)/2 + ... = sum of pairwise means, each over 1000 of 10000 steps
+    pairs = [(a + b) / 2 for a, b in zip(scores, scores[1:])]
+    assert m["auc"] == pytest.approx(sum(pairs) / 10)
+
+
+def test_summarize_uses_the_t_interval():
+    s = summarize([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
+    assert s["ci95"] == pytest.approx(4.303 / math.sqrt(3))  # t(0.975, df=2)
+    assert summarize([5.0])["std"] == 0.0 and math.isnan(summarize([5.0])["ci95"])
+
+
+def write_run(root, dataset, seed, method, scores):
+    run = root / dataset / f"seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    name = "results.json" if method == "aca" else f"results-{method}.json"
+    (run / name).write_text(json.dumps({"method": method, "seed": seed, "env_id": "Hopper-v5",
+                                        "dataset": f"/data/{dataset}", "online": {"curve": curve(scores)}}))
+
+
+def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, capsys):
+    write_run(tmp_path, "hopper-medium", 0, "aca", [40, 38, 60])
+    write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70])
+    write_run(tmp_path, "hopper-medium", 0, "naive", [40, 5, 50])
+    table = aggregate(load_runs(tmp_path))
+    assert set(table) == {("hopper-medium", "aca"), ("hopper-medium", "naive")}
+    assert table[("hopper-medium", "aca")]["seeds"] == [0, 1]
+    assert table[("hopper-medium", "aca")]["final"]["mean"] == 65.0
+    assert table[("hopper-medium", "naive")]["dip"]["mean"] == 5.0
+
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| hopper-medium | aca | 2 | 41.0 ± 1.4 | 39.0 ± 1.4 | 65.0 ± 7.1 |" in text
+    assert (tmp_path / "report" / "hopper-medium.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(saved["runs"]) == 3 and "| naive |" in capsys.readouterr().out
+
+
+def test_report_on_a_directory_without_results_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+def test_report_refuses_curves_without_normalised_scores(tmp_path):
+    write_run(tmp_path, "cartpole-x", 0, "aca", [1, 2, 3])
+    path = tmp_path / "cartpole-x" / "seed0" / "results.json"
+    data = json.loads(path.read_text())
+    data["online"]["curve"][1]["score"] = None
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="without a normalised score"):
+        write_report(tmp_path)
