@@ -13,6 +13,7 @@ command after a crash finishes the benchmark.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,8 +44,11 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
     PipelineConfig.from_dict(pipeline_values).validate()  # fail on a bad override before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Seeds may run as separate invocations into one directory (e.g. in parallel): record their union.
+    previous = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {}
+    recorded_seeds = sorted(set(previous.get("seeds", [])) | set(seeds))
     write_json_atomic(out / "bench.json", {"profile": profile_name, "datasets": datasets, "methods": methods,
-                                           "seeds": seeds, "pipeline": pipeline_values, "collect": profile.collect,
+                                           "seeds": recorded_seeds, "pipeline": pipeline_values, "collect": profile.collect,
                                            "dataset_paths": dataset_paths or {}})
     paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {})
     done_files, total = [], len(datasets) * len(seeds) * len(methods)

@@ -37,8 +37,8 @@ PROFILES = {
     ),
     "small": Profile(
         datasets=("hopper-medium",), methods=ALL_METHODS, seeds=(0, 1, 2),
-        pipeline=dict(offline_steps=5_000, offline_eval_every=2_500, align_steps=2_000, online_steps=10_000,
-                      eval_every=1_000, eval_episodes=5, replay_capacity=100_000),
+        pipeline=dict(offline_steps=5_000, offline_eval_every=2_500, align_steps=2_000, online_steps=5_000,
+                      eval_every=500, eval_episodes=5, replay_capacity=100_000),
         collect=dict(num_transitions=20_000, train_env_steps=30_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=1_000, medium_target_score=20.0, eval_episodes=5),
     ),
