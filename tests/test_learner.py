@@ -526,3 +526,30 @@ def test_cql_mode_adds_the_conservative_penalty_to_the_critic_loss():
     assert metrics["cql_penalty"] > 0  # logsumexp over 3N sampled actions exceeds Q(data) at init
     for got, want in zip(optim["critic"].applied, grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_o2o_sac_with_one_remote_learner_trains_and_syncs_the_env_runners(ray_session):
+    """num_learners=1: the learner is a Ray actor; batches travel to it, weights come back to sampling."""
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    algo = (
+        O2OSACConfig()
+        .environment("Pendulum-v1")
+        .env_runners(num_env_runners=0, rollout_fragment_length=50)
+        .learners(num_learners=1, num_cpus_per_learner=0)
+        .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
+        .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=100)
+        .debugging(seed=0)
+        .build_algo()
+    )
+    try:
+        assert not algo.learner_group.is_local
+        before = algo.call_learner(lambda learner: learner.get_module_weights())
+        result = algo.train()
+        after = algo.call_learner(lambda learner: learner.get_module_weights())
+        assert result["learners"]["default_policy"]["num_updates_lifetime"] > 0
+        assert not np.array_equal(before["actor.head.weight"], after["actor.head.weight"])
+        sampler = algo.env_runner.module.get_state()
+        np.testing.assert_allclose(np.asarray(sampler["actor.head.weight"]), after["actor.head.weight"])
+    finally:
+        algo.stop()
