@@ -4,10 +4,15 @@ Tensors are saved with `torch.save` and read back with `weights_only=True`, so
 loading a checkpoint from an untrusted path never unpickles arbitrary objects.
 The metadata records what produced the weights (stage, algorithm, spaces) and
 is checked before any weight is loaded.
+
+Stage checkpoints (RLlib algorithm state, see `rllib_o2o.stages.common`) carry a
+manifest of every file's size and SHA-256, written last, so a truncated or
+damaged checkpoint is recognised before RLlib tries to load it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +23,7 @@ import numpy as np
 
 WEIGHTS_FILE = "module.pt"
 META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
 
 
 class CheckpointError(ValueError):
@@ -30,11 +36,31 @@ def atomic_dir(target: Path):
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
 
 
-def commit_dir(tmp: Path, target: Path) -> None:
-    for root, _, files in os.walk(tmp):
+def fsync_tree(root: Path) -> None:
+    """fsyncs every file under `root` (and the directories), so a rename after it publishes durable data."""
+    for parent, _, files in os.walk(root):
         for name in files:
-            with open(os.path.join(root, name), "rb") as fh:
+            with open(os.path.join(parent, name), "rb") as fh:
                 os.fsync(fh.fileno())
+        fsync_dir(Path(parent))
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or create inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_dir(tmp: Path, target: Path) -> None:
+    fsync_tree(tmp)
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.rename(target, old)
@@ -42,6 +68,7 @@ def commit_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, target)
+    fsync_dir(target.parent)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -52,6 +79,7 @@ def write_json_atomic(path: Path, obj) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def save_module_checkpoint(path: str | Path, weights: dict, meta: dict) -> Path:
@@ -85,3 +113,47 @@ def load_module_checkpoint(path: str | Path, expect: dict | None = None) -> tupl
         if meta.get(key) != value:
             raise CheckpointError(f"{path}: checkpoint has {key}={meta.get(key)!r}, expected {value!r}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(root: str | Path) -> Path:
+    """Records the size and SHA-256 of every file under `root` in `root/manifest.json` (write it last)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (root / MANIFEST_FILE).write_text(json.dumps({"files": manifest}, indent=1, sort_keys=True))
+    return root / MANIFEST_FILE
+
+
+def verify_manifest(root: str | Path) -> bool:
+    """Raises CheckpointError naming the first missing, truncated or altered file under `root`.
+
+    Returns False (nothing checked) for a directory without a manifest, e.g. one
+    written before manifests existed.
+    """
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not path.exists():
+        return False
+    try:
+        files = json.loads(path.read_text())["files"]
+        entries = [(name, int(e["size"]), str(e["sha256"])) for name, e in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path}: unreadable manifest ({type(err).__name__}: {err})") from None
+    for name, size, digest in entries:
+        file = root / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing (listed in {MANIFEST_FILE})")
+        actual = file.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"{file}: {actual} bytes, {MANIFEST_FILE} records {size} (truncated or damaged)")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{file}: content differs from its {MANIFEST_FILE} checksum (damaged)")
+    return True

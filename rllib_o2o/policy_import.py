@@ -31,13 +31,26 @@ class ReferenceActor:
     kind: str
 
 
-def load_reference_actor(path: str | Path, obs_dim: int, act_dim: int) -> ReferenceActor:
+IMPORTABLE_STAGES = ("offline", "aligned")
+
+
+def load_reference_actor(path: str | Path, obs_dim: int, act_dim: int, env_id: str | None = None) -> ReferenceActor:
+    """pi0 from `path`; refuses a checkpoint whose dims (or, for this project's, stage or env) do not match."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
     if (path / WEIGHTS_FILE).exists():
         weights, meta = load_module_checkpoint(path)
         if (meta.get("obs_dim"), meta.get("act_dim")) != (obs_dim, act_dim):
             raise CheckpointError(f"{path}: checkpoint is for obs/act dims {meta.get('obs_dim')}/"
                                   f"{meta.get('act_dim')}, the dataset has {obs_dim}/{act_dim}")
+        if meta.get("stage") not in IMPORTABLE_STAGES:
+            raise CheckpointError(f"{path}: checkpoint has stage={meta.get('stage')!r}, expected one of "
+                                  f"{list(IMPORTABLE_STAGES)}")
+        if env_id is not None and meta.get("env_id") not in (None, env_id):
+            raise CheckpointError(f"{path}: checkpoint was trained on env {meta['env_id']}, the run uses {env_id}")
+        if not any(k.startswith("actor.") for k in weights) or not isinstance(meta.get("hidden"), list):
+            raise CheckpointError(f"{path}: checkpoint has no actor weights or no hidden sizes in its metadata")
         actor = {k[len("actor."):]: v for k, v in weights.items() if k.startswith("actor.")}
         return ReferenceActor(actor, list(meta["hidden"]), meta.get("actor_activation", "relu"),
                               meta.get("alpha_off"), meta.get("algorithm", "rllib-o2o"))

@@ -26,6 +26,7 @@ from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
 from rllib_o2o.replay import FlatReplayBuffer, normalize_actions
 
 logger = logging.getLogger(__name__)
+ENV_RUNNER_RECOVERY_TIMEOUT_S = 300.0
 
 
 class O2OSACConfig(SACConfig):
@@ -234,6 +235,8 @@ class O2OSAC(SAC):
         owed_updates = 0.0
         while self._env_steps_sampled < target:
             num_new = self._sample_into_replay()
+            if num_new == 0:
+                self._recover_env_runners()
             if len(self.replay) < self.config.num_steps_sampled_before_learning_starts:
                 continue
             owed_updates += num_new * self.config.updates_per_env_step
@@ -243,6 +246,24 @@ class O2OSAC(SAC):
                 self.env_runner_group.sync_weights(
                     from_worker_or_learner_group=self.learner_group, inference_only=True
                 )
+
+    def _recover_env_runners(self, timeout_s: float = ENV_RUNNER_RECOVERY_TIMEOUT_S) -> None:
+        """Every remote EnvRunner failed mid-iteration: bring them back now.
+
+        RLlib restores failed EnvRunners only between `training_step` calls; this loop
+        samples until it has its env steps, so without this it would spin forever.
+        """
+        group = self.env_runner_group
+        if (group is None or group.num_remote_workers() == 0 or group.num_healthy_remote_workers() > 0
+                or not self.config.restart_failed_env_runners):
+            return
+        deadline = time.monotonic() + timeout_s
+        while not self.restore_env_runners(group):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"all {group.num_remote_workers()} EnvRunners failed and none was "
+                                   f"restarted within {timeout_s:.0f}s")
+            time.sleep(1.0)
+        logger.warning("restarted failed EnvRunner(s) mid-iteration; sampling continues")
 
     def _sample_into_replay(self) -> int:
         random = self._env_steps_sampled < self.config.random_warmup_steps

@@ -1,0 +1,101 @@
+"""Checks `rllib-o2o run` makes before Ray starts or anything is written.
+
+Each problem raises one exception with a one-line message (the CLI prints it and
+exits 2): the config's values, the output path (it must be, or be creatable as,
+a writable directory), the dataset against its dataset.json and the env's spaces,
+the env id, and an `--offline-checkpoint`'s compatibility with the dataset and
+the run's network sizes. Nothing here writes to the run directory; the pipeline
+(`rllib_o2o.pipeline.prepare`) repeats the dataset checks on what it imports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_output_dir(out: str | os.PathLike) -> None:
+    """Raises ValueError unless `out` is a writable directory or can be created as one.
+
+    Writability is tested by creating (and removing) a temp file in `out` or in its
+    nearest existing ancestor: permission bits alone mislead (root ignores them,
+    read-only mounts ignore them).
+    """
+    out = Path(out)
+    existing = out
+    while not existing.exists() and not existing.is_symlink():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing.exists() else "does not exist (broken link?)"
+        if existing == out:
+            raise ValueError(f"--out {out}: {what}, not a directory")
+        raise ValueError(f"--out {out}: cannot create it, {existing} {what}, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rllib-o2o-write-test-", dir=existing)
+    except OSError as err:
+        where = "" if existing == out else f" (cannot create it in {existing})"
+        raise ValueError(f"--out {out}: not writable{where}: {err.strerror or err}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_dataset(cfg):
+    """Validates a dataset directory (or the run's already imported copy) without writing; returns its meta.
+
+    Returns None when the dataset is imported later (D4RL HDF5, Minari) or generated
+    (the embedded default): those paths validate what they write.
+    """
+    from rllib_o2o.data.schema import META_FILE, DatasetError, read_meta
+    from rllib_o2o.data.validate import validate_dataset
+
+    if cfg.dataset is None:
+        return None
+    source = Path(cfg.dataset)
+    imported = Path(cfg.out) / "datasets" / "imported"
+    if source.is_dir() and (source / META_FILE).exists():
+        path = source
+    elif (imported / META_FILE).exists():
+        path = imported
+    elif source.suffix in (".hdf5", ".h5"):
+        if not source.is_file():
+            raise DatasetError(f"{source}: no such file")
+        return None
+    elif source.is_dir() and not (source / "data").exists():  # a directory that is not a Minari dataset
+        read_meta(source)  # raises "no dataset.json"
+        return None
+    else:  # a Minari id or path: it must at least exist
+        from rllib_o2o.data.minari_import import _data_dir
+
+        _data_dir(cfg.dataset)
+        return None
+    validate_dataset(path, env_id=cfg.env)
+    return read_meta(path)
+
+
+def check_offline_checkpoint(cfg, meta) -> None:
+    """Refuses an `--offline-checkpoint` whose spaces, env or network sizes do not fit the run."""
+    from rllib_o2o.policy_import import load_reference_actor
+
+    if not cfg.offline_checkpoint or meta is None:
+        return
+    env = cfg.env or meta.env_id
+    ref = load_reference_actor(cfg.offline_checkpoint, meta.obs_dim, meta.act_dim, env_id=env)
+    if list(ref.hidden) != list(cfg.hidden):
+        raise ValueError(f"{cfg.offline_checkpoint}: its policy has hidden sizes {ref.hidden}, the run uses "
+                         f"{list(cfg.hidden)}; set hidden: {ref.hidden} in --config")
+
+
+def check_before_training(cfg) -> None:
+    """All of the above, in the order a user would fix them; raises on the first problem."""
+    from rllib_o2o.data.rollouts import is_registered
+
+    cfg.validate()
+    check_output_dir(cfg.out)
+    meta = check_dataset(cfg)
+    env = cfg.env or (meta.env_id if meta is not None else None)
+    if env is not None and not is_registered(env):
+        raise ValueError(f"env {env!r} is not a registered gymnasium env; pass --env")
+    check_offline_checkpoint(cfg, meta)
