@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -108,7 +109,10 @@ def load_module_checkpoint(path: str | Path, expect: dict | None = None) -> tupl
         meta = json.loads((path / META_FILE).read_text())
         tensors = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any decoding failure is a corrupt checkpoint
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+        detail = (str(err).strip().splitlines() or [""])[0].strip()  # torch's messages run to many lines
+        if isinstance(err, pickle.UnpicklingError):
+            detail += " It holds Python objects other than tensors, which are never unpickled here."
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {detail})") from None
     for key, value in (expect or {}).items():
         if meta.get(key) != value:
             raise CheckpointError(f"{path}: checkpoint has {key}={meta.get(key)!r}, expected {value!r}")

@@ -43,12 +43,12 @@ def check_output_dir(out: str | os.PathLike) -> None:
 
 
 def check_dataset(cfg):
-    """Validates a dataset directory (or the run's already imported copy) without writing; returns its meta.
+    """Validates the dataset (a directory, the run's imported copy, or a D4RL file) without writing.
 
-    Returns None when the dataset is imported later (D4RL HDF5, Minari) or generated
-    (the embedded default): those paths validate what they write.
+    Returns its metadata, or None for a Minari dataset (checked only to exist; the
+    import validates it) and the embedded default (generated and validated later).
     """
-    from rllib_o2o.data.schema import META_FILE, DatasetError, read_meta
+    from rllib_o2o.data.schema import META_FILE, read_meta
     from rllib_o2o.data.validate import validate_dataset
 
     if cfg.dataset is None:
@@ -60,9 +60,15 @@ def check_dataset(cfg):
     elif (imported / META_FILE).exists():
         path = imported
     elif source.suffix in (".hdf5", ".h5"):
-        if not source.is_file():
-            raise DatasetError(f"{source}: no such file")
-        return None
+        from rllib_o2o.data.d4rl import load_d4rl
+
+        if not cfg.env:
+            raise ValueError("--env is required to import a D4RL file")
+        return load_d4rl(source, cfg.env)[1]  # every check of the import, nothing written
+    elif source.is_file():
+        from rllib_o2o.data.schema import DatasetError
+
+        raise DatasetError(f"{source}: not a dataset directory, a D4RL .hdf5/.h5 file or a Minari dataset")
     elif source.is_dir() and not (source / "data").exists():  # a directory that is not a Minari dataset
         read_meta(source)  # raises "no dataset.json"
         return None

@@ -142,6 +142,11 @@ def import_d4rl(hdf5_path: str | os.PathLike, env_id: str, out_dir: str | os.Pat
     Reference scores: `metadata/ref_min_score` / `ref_max_score` in the file if
     present, else scores.reference_scores(env_id).
     """
+    return write_dataset(out_dir, *load_d4rl(hdf5_path, env_id), overwrite=overwrite)
+
+
+def load_d4rl(hdf5_path: str | os.PathLike, env_id: str) -> tuple[Transitions, DatasetMeta]:
+    """Reads and checks a D4RL HDF5 file (as `import_d4rl` does) without writing anything."""
     path = Path(hdf5_path)
     arrays, metadata = _read_arrays(path)
     arrays = _checked(arrays, path)
@@ -168,4 +173,4 @@ def import_d4rl(hdf5_path: str | os.PathLike, env_id: str, out_dir: str | os.Pat
     meta.ref_min_score, meta.ref_max_score = refs if refs else (None, None)
     meta.generator = {"file": path.name, "has_next_observations": "next_observations" in arrays,
                       "metadata": metadata}
-    return write_dataset(out_dir, tr, meta, overwrite=overwrite)
+    return tr, meta
