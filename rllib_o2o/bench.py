@@ -104,6 +104,8 @@ def _task(env_id: str) -> str:
 
 
 def _import_given(name: str, source: str, data_dir: Path) -> Path:
+    from rllib_o2o.storage import fetch_dataset, is_uri
+
     env_id, _ = split_dataset_name(name)
     path = Path(source)
     if path.is_dir() and (path / "dataset.json").exists():
@@ -111,6 +113,8 @@ def _import_given(name: str, source: str, data_dir: Path) -> Path:
     target = data_dir / "imported" / name
     if (target / "dataset.json").exists():
         return target
+    if is_uri(source):
+        return fetch_dataset(source, target)
     if path.suffix in (".hdf5", ".h5"):
         from rllib_o2o.data.d4rl import import_d4rl
 

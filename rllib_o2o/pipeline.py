@@ -19,6 +19,7 @@ from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint
 from rllib_o2o.data.scores import normalized_score, reference_scores
 from rllib_o2o.methods import get_method
 from rllib_o2o.presets import get_preset, preset_for_dataset
+from rllib_o2o.storage import fetch_dataset, is_uri
 
 EMBEDDED_ENV = "Pendulum-v1"
 # One run directory holds the shared offline and alignment stages and one online stage per
@@ -129,6 +130,8 @@ def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
     """A dataset directory for `cfg.dataset`: as is, or imported from D4RL HDF5 / Minari."""
     if cfg.dataset is None:
         return embedded_default_dataset(run_dir / "datasets")
+    if is_uri(cfg.dataset):
+        return fetch_dataset(cfg.dataset, run_dir / "datasets" / "fetched")
     source = Path(cfg.dataset)
     if source.is_dir() and (source / "dataset.json").exists():
         return source
@@ -193,6 +196,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
 
     Each is skipped when already complete in `run_dir` (methods share them).
     """
+    from rllib_o2o.data.schema import read_dataset
     from rllib_o2o.stages.alignment import AlignSettings, align_remote
     from rllib_o2o.stages.common import mark_done, stage_done
     from rllib_o2o.stages.offline import run_offline_stage
@@ -221,7 +225,8 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  actor_activation=offline_meta.get("actor_activation", "relu"))
         task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
         print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
-        report = ray.get(task.remote(actor, str(dataset_dir.resolve()), tuple(cfg.hidden), settings))
+        data = ray.put(read_dataset(dataset_dir))  # through the object store: any node can run the task
+        report = ray.get(task.remote(actor, data, tuple(cfg.hidden), settings))
         save_module_checkpoint(align_dir / "module", report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),

@@ -10,6 +10,7 @@ baselines Z_i with zeroed action columns, targets = R, log alpha = 0.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -44,11 +45,14 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
     return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
-def align(actor_state: dict, dataset_path: str, hidden: tuple, settings: AlignSettings,
-          progress=None) -> dict:
-    """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights."""
+def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, progress=None) -> dict:
+    """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights.
+
+    `dataset`: a dataset directory, or the (transitions, meta) pair the driver read, which
+    reaches a remote task through the object store (its node need not see the driver's disk).
+    """
     torch.manual_seed(settings.seed)
-    transitions, meta = read_dataset(dataset_path)
+    transitions, meta = read_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     obs_dim, act_dim = meta.obs_dim, meta.act_dim
     replay = FlatReplayBuffer(len(transitions["rewards"]), obs_dim, act_dim, seed=settings.seed)
     replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),

@@ -13,6 +13,7 @@ import numpy as np
 
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.data.schema import DatasetMeta
+from rllib_o2o.storage import ray_data_path
 from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
 
 
@@ -22,7 +23,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
-        .offline_data(input_=[str(dataset_dir.resolve())])
+        .offline_data(input_=[ray_data_path(dataset_dir)])
         .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
              hidden=tuple(cfg.hidden))
         .training(train_batch_size_per_learner=cfg.batch_size)
