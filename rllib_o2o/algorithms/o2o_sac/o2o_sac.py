@@ -8,6 +8,7 @@ RLlib knob (env runners, evaluation, learners, resources) works as for SAC.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -23,10 +24,50 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
-from rllib_o2o.replay import FlatReplayBuffer, normalize_actions
+from rllib_o2o.replay import BATCH_KEYS, FlatReplayBuffer, normalize_actions
 
 logger = logging.getLogger(__name__)
 ENV_RUNNER_RECOVERY_TIMEOUT_S = 300.0
+
+
+def offline_chunk_arrays(chunk: dict, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A Ray Data batch of the dataset schema as the learner's arrays (actions in [-1, 1])."""
+    return (
+        np.stack(chunk["obs"]).astype(np.float32),
+        normalize_actions(np.stack(chunk["actions"]).astype(np.float32), low, high),
+        chunk["rewards"].astype(np.float32),
+        np.stack(chunk["new_obs"]).astype(np.float32),
+        chunk["terminateds"].astype(np.float32),
+    )
+
+
+class StreamingOfflineSampler:
+    """`FlatReplayBuffer.sample` for datasets larger than memory: epochs streamed from Ray Data.
+
+    Batches come from `iter_batches` with a local shuffle buffer, restarting the stream at the
+    end of each epoch, so memory holds the shuffle buffer, not the dataset.
+    """
+
+    def __init__(self, dataset, to_arrays, seed: int = 0, shuffle_rows: int = 100_000):
+        self._dataset, self._to_arrays, self._seed, self._shuffle_rows = dataset, to_arrays, seed, shuffle_rows
+        self._epoch, self._batches, self._batch_size = 0, None, None
+
+    def _next_batch(self, batch_size: int) -> dict:
+        while True:
+            if self._batches is None or batch_size != self._batch_size:
+                self._batch_size = batch_size
+                self._batches = iter(self._dataset.iter_batches(
+                    batch_size=batch_size, batch_format="numpy", drop_last=True,
+                    local_shuffle_buffer_size=max(self._shuffle_rows, batch_size),
+                    local_shuffle_seed=self._seed + self._epoch))
+            try:
+                return dict(zip(BATCH_KEYS, self._to_arrays(next(self._batches))))
+            except StopIteration:
+                self._epoch, self._batches = self._epoch + 1, None
+
+    def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        batches = [self._next_batch(batch_size) for _ in range(num_batches)]
+        return {k: np.stack([b[k] for b in batches]) for k in BATCH_KEYS}
 
 
 class O2OSACConfig(SACConfig):
@@ -46,6 +87,7 @@ class O2OSACConfig(SACConfig):
         self.updates_per_iteration = 1000
         self.env_steps_per_iteration = 1000
         self.replay_capacity = 1_000_000
+        self.offline_buffer_max_rows = 20_000_000
         self.random_warmup_steps = 0
         self.hidden = (256, 256)
         self.actor_activation = "relu"
@@ -81,6 +123,7 @@ class O2OSACConfig(SACConfig):
         updates_per_iteration=NotProvided,
         env_steps_per_iteration=NotProvided,
         replay_capacity=NotProvided,
+        offline_buffer_max_rows=NotProvided,
         random_warmup_steps=NotProvided,
         hidden=NotProvided,
         actor_activation=NotProvided,
@@ -100,6 +143,9 @@ class O2OSACConfig(SACConfig):
         updates_per_env_step: online update-to-data ratio.
         updates_per_iteration: offline gradient steps per `train()` call.
         env_steps_per_iteration: online env steps per `train()` call.
+        offline_buffer_max_rows: offline datasets up to this many rows are loaded once into
+            memory and sampled uniformly; larger ones are streamed from Ray Data each epoch
+            with a local shuffle buffer (approximately uniform).
         random_warmup_steps: initial online steps with uniform random actions.
         hidden: MLP hidden sizes of actor and critics.
         actor_activation: "relu" or "tanh" (e.g. a policy imported from RLlib's CQL).
@@ -209,20 +255,19 @@ class O2OSAC(SAC):
                 raise result.get()
         return results[0].get()
 
-    def _load_offline_data(self, obs_dim: int, act_dim: int) -> FlatReplayBuffer:
-        """Streams the Parquet dataset once through Ray Data into the flat buffer."""
+    def _load_offline_data(self, obs_dim: int, act_dim: int):
+        """Streams the Parquet dataset once through Ray Data into the flat buffer (or, above
+        `offline_buffer_max_rows`, samples by streaming it every epoch)."""
         dataset = self.offline_data.data
         num_rows = dataset.count()
+        to_arrays = functools.partial(offline_chunk_arrays, low=self._action_low, high=self._action_high)
+        if num_rows > self.config.offline_buffer_max_rows:
+            logger.info("%d offline rows > offline_buffer_max_rows: streaming them", num_rows)
+            return StreamingOfflineSampler(dataset, to_arrays, seed=self.config.seed or 0)
         replay = FlatReplayBuffer(num_rows, obs_dim, act_dim, seed=self.config.seed or 0)
         start = time.perf_counter()
         for chunk in dataset.iter_batches(batch_size=65536, batch_format="numpy"):
-            replay.add(
-                np.stack(chunk["obs"]).astype(np.float32),
-                normalize_actions(np.stack(chunk["actions"]).astype(np.float32), self._action_low, self._action_high),
-                chunk["rewards"].astype(np.float32),
-                np.stack(chunk["new_obs"]).astype(np.float32),
-                chunk["terminateds"].astype(np.float32),
-            )
+            replay.add(*to_arrays(chunk))
         logger.info("loaded %d offline transitions in %.1fs", num_rows, time.perf_counter() - start)
         return replay
 
