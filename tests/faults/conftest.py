@@ -1,8 +1,10 @@
-"""Shared by the fault suite: one tiny dataset, and one run killed in its offline stage then resumed.
+"""Shared by the fault suite: one tiny dataset, and one run SIGKILLed four times, once or twice per stage.
 
-That run is itself the offline kill-point test (tests/faults/test_kill_resume.py);
-its finished offline and alignment stages seed the other tests' run directories,
-so each of them pays only for the stage it breaks.
+The kill chain is the kill-point test data (tests/faults/test_kill_resume.py
+asserts on it); its finished offline and alignment stages then seed the other
+tests' run directories, so each of them pays only for the stage it breaks.
+Process start-up (imports, a private local Ray) dominates on a small machine,
+which is why the kills are chained: each resumed run is the one killed next.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from tests.faults.pipeline_proc import (
     write_config,
 )
 
-OFFLINE_KILL_SEED = 6001
+KILL_CHAIN_SEED = 6001
+CHAIN_ONLINE_STEPS = 1_000  # 5 online iterations: room for two kills in stage 3
+ONLINE_LINE = r"^online \d+/\d+ env steps"
 
 
 @pytest.fixture(scope="session")
@@ -29,26 +33,43 @@ def fault_dataset(tmp_path_factory, pendulum_data):
     return write_dataset(tmp_path_factory.mktemp("faults-data") / "pendulum", *pendulum_data, rows_per_file=200)
 
 
+def _kill_points(rng: random.Random) -> list[tuple[str, KillPoint]]:
+    """(stage, point): after the k-th progress line of the stage plus a delay; each leaves >= 1 iteration to run."""
+    return [
+        ("offline", KillPoint.draw(rng, r"^offline \d+/\d+ updates", (1, 3), 0.25)),
+        ("alignment", KillPoint.draw(rng, r"^alignment: fitting Z", (1, 1), 1.0)),  # task start-up or Z fit
+        ("online", KillPoint.draw(rng, ONLINE_LINE, (1, 3), 0.25)),
+        ("online", KillPoint.draw(rng, ONLINE_LINE, (1, 1), 0.25)),
+    ]
+
+
 @pytest.fixture(scope="session")
-def offline_killed_run(tmp_path_factory, fault_dataset):
-    """A run SIGKILLed at a seeded point of stage 1 (after its k-th progress line), then resumed to the end."""
-    work = tmp_path_factory.mktemp("faults-offline-kill")
+def kill_chain(tmp_path_factory, fault_dataset):
+    """Runs the pipeline, SIGKILLs it at each seeded point in turn (re-running the same command), then lets
+    it finish. Each step records the kill point, what was on disk after the kill, and the next run's log."""
+    work = tmp_path_factory.mktemp("faults-kill-chain")
     out = work / "run"
-    args = run_command(fault_dataset, out, write_config(work))
-    point = KillPoint.draw(random.Random(OFFLINE_KILL_SEED), r"^offline \d+/\d+ updates", (1, 3), 0.25)
-    killed = PipelineProcess(args)
-    reached = killed.kill_at(point)
-    state = {"offline_done": (out / "offline" / "DONE.json").exists(),
-             "checkpoint": newest_checkpoint(out / "offline")}
-    rc, resumed = run_to_end(args)
-    return {"out": out, "args": args, "point": point, "reached": reached, "killed_log": killed.output,
-            "state": state, "rc": rc, "resumed_log": resumed}
+    args = run_command(fault_dataset, out, write_config(work), online_steps=CHAIN_ONLINE_STEPS)
+    steps = []
+    for stage, point in _kill_points(random.Random(KILL_CHAIN_SEED)):
+        proc = PipelineProcess(args)
+        reached = proc.kill_at(point)
+        if steps:
+            steps[-1]["next_log"] = proc.output
+        steps.append({"stage": stage, "point": point, "reached": reached, "log": proc.output,
+                      "done": {s: (out / s / "DONE.json").exists() for s in ("offline", "alignment", "online")},
+                      "checkpoint": newest_checkpoint(out / stage) if stage != "alignment" else None})
+        if not reached:
+            break
+    rc, log = run_to_end(args)
+    steps[-1]["next_log"] = log
+    return {"out": out, "steps": steps, "rc": rc, "final_log": log, "online_steps": CHAIN_ONLINE_STEPS}
 
 
 @pytest.fixture(scope="session")
-def finished_stages(offline_killed_run):
+def finished_stages(kill_chain):
     """A run directory whose offline and alignment stages are complete (copy them, don't modify)."""
-    out = offline_killed_run["out"]
+    out = kill_chain["out"]
     if not (out / "alignment" / "DONE.json").exists():
-        pytest.skip("the offline kill-point run did not finish; see test_sigkill_in_stage_then_resume[offline]")
+        pytest.skip("the kill-chain run did not get through its alignment stage; see test_kill_resume.py")
     return out
