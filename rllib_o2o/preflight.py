@@ -46,7 +46,8 @@ def check_dataset(cfg):
     """Validates the dataset (a directory, the run's imported copy, or a D4RL file) without writing.
 
     Returns its metadata, or None for a Minari dataset (checked only to exist; the
-    import validates it) and the embedded default (generated and validated later).
+    import validates it), a URI not fetched yet and the embedded default (both
+    validated by the pipeline once they are on local disk).
     """
     from rllib_o2o.data.schema import META_FILE, read_meta
     from rllib_o2o.data.validate import validate_dataset
@@ -55,7 +56,12 @@ def check_dataset(cfg):
         return None
     source = Path(cfg.dataset)
     imported = Path(cfg.out) / "datasets" / "imported"
-    if source.is_dir() and (source / META_FILE).exists():
+    fetched = Path(cfg.out) / "datasets" / "fetched"
+    if "://" in str(cfg.dataset):  # a URI: fetched (and validated) into the run directory by the pipeline
+        if not (fetched / META_FILE).exists():
+            return None
+        path = fetched
+    elif source.is_dir() and (source / META_FILE).exists():
         path = source
     elif (imported / META_FILE).exists():
         path = imported

@@ -59,6 +59,8 @@ def kill_chain(tmp_path_factory, fault_dataset):
         steps.append({"stage": stage, "point": point, "reached": reached, "log": proc.output,
                       "done": {s: (out / s / "DONE.json").exists() for s in ("offline", "alignment", "online")},
                       "checkpoint": newest_checkpoint(out / stage) if stage != "alignment" else None})
+        print(f"kill in {stage} {point}: reached={reached}, done={steps[-1]['done']}, "
+              f"checkpoint={steps[-1]['checkpoint'] and {k: v for k, v in steps[-1]['checkpoint'].items() if k != 'curve'}}")
         if not reached:
             break
     rc, log = run_to_end(args)

@@ -13,6 +13,7 @@ import pickle
 import tempfile
 
 import pytest
+import ray  # at collection: Ray's log handler keeps the stderr it is first imported under (capsys's closes)
 
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.cli import main
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.faults
 @pytest.fixture
 def no_ray(monkeypatch):
     """Fails the test if anything tries to start Ray: these errors must come before any training."""
-    import ray
 
     def refuse(*args, **kwargs):
         raise AssertionError("ray.init was called")
