@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -70,7 +71,7 @@ def save_checkpoint(algo, stage_dir: Path, progress: dict) -> Path:
     trash = None
     if latest.exists():
         if previous.exists():
-            trash = stage_dir / f".{PREVIOUS_DIR}.trash-{os.getpid()}"
+            trash = stage_dir / f".{PREVIOUS_DIR}.trash-{os.getpid()}-{secrets.token_hex(4)}"
             os.rename(previous, trash)
         os.rename(latest, previous)
     os.rename(tmp, latest)
