@@ -25,9 +25,12 @@
 # and starts every node with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=DIR/auth_token.
 # Clients (ray status, ray job submit, ray.init, JobSubmissionClient) need the same two
 # variables; `env` prints them together with RAY_ADDRESS and RAY_API_SERVER_ADDRESS.
+#
+# Python: the nodes run $PYTHON (default `python`) through the `ray` CLI installed beside it
+# ($RAY_CLI overrides), so a venv's cluster uses that venv even when it is not activated.
 set -euo pipefail
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 DIR="${O2O_CLUSTER_DIR:-/tmp/o2o-cluster}"
@@ -56,6 +59,18 @@ while [ $# -gt 0 ]; do
 done
 PY="${PYTHON:-python}"
 STATE="$DIR/cluster.env"
+
+# The nodes run the Python of the `ray` CLI that starts them (raylet workers, dashboard, job
+# drivers' agents), so use the CLI installed beside $PYTHON, not whichever `ray` is first on
+# PATH: with a venv that is not activated that would be another installation's Ray.
+ray_cli() {
+    local bin
+    bin=$("$PY" -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "ray"))' 2>/dev/null || true)
+    if [ -n "${RAY_CLI:-}" ]; then "$RAY_CLI" "$@"
+    elif [ -n "$bin" ] && [ -x "$bin" ]; then "$bin" "$@"
+    else "$PY" -m ray.scripts.scripts "$@"
+    fi
+}
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -110,7 +125,7 @@ start_cluster() {
     local head_res
     head_res=$(merge_json '{"head_node": 1, "node_head": 1}' "$HEAD_RESOURCES")
     echo "starting head node on 127.0.0.1:$GCS_PORT (cpus $HEAD_CPUS, resources $head_res)"
-    ray start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" "${dashboard[@]}" \
+    ray_cli start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" "${dashboard[@]}" \
         --ray-client-server-port "$(free_port)" --dashboard-agent-listen-port "$(free_port)" \
         --metrics-export-port "$(free_port)" --num-cpus "$HEAD_CPUS" --num-gpus 0 \
         --resources "$head_res" --object-store-memory $((OBJECT_STORE_MB * 1024 * 1024)) \
@@ -120,7 +135,7 @@ start_cluster() {
         local res
         res=$(merge_json "{\"worker_node\": 1, \"node_w$i\": 1}" "$WORKER_RESOURCES")
         echo "starting worker node $i (cpus $WORKER_CPUS, resources $res)"
-        ray start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
+        ray_cli start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
             --dashboard-agent-listen-port "$(free_port)" --metrics-export-port "$(free_port)" \
             --num-cpus "$WORKER_CPUS" --num-gpus 0 --resources "$res" \
             --object-store-memory $((OBJECT_STORE_MB * 1024 * 1024)) \
@@ -203,7 +218,7 @@ case "$cmd" in
     status)
         [ -f "$STATE" ] || { echo "local_cluster.sh: no cluster in $DIR" >&2; exit 1; }
         # shellcheck disable=SC1090
-        . "$STATE"; ray status --address "$RAY_ADDRESS" ;;
+        . "$STATE"; ray_cli status --address "$RAY_ADDRESS" ;;
     pids) cluster_pids ;;
     -h|--help|"") usage ;;
     *) echo "local_cluster.sh: unknown command $cmd" >&2; usage >&2; exit 2 ;;

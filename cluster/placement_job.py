@@ -10,12 +10,13 @@ gives every worker node `worker_node` and a per-node `node_w<i>`). After the onl
 algorithm is built and after every online iteration, the driver asks each live
 EnvRunner for its node id and PID and appends them to RUN_DIR/placement.json
 (with the driver's own node id), which is how tests/test_cluster.py checks the
-placement and the restart of a killed EnvRunner.
+placement and the restart of a killed EnvRunner. Every entry also names the Python
+environment (sys.prefix) of the driver and of each EnvRunner.
 
-The pipeline has no option for EnvRunner custom resources yet, so this entry point
-wraps `rllib_o2o.stages.online.online_config` (the one place the online
-O2OSACConfig is built) and adds `custom_resources_per_env_runner` plus the two
-callbacks. Everything else is `rllib-o2o run` unchanged.
+Plain runs place EnvRunners with the config key `custom_resources_per_env_runner`;
+this entry point wraps `rllib_o2o.stages.online.online_config` (the one place the
+online O2OSACConfig is built) to set it from the flags above and to add the two
+recording callbacks. Everything else is `rllib-o2o run` unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _runner_info(runner) -> dict:
     import ray
 
     return {"worker_index": runner.worker_index, "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "python_prefix": sys.prefix}
 
 
 def _recorder(path: Path, driver_node: str):
@@ -44,6 +45,7 @@ def _recorder(path: Path, driver_node: str):
         runners = group.foreach_env_runner(_runner_info, local_env_runner=False)
         entries = json.loads(path.read_text()) if path.exists() else []
         entries.append({"event": event, "time": time.time(), "driver_node_id": driver_node,
+                        "driver_python_prefix": sys.prefix,
                         "env_steps": getattr(algorithm, "env_steps_sampled", 0),
                         "num_healthy_runners": group.num_healthy_remote_workers(),
                         "num_runners": group.num_remote_workers(), "runners": runners})

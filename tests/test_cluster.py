@@ -189,6 +189,9 @@ def test_pipeline_job_runs_its_env_runners_on_the_worker_node(pipeline_job, loop
     runner_nodes = {r["node_id"] for e in entries for r in e["runners"]}
     assert runner_nodes == worker_nodes, (runner_nodes, resources)
     assert {e["driver_node_id"] for e in entries} == head_nodes  # the job driver (and learner) on the head
+    # driver and EnvRunners run the test's Python environment (the nodes were started with its `ray`)
+    assert {e["driver_python_prefix"] for e in entries} == {sys.prefix}
+    assert {r["python_prefix"] for e in entries for r in e["runners"]} == {sys.prefix}
 
 
 @pytest.mark.slow
