@@ -18,8 +18,9 @@
 #   /tmp/ray/ray_current_cluster (a plain `ray.init()` elsewhere will not join it);
 # * all ports are free ports picked here (or --port / --dashboard-port), bound to 127.0.0.1;
 # * `stop` kills by PID only: the processes whose command line names this cluster's
-#   temp dirs, and their descendants (the Ray workers, job drivers). It never runs
-#   `ray stop`, which would stop every Ray on the machine.
+#   temp dirs or (the head's Ray Client server) its GCS port, and their descendants
+#   (the Ray workers, job drivers). It never runs `ray stop`, which would stop every Ray
+#   on the machine.
 #
 # Token authentication stays on: `start` writes a fresh token to DIR/auth_token (mode 600)
 # and starts every node with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=DIR/auth_token.
@@ -30,7 +31,7 @@
 # ($RAY_CLI overrides), so a venv's cluster uses that venv even when it is not activated.
 set -euo pipefail
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 DIR="${O2O_CLUSTER_DIR:-/tmp/o2o-cluster}"
@@ -78,13 +79,20 @@ merge_json() {  # merge_json BASE_JSON EXTRA_JSON -> one JSON object
     "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2] or "{}")); print(json.dumps(d))' "$1" "$2"
 }
 
-# Processes of this cluster: command line names one of its temp dirs, plus all their descendants.
+# Processes of this cluster: command line names one of its temp dirs, or is the head's Ray Client
+# server (its command line names only the GCS address; `ray start` exits, so it is no node's
+# descendant), plus all their descendants.
 cluster_pids() {
-    local roots pid
+    local roots pid cmdline port=""
+    [ -f "$DIR/gcs_port" ] && port=$(cat "$DIR/gcs_port")
     roots=$(for p in /proc/[0-9]*; do
         pid=${p#/proc/}
         [ "$pid" = "$$" ] && continue
-        if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -qF -- "$DIR/n"; then echo "$pid"; fi
+        cmdline=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null || true)
+        case "$cmdline" in
+            *"$DIR/n"*) echo "$pid" ;;
+            *ray.util.client.server*) [ -n "$port" ] && case "$cmdline" in *" --address="*":$port "*) echo "$pid" ;; esac ;;
+        esac
     done; true)
     [ -z "$roots" ] && return 0
     local all="$roots" frontier="$roots" children
@@ -114,6 +122,7 @@ start_cluster() {
     export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$DIR/auth_token"
     export RAY_USAGE_STATS_ENABLED=0
     GCS_PORT="${GCS_PORT:-$(free_port)}"
+    echo "$GCS_PORT" > "$DIR/gcs_port"
     DASH_PORT="${DASH_PORT:-$(free_port)}"
     local dashboard=(--include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH_PORT")
     if ! "$PY" -c 'import aiohttp_cors, opencensus' 2>/dev/null; then
@@ -189,7 +198,7 @@ term_and_wait() {  # SIGTERM the given PIDs, wait up to 5 s for them to exit
 stop_cluster() {
     local pids raylets gcs rest p cmdline
     pids=$(cluster_pids)
-    if [ -z "$pids" ]; then echo "no processes of the cluster in $DIR"; rm -f "$STATE"; return 0; fi
+    if [ -z "$pids" ]; then echo "no processes of the cluster in $DIR"; rm -f "$STATE" "$DIR/gcs_port"; return 0; fi
     echo "stopping $(echo $pids | wc -w) processes of the cluster in $DIR"
     # Raylets first (they take their workers, agents and job drivers down with them while the
     # GCS still answers), then the head's other processes, the GCS last; SIGKILL what is left.
@@ -207,7 +216,7 @@ stop_cluster() {
     term_and_wait $gcs
     pids=$(cluster_pids)
     if [ -n "$pids" ]; then kill -KILL $pids 2>/dev/null || true; fi
-    rm -f "$STATE"
+    rm -f "$STATE" "$DIR/gcs_port"
     echo "stopped"
 }
 

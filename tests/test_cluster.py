@@ -100,6 +100,19 @@ def _cluster_pids(state_dir: str) -> set[int]:
     return {int(p) for p in out.split()}
 
 
+def _processes_naming(text: str) -> dict[int, str]:
+    """Live processes whose command line contains `text` (e.g. the cluster's GCS address)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if proc.name.isdigit() and text in cmdline and "State:\tZ" not in (proc / "status").read_text():
+                found[int(proc.name)] = cmdline
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture(scope="module")
 def loopback_cluster():
     """Head (1 CPU, head_node) + 1 worker node (2 CPUs, worker_node) on this machine."""
@@ -107,8 +120,11 @@ def loopback_cluster():
                         reason="Ray Jobs and the dashboard need ray[default]: pip install -e '.[cluster]'")
     pytest.importorskip("ray.job_submission", reason="needs ray[default]")
     state_dir = tempfile.mkdtemp(prefix="o2oc", dir="/tmp")  # short: Ray's unix socket paths
+    gcs_port = None
     try:
         started = _script("start", "--dir", state_dir, "--workers", "1", "--head-cpus", "1", "--worker-cpus", "2")
+        if Path(state_dir, "gcs_port").exists():
+            gcs_port = Path(state_dir, "gcs_port").read_text().strip()
         assert started.returncode == 0, started.stdout + started.stderr
         env = dict(line.removeprefix("export ").split("=", 1)
                    for line in Path(state_dir, "cluster.env").read_text().splitlines())
@@ -118,6 +134,9 @@ def loopback_cluster():
         stopped = _script("stop", "--dir", state_dir)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert _cluster_pids(state_dir) == set(), "processes of the test cluster survived `stop`"
+        # also those that name only the GCS address (the head's Ray Client server)
+        if gcs_port:
+            assert _processes_naming(f":{gcs_port} ") == {}, "processes of the test cluster survived `stop`"
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
