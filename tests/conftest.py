@@ -1,4 +1,4 @@
-"""Shared fixtures: a small valid Pendulum dataset, in memory and on disk."""
+"""Shared fixtures: a small valid Pendulum dataset, in memory and on disk; a guard against starting Ray."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ def pendulum_data():
 @pytest.fixture
 def pendulum_dir(tmp_path, pendulum_data):
     return write_dataset(tmp_path / "pendulum", *pendulum_data, rows_per_file=200)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if anything tries to start Ray: these errors must come before any training."""
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield ray
+    assert not ray.is_initialized()
 
 
 def leftovers(parent) -> list[str]:

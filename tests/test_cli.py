@@ -14,18 +14,6 @@ from rllib_o2o.cli import main
 SUBCOMMANDS = ("validate", "import-d4rl", "import-minari", "run", "collect")
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fails the test if anything tries to start Ray (these errors must come before any training)."""
-    import ray
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("ray.init was called")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    return ray
-
-
 def _error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one error line, got:\n{err}"

@@ -13,7 +13,7 @@ import pickle
 import tempfile
 
 import pytest
-import ray  # at collection: Ray's log handler keeps the stderr it is first imported under (capsys's closes)
+import ray  # noqa: F401 - at collection: Ray's log handler keeps the stderr it is first imported under (capsys's closes)
 
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.cli import main
@@ -22,18 +22,6 @@ from tests.test_data_d4rl import BAD_INPUTS as BAD_HDF5
 from tests.test_data_validate import BAD_DATASETS, _written
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fails the test if anything tries to start Ray: these errors must come before any training."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("ray.init was called")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    yield ray
-    assert not ray.is_initialized()
 
 
 def _run_error(capsys, args: list[str]) -> str:
