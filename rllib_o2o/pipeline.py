@@ -215,8 +215,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     align_dir = run_dir / "alignment"
     alignment = stage_done(align_dir)
     if alignment is None:
-        offline_weights, offline_meta = load_module_checkpoint(run_dir / "offline" / "module",
-                                                               expect={"stage": "offline"})
+        offline_weights, offline_meta = load_module_checkpoint(stage_dir / "module", expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
         alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
