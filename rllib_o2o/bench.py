@@ -94,32 +94,14 @@ def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path
         settings = CollectSettings(env_id=env_id, kinds=tuple(sorted(kinds)), **profile.collect)
         print(f"datasets for {env_id} {sorted(kinds)}: generating or reusing under {data_dir}", flush=True)
         collect(settings, data_dir)
-        for kind in kinds:
-            resolved[f"{_task(env_id)}-{kind}"] = dataset_dir(data_dir, env_id, kind)
+    for name in datasets:
+        resolved.setdefault(name, dataset_dir(data_dir, *split_dataset_name(name)))
     return resolved
 
 
-def _task(env_id: str) -> str:
-    return env_id.split("-v")[0].lower()
-
-
 def _import_given(name: str, source: str, data_dir: Path) -> Path:
-    from rllib_o2o.storage import fetch_dataset, is_uri
+    """A given dataset dir, D4RL file, Minari id or URI, resolved as `rllib-o2o run --dataset` does."""
+    from rllib_o2o.pipeline import PipelineConfig, resolve_dataset
 
     env_id, _ = split_dataset_name(name)
-    path = Path(source)
-    if path.is_dir() and (path / "dataset.json").exists():
-        return path
-    target = data_dir / "imported" / name
-    if (target / "dataset.json").exists():
-        return target
-    if is_uri(source):
-        return fetch_dataset(source, target)
-    if path.suffix in (".hdf5", ".h5"):
-        from rllib_o2o.data.d4rl import import_d4rl
-
-        return import_d4rl(path, env_id=env_id, out_dir=target)
-    from rllib_o2o.data.minari_import import import_minari
-
-    return import_minari(source, out_dir=target, env_id=env_id)
-
+    return resolve_dataset(PipelineConfig(dataset=source, env=env_id), data_dir / "given" / name)

@@ -71,3 +71,15 @@ def test_bench_command_runs_the_smoke_profile_and_writes_the_report(tmp_path, lo
     report = (tmp_path / "b" / "report" / "report.md").read_text()
     assert "| pendulum-medium | aca | 1 |" in report and "| pendulum-medium | sac-scratch | 1 |" in report
     assert (tmp_path / "b" / "report" / "pendulum-medium.png").exists()
+
+
+def test_given_datasets_resolve_as_the_run_command_does(tmp_path, pendulum_dir):
+    from rllib_o2o.bench import resolve_datasets
+
+    profile = PROFILES["smoke"]
+    given = resolve_datasets(profile, ["pendulum-medium"], tmp_path / "d", {"pendulum-medium": str(pendulum_dir)})
+    assert given == {"pendulum-medium": pendulum_dir}  # a dataset directory is used in place
+    uri = pendulum_dir.resolve().as_uri()
+    fetched = resolve_datasets(profile, ["pendulum-medium"], tmp_path / "d", {"pendulum-medium": uri})
+    assert (fetched["pendulum-medium"] / "dataset.json").exists()
+    assert fetched["pendulum-medium"].is_relative_to(tmp_path / "d" / "given" / "pendulum-medium")
