@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ALL_METHODS = ("aca", "aca-seeded", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
-               "aca-fixed-w")
+               "aca-fixed-w", "balanced-replay")
 
 ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
            "pendulum": "Pendulum-v1"}

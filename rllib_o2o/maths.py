@@ -196,6 +196,36 @@ def cql_penalty(q_sampled: torch.Tensor, q_data: torch.Tensor, temperature: floa
     return (soft_max - q_data).mean(-1).sum()
 
 
+def density_ratio_loss(w_offline: torch.Tensor, w_online: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Balanced Replay's density-ratio estimator (Lee et al. 2022), a baseline, not ACA.
+
+    Variational Jensen-Shannon bound with f(x) = x log x - (x+1) log((x+1)/2):
+
+        L(psi) = E_{(s,a)~offline}[ f*(f'(w)) ] - E_{(s,a)~online}[ f'(w) ],
+        f'(w) = log(2w / (w+1)),   f*(f'(w)) = log((w+1) / 2),
+
+    minimised pointwise at w(s,a) = d_online(s,a) / d_offline(s,a). w >= 0: [B] each.
+    """
+    offline_term = torch.log((w_offline + 1.0) / 2.0 + eps)
+    online_term = torch.log(2.0 * w_online / (w_online + 1.0) + eps)
+    return offline_term.mean() - online_term.mean()
+
+
+def balanced_replay_priority(
+    w: torch.Tensor, w_offline: torch.Tensor, temperature: float, low: float = 1e-3, high: float = 1e3
+) -> torch.Tensor:
+    """Replay priority of transitions with density ratio w (Balanced Replay):
+
+        p(s,a) = clip( w(s,a)^(1/T) / E_offline[ w^(1/T) ], low, high ),
+
+    self-normalised by the offline batch so offline rows sit near 1 and the most
+    on-policy (online-like) rows are replayed more. Detached.
+    """
+    with torch.no_grad():
+        scaled = w.pow(1.0 / temperature)
+        return (scaled / (w_offline.pow(1.0 / temperature).mean() + 1e-10)).clamp(low, high)
+
+
 def sac_actor_loss(alpha: Scalar, log_prob: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:
     """SAC actor: E_s[ alpha log pi(a|s) - min_i Q_i(s,a) ], a ~ pi reparameterised."""
     return (_const(alpha) * log_prob - q_min).mean()

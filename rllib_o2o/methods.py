@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Method:
-    offline: str | None  # "sacml" (stage 1), "cql" (RLlib CQL) or None (no offline stage)
+    offline: str | None  # "sacml" (stage 1), "cql" (SAC with CQL's penalty) or None (no offline stage)
     start: str  # online start: "aligned" critic, the "offline" module as is, or "scratch"
     online_mode: str  # O2OSAC mode online: "aca" or "sac"
     fresh_critic: bool = False  # ACA without alignment: R is a freshly initialised network
     use_log_prob_clip: bool = True
     fixed_w: bool = False  # w stays at w0
     seed_episodes: int | None = None  # None: the preset's
+    balanced_replay: bool = False  # whole offline dataset online, density-ratio-prioritised replay
     description: str = ""
 
 
@@ -35,7 +36,11 @@ METHODS = {
     "aca-fixed-w": Method("sacml", "aligned", "aca", fixed_w=True, description="ablation: w fixed at w0"),
     "naive": Method("sacml", "offline", "sac",
                     description="offline SAC+ML actor, critic and temperature, then plain SAC"),
-    "cql-sac": Method("cql", "offline", "sac", description="RLlib CQL offline, then plain SAC from its weights"),
+    "cql-sac": Method("cql", "offline", "sac", description="CQL offline, then plain SAC from its weights"),
+    "balanced-replay": Method("cql", "offline", "sac", seed_episodes=0, balanced_replay=True,
+                              description="Balanced Replay (Lee et al. 2022): CQL offline, then SAC replaying "
+                                          "offline and online rows by a learned density ratio; needs the "
+                                          "offline data online"),
     "sac-scratch": Method(None, "scratch", "sac", description="plain SAC from a random initialisation"),
 }
 

@@ -43,10 +43,11 @@ class FlatReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, actions, rewards, new_obs, terminateds) -> None:
+    def add(self, obs, actions, rewards, new_obs, terminateds) -> np.ndarray:
+        """Writes the rows; returns the indices they were written to."""
         n = len(rewards)
         if n == 0:
-            return
+            return np.zeros(0, np.int64)
         if n > self.capacity - self.num_protected:
             raise ValueError(f"{n} transitions do not fit a buffer of capacity {self.capacity}")
         idx = self._next_indices(n)
@@ -56,6 +57,7 @@ class FlatReplayBuffer:
         self.new_obs[idx] = new_obs
         self.terminateds[idx] = terminateds
         self.size = min(self.size + n, self.capacity)
+        return idx
 
     def add_protected(self, obs, actions, rewards, new_obs, terminateds) -> None:
         """Adds rows that the ring never overwrites (only before any other add)."""
@@ -107,3 +109,107 @@ class FlatReplayBuffer:
         self.num_protected = state["num_protected"]
         self._cursor = state["cursor"]
         self._rng.bit_generator.state = state["rng"]
+
+
+class SumTree:
+    """Binary sum tree over `capacity` non-negative priorities: O(log n) update and
+    proportional sampling, both vectorised over many indices at once."""
+
+    def __init__(self, capacity: int):
+        self.num_leaves = 1 << max(0, int(capacity - 1).bit_length())
+        self.nodes = np.zeros(2 * self.num_leaves, np.float64)  # root at 1, leaves at [L, 2L)
+
+    @property
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def values(self, idx: np.ndarray) -> np.ndarray:
+        return self.nodes[self.num_leaves + np.asarray(idx)]
+
+    def update(self, idx: np.ndarray, values: np.ndarray) -> None:
+        pos = self.num_leaves + np.asarray(idx, np.int64).ravel()
+        self.nodes[pos] = np.broadcast_to(np.asarray(values, np.float64).ravel(), pos.shape)
+        while pos.size and pos[0] > 1:
+            pos = np.unique(pos // 2)
+            self.nodes[pos] = self.nodes[2 * pos] + self.nodes[2 * pos + 1]
+
+    def find(self, mass: np.ndarray) -> np.ndarray:
+        """Leaf index whose prefix-sum interval contains each `mass` in [0, total)."""
+        mass = np.array(mass, np.float64)
+        pos = np.ones(mass.shape, np.int64)
+        while self.num_leaves > 1 and pos.flat[0] < self.num_leaves:
+            left = 2 * pos
+            go_right = mass >= self.nodes[left]
+            mass -= np.where(go_right, self.nodes[left], 0.0)
+            pos = left + go_right
+        return pos - self.num_leaves
+
+
+class BalancedReplayBuffer(FlatReplayBuffer):
+    """Balanced Replay's buffer (Lee et al. 2022): the offline dataset (protected rows)
+    and online transitions in one store, sampled in proportion to a priority that the
+    learner sets from the density ratio d_online / d_offline of each sampled row.
+
+    Offline rows start at priority 1; each new online row enters at the largest
+    priority seen, initially M f / ((1 - f) N) so that the first N online rows carry
+    a fraction f of the sampling mass against M offline rows.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0,
+                 initial_online_fraction: float = 0.5, online_rows_per_fraction: int = 1000):
+        super().__init__(capacity, obs_dim, act_dim, seed)
+        if not 0.0 < initial_online_fraction < 1.0:
+            raise ValueError(f"initial_online_fraction must be in (0, 1), got {initial_online_fraction}")
+        self.tree = SumTree(capacity)
+        self.initial_online_fraction = initial_online_fraction
+        self.online_rows_per_fraction = online_rows_per_fraction
+        self.max_priority = 1.0
+
+    def add(self, obs, actions, rewards, new_obs, terminateds) -> np.ndarray:
+        idx = super().add(obs, actions, rewards, new_obs, terminateds)
+        self.tree.update(idx, self.max_priority)
+        return idx
+
+    def add_protected(self, obs, actions, rewards, new_obs, terminateds) -> None:
+        super().add_protected(obs, actions, rewards, new_obs, terminateds)
+        self.tree.update(np.arange(self.num_protected), 1.0)
+        f = self.initial_online_fraction
+        self.max_priority = self.num_protected * f / ((1.0 - f) * self.online_rows_per_fraction)
+
+    @property
+    def num_online(self) -> int:
+        return self.size - self.num_protected
+
+    def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        """Prioritised RL batches (stratified over the priority mass) plus, for the
+        density-ratio estimator, uniform offline and online batches of the same size."""
+        if self.num_protected == 0 or self.num_online == 0:
+            raise RuntimeError(f"balanced replay needs offline and online rows; has {self.num_protected} "
+                               f"offline and {self.num_online} online")
+        shape = (num_batches, batch_size)
+        segment = self.tree.total / batch_size
+        mass = (np.arange(batch_size) + self._rng.random(shape)) * segment
+        idx = np.minimum(self.tree.find(mass), self.size - 1)
+        batch = {key: getattr(self, key)[idx] for key in BATCH_KEYS}
+        batch["indices"] = idx
+        offline = self._rng.integers(0, self.num_protected, size=shape)
+        online = self._rng.integers(self.num_protected, self.size, size=shape)
+        batch.update(offline_obs=self.obs[offline], offline_actions=self.actions[offline],
+                     online_obs=self.obs[online], online_actions=self.actions[online])
+        return batch
+
+    def update_priorities(self, idx: np.ndarray, priorities: np.ndarray) -> None:
+        self.tree.update(idx, priorities)
+        self.max_priority = max(self.max_priority, float(np.max(priorities)))
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        state["priorities"] = self.tree.values(np.arange(self.size)).copy()
+        state["max_priority"] = self.max_priority
+        return state
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.tree = SumTree(self.capacity)
+        self.tree.update(np.arange(self.size), state["priorities"])
+        self.max_priority = state["max_priority"]

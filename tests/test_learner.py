@@ -52,10 +52,11 @@ class RecordingAdam(torch.optim.Adam):
         return super().step(closure)
 
 
-def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPACE, act_space=ACT_SPACE):
+def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPACE, act_space=ACT_SPACE,
+                 density_ratio=False):
     module = RLModuleSpec(
         module_class=O2OSACTorchRLModule, observation_space=obs_space, action_space=act_space,
-        model_config={"hidden": list(hidden), "initial_alpha": initial_alpha},
+        model_config={"hidden": list(hidden), "initial_alpha": initial_alpha, "density_ratio": density_ratio},
     ).build()
     module.make_target_networks()
     return module
@@ -63,7 +64,7 @@ def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPA
 
 def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
-                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None)
+                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -75,12 +76,15 @@ def fake_learner(module, config):
         "actor": RecordingAdam(list(module.actor.parameters()), lr=LR),
         "alpha": RecordingAdam([module.log_alpha], lr=LR),
     }
+    if hasattr(module, "density_ratio"):
+        optim["density"] = RecordingAdam(list(module.density_ratio.parameters()), lr=LR)
     fake = SimpleNamespace(
         _module={"default_policy": module},
         config=SimpleNamespace(get_config_for_module=lambda module_id: config),
         get_optimizer=lambda module_id, name: optim[name],
         _device=torch.device("cpu"),
         _reference_term=O2OSACTorchLearner._reference_term,
+        _density_ratio_step=O2OSACTorchLearner._density_ratio_step,
     )
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
@@ -553,3 +557,134 @@ def test_o2o_sac_with_one_remote_learner_trains_and_syncs_the_env_runners(ray_se
         np.testing.assert_allclose(np.asarray(sampler["actor.head.weight"]), after["actor.head.weight"])
     finally:
         algo.stop()
+
+
+def add_density_batches(batch, seed=0, shift=2.0):
+    """Offline rows around 0, online rows shifted by `shift`: a learnable density ratio."""
+    rng = np.random.default_rng(seed)
+    shape = batch["rewards"].shape
+    batch["offline_obs"] = rng.normal(size=(*shape, OBS_DIM)).astype(np.float32)
+    batch["offline_actions"] = rng.uniform(-0.9, 0.0, size=(*shape, ACT_DIM)).astype(np.float32)
+    batch["online_obs"] = (rng.normal(size=(*shape, OBS_DIM)) + shift).astype(np.float32)
+    batch["online_actions"] = rng.uniform(0.0, 0.9, size=(*shape, ACT_DIM)).astype(np.float32)
+    return batch
+
+
+def test_balanced_replay_density_step_by_hand_and_rl_update_unchanged():
+    """Balanced Replay: the density-ratio net takes the JS-bound gradient written out here, the
+    priorities come from the updated w, and the SAC update itself is exactly plain SAC's."""
+    torch.manual_seed(7)
+    module = build_module(density_ratio=True)
+    plain = copy.deepcopy(module)
+    del plain.density_ratio
+    config = make_config("sac", balanced_replay=True, balanced_replay_temperature=5.0)
+    fake, optim = fake_learner(module, config)
+    batch = add_density_batches(make_batch(1, seed=3))
+    dw = [w.detach().clone().requires_grad_() for w in module.density_ratio.weights]
+    db = [x.detach().clone().requires_grad_() for x in module.density_ratio.biases]
+
+    def w_of(obs, act, weights=dw, biases=db):
+        x = torch.cat([torch.from_numpy(obs[0]), torch.from_numpy(act[0])], -1)
+        return torch.relu(member_forward(weights, biases, x, 0))
+
+    w_off, w_on = w_of(batch["offline_obs"], batch["offline_actions"]), w_of(batch["online_obs"], batch["online_actions"])
+    loss = torch.log((w_off + 1) / 2).mean() - torch.log(2 * w_on / (w_on + 1)).mean()
+    grads = torch.autograd.grad(loss, dw + db)
+
+    torch.manual_seed(1234)
+    metrics = fake.o2o_update(batch)
+    assert metrics["density_loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    for got, want in zip(optim["density"].applied, grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    # priorities: w(s,a)^(1/T) / mean_offline w^(1/T) with the updated network
+    with torch.no_grad():
+        new_w, new_b = list(module.density_ratio.weights), list(module.density_ratio.biases)
+        w_batch = w_of(batch["obs"], batch["actions"], new_w, new_b)
+        w_off_new = w_of(batch["offline_obs"], batch["offline_actions"], new_w, new_b)
+    expected = (w_batch ** 0.2 / (w_off_new ** 0.2).mean()).clamp(1e-3, 1e3)
+    assert metrics["priorities"].shape == (1, BATCH)
+    np.testing.assert_allclose(metrics["priorities"][0], expected.numpy(), rtol=1e-5)
+
+    fake_plain, _ = fake_learner(plain, make_config("sac"))
+    torch.manual_seed(1234)
+    plain_metrics = fake_plain.o2o_update({k: batch[k] for k in ("obs", "actions", "rewards", "new_obs",
+                                                                  "terminateds")})
+    for key in ("critic_loss", "actor_loss", "q_mean", "log_prob"):
+        assert metrics[key] == pytest.approx(plain_metrics[key], rel=1e-6)
+
+
+def test_balanced_replay_density_ratio_separates_online_from_offline_rows():
+    torch.manual_seed(0)
+    module = build_module(density_ratio=True)
+    fake, _ = fake_learner(module, make_config("sac", balanced_replay=True, balanced_replay_temperature=1.0))
+    batch = add_density_batches(make_batch(300, seed=4), seed=5)
+    batch["obs"], batch["actions"] = batch["online_obs"].copy(), batch["online_actions"].copy()
+    batch["obs"][:, : BATCH // 2] = batch["offline_obs"][:, : BATCH // 2]
+    batch["actions"][:, : BATCH // 2] = batch["offline_actions"][:, : BATCH // 2]
+    metrics = fake.o2o_update(batch)
+    last = metrics["priorities"][-1]
+    assert last[BATCH // 2:].mean() > 3 * last[: BATCH // 2].mean()  # online-like rows replayed more
+    assert metrics["density_ratio_online"] > metrics["density_ratio_offline"]
+
+
+def test_set_module_weights_keeps_a_fresh_density_net_for_weights_without_one():
+    class Holder:
+        _module = {"default_policy": build_module(density_ratio=True)}
+
+    before = Holder._module["default_policy"].density_ratio.weights[0].detach().clone()
+    offline = {k: v.numpy() for k, v in build_module().state_dict().items()}
+    O2OSACTorchLearner.set_module_weights(Holder(), offline)
+    module = Holder._module["default_policy"]
+    torch.testing.assert_close(module.density_ratio.weights[0], before)
+    torch.testing.assert_close(module.actor.head.weight, torch.from_numpy(offline["actor.head.weight"]))
+    with pytest.raises(RuntimeError):  # anything else missing is still an error
+        O2OSACTorchLearner.set_module_weights(Holder(), {k: v for k, v in offline.items() if k != "log_alpha"})
+
+
+@pytest.mark.slow
+def test_o2o_sac_balanced_replay_writes_learned_priorities_back_and_checkpoints_them(ray_session, tmp_path):
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    def config():
+        return (
+            O2OSACConfig()
+            .environment("Pendulum-v1")
+            .env_runners(num_env_runners=0, rollout_fragment_length=50)
+            .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=2_000,
+                 balanced_replay=True)
+            .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=0)
+            .debugging(seed=0)
+        )
+
+    rng = np.random.default_rng(0)
+    offline = {"obs": rng.normal(size=(1000, 3)).astype(np.float32),
+               "actions": rng.uniform(-2, 2, size=(1000, 1)).astype(np.float32),
+               "rewards": rng.normal(size=1000).astype(np.float32),
+               "new_obs": rng.normal(size=(1000, 3)).astype(np.float32),
+               "terminateds": np.zeros(1000, bool)}
+    algo = config().build_algo()
+    other = None
+    try:
+        assert "density_ratio.weights.0" in algo.call_learner(lambda learner: learner.get_module_weights())
+        algo.replay.add_transitions(offline, np.array([-2.0], np.float32), np.array([2.0], np.float32),
+                                    protected=True)
+        initial = algo.replay.tree.values(np.arange(1000)).copy()
+        np.testing.assert_array_equal(initial, 1.0)
+        learner = algo.train()["learners"]["default_policy"]
+        for key in ("density_loss", "density_ratio_offline", "density_ratio_online"):
+            assert np.isfinite(learner[key]), key
+        assert "priorities" not in learner  # written back to the buffer, not logged
+        after = algo.replay.tree.values(np.arange(algo.replay.size))
+        assert len(algo.replay) == 1200 and np.count_nonzero(after[:1000] != 1.0) > 100
+        assert after.min() >= 1e-3 and after.max() <= max(1e3, algo.replay.max_priority)
+
+        path = tmp_path / "ckpt"
+        algo.save_to_path(str(path))
+        other = config().build_algo()
+        other.restore_from_path(str(path))
+        np.testing.assert_array_equal(other.replay.tree.values(np.arange(1200)), after)
+        assert other.replay.max_priority == algo.replay.max_priority
+    finally:
+        algo.stop()
+        if other is not None:
+            other.stop()

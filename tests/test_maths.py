@@ -206,6 +206,44 @@ def test_cql_penalty_by_hand():
     assert got == pytest.approx(2.0 * math.log(2.0 * math.sqrt(2.0)), abs=1e-6)
 
 
+def test_density_ratio_loss_by_hand():
+    # offline w = (1, 3): mean(log(2/2), log(4/2)) = ln2 / 2
+    # online  w = (1, 1/3): mean(log(2/2), log((2/3)/(4/3))) = -ln2 / 2  -> loss = ln 2
+    loss = M.density_ratio_loss(t(1.0, 3.0), t(1.0, 1.0 / 3.0))
+    assert loss.item() == pytest.approx(math.log(2.0), abs=1e-9)
+
+
+def test_density_ratio_loss_is_minimised_at_the_true_ratio():
+    # Discrete (s, a) with 3 cells: the loss's pointwise minimiser must be d_online / d_offline.
+    d_off, d_on = t(0.5, 0.3, 0.2), t(0.1, 0.3, 0.6)
+    log_w = torch.zeros(3, dtype=F64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_w], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def expected_loss():
+        opt.zero_grad()
+        w = log_w.exp()
+        # expectations as probability-weighted sums (the mean over an exact sample of each distribution)
+        loss = (d_off * torch.log((w + 1) / 2)).sum() - (d_on * torch.log(2 * w / (w + 1))).sum()
+        loss.backward()
+        return loss
+
+    opt.step(expected_loss)
+    torch.testing.assert_close(log_w.exp().detach(), d_on / d_off, atol=1e-6, rtol=1e-6)
+    # and the library's loss on "samples" drawn exactly in those proportions agrees with the sum
+    w = (d_on / d_off)
+    off = torch.repeat_interleave(w, torch.tensor([5, 3, 2]))
+    on = torch.repeat_interleave(w, torch.tensor([1, 3, 6]))
+    assert M.density_ratio_loss(off, on).item() == pytest.approx(expected_loss().item(), abs=1e-9)
+
+
+def test_balanced_replay_priority_by_hand():
+    # T = 2: sqrt(w); offline normaliser mean(sqrt(1), sqrt(9)) = 2
+    w = t(4.0, 16.0, 0.0, 1e12)
+    p = M.balanced_replay_priority(w, t(1.0, 9.0), temperature=2.0)
+    torch.testing.assert_close(p, t(1.0, 2.0, 1e-3, 1e3))  # 2/2, 4/2, clipped below, clipped above
+    assert not p.requires_grad
+
+
 def test_sac_actor_loss_does_not_train_alpha():
     alpha = torch.tensor(0.5, requires_grad=True)
     lp, q = torch.tensor([1.0, -1.0], requires_grad=True), torch.tensor([2.0, -6.0])

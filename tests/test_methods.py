@@ -23,6 +23,7 @@ def test_every_method_is_a_known_combination():
         assert method.online_mode in ("aca", "sac"), name
         assert (method.start == "scratch") == (method.offline is None), name
         assert (method.online_mode == "aca") == (method.start == "aligned"), name
+        assert not method.balanced_replay or (method.offline and method.online_mode == "sac"), name
     assert needs_alignment("aca-no-clip") and not needs_alignment("naive")
     with pytest.raises(ValueError, match="unknown method 'td3'"):
         get_method("td3")
@@ -55,7 +56,7 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
-                   for m in ("aca", "naive", "aca-no-align", "cql-sac", "sac-scratch")}
+                   for m in ("aca", "naive", "aca-no-align", "cql-sac", "balanced-replay", "sac-scratch")}
     finally:
         ray.shutdown()
     for m, r in results.items():
@@ -70,7 +71,9 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
     start = {m: results[m]["online"]["curve"][0]["return"] for m in results}
     assert start["naive"] == pytest.approx(start["aca"]) == pytest.approx(start["aca-no-align"])
     assert start["sac-scratch"] != pytest.approx(start["aca"])
+    assert start["balanced-replay"] == pytest.approx(start["cql-sac"])  # one CQL stage serves both
     cql_meta = json.loads((tmp_path / "offline-cql" / "module" / "meta.json").read_text())
     assert cql_meta["algorithm"] == "O2OSAC/cql"
     assert sorted(p.name for p in tmp_path.glob("online*")) == [
-        "online", "online-aca-no-align", "online-cql-sac", "online-naive", "online-sac-scratch"]
+        "online", "online-aca-no-align", "online-balanced-replay", "online-cql-sac", "online-naive",
+        "online-sac-scratch"]

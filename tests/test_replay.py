@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rllib_o2o.replay import BATCH_KEYS, FlatReplayBuffer, normalize_actions
+from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, SumTree, normalize_actions
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -182,3 +182,79 @@ def test_add_transitions_normalises_env_unit_actions():
 def test_invalid_capacity():
     with pytest.raises(ValueError):
         FlatReplayBuffer(0, OBS_DIM, ACT_DIM)
+
+
+# -- Balanced Replay ------------------------------------------------------------------------------
+
+def test_sum_tree_find_matches_cumulative_sums():
+    rng = np.random.default_rng(0)
+    tree = SumTree(13)  # not a power of two: 16 leaves, 3 unused
+    priorities = rng.uniform(0.1, 5.0, size=13)
+    tree.update(np.arange(13), priorities)
+    assert tree.total == pytest.approx(priorities.sum())
+    mass = rng.uniform(0, priorities.sum(), size=1000)
+    expected = np.searchsorted(np.cumsum(priorities), mass, side="right")
+    np.testing.assert_array_equal(tree.find(mass), expected)
+    tree.update(np.array([3, 3, 7]), np.array([0.0, 0.0, 2.5]))  # repeated index, zero priority
+    priorities[3], priorities[7] = 0.0, 2.5
+    assert tree.total == pytest.approx(priorities.sum())
+    assert 3 not in set(tree.find(rng.uniform(0, tree.total, size=2000)).tolist())
+
+
+def _balanced(offline: int = 300, online: int = 100, **kwargs) -> BalancedReplayBuffer:
+    buf = BalancedReplayBuffer(1000, OBS_DIM, ACT_DIM, seed=0, **kwargs)
+    _add(buf, _rows(0, offline), protected=True)
+    if online:
+        _add(buf, _rows(offline, online))
+    return buf
+
+
+def test_balanced_replay_initial_priorities_give_the_online_fraction():
+    # M = 300 offline rows at priority 1; online rows enter at M f / ((1 - f) N) = 300 * 0.5 / (0.5 * 100) = 3
+    buf = _balanced(offline=300, online=100, initial_online_fraction=0.5, online_rows_per_fraction=100)
+    assert buf.max_priority == pytest.approx(3.0)
+    np.testing.assert_allclose(buf.tree.values(np.arange(300)), 1.0)
+    np.testing.assert_allclose(buf.tree.values(np.arange(300, 400)), 3.0)
+    batch = buf.sample(40, 250)
+    online_share = (batch["rewards"] >= 300).mean()
+    assert online_share == pytest.approx(0.5, abs=0.02)  # 100 * 3 of 600 total mass
+    # rows and indices agree, and the density batches come from the right halves
+    np.testing.assert_array_equal(batch["rewards"].astype(int), batch["indices"])
+    assert batch["offline_obs"].max() < 300 <= batch["online_obs"].min()
+    assert batch["offline_obs"].shape == batch["online_obs"].shape == (40, 250, OBS_DIM)
+
+
+def test_balanced_replay_samples_in_proportion_to_updated_priorities():
+    buf = _balanced(offline=300, online=100)
+    priorities = np.full(400, 1e-3)
+    priorities[[5, 350]] = [2.0, 6.0]
+    buf.update_priorities(np.arange(400), priorities)
+    assert buf.max_priority == pytest.approx(6.0)
+    batch = buf.sample(50, 200)
+    ids = batch["rewards"].astype(int).ravel()
+    total = priorities.sum()
+    assert (ids == 350).mean() == pytest.approx(6.0 / total, abs=0.01)
+    assert (ids == 5).mean() == pytest.approx(2.0 / total, abs=0.01)
+    _add(buf, _rows(400, 1))  # a new online row enters at the largest priority seen
+    assert buf.tree.values(np.array([400]))[0] == pytest.approx(6.0)
+
+
+def test_balanced_replay_ring_overwrite_resets_priority_and_state_round_trips():
+    buf = BalancedReplayBuffer(310, OBS_DIM, ACT_DIM, seed=0, online_rows_per_fraction=300)
+    _add(buf, _rows(0, 300), protected=True)
+    _add(buf, _rows(300, 10))
+    buf.update_priorities(np.array([300]), np.array([0.01]))
+    _add(buf, _rows(310, 1))  # overwrites row 300's slot with max priority
+    assert buf.rewards[300] == 310 and buf.tree.values(np.array([300]))[0] == pytest.approx(buf.max_priority)
+    clone = BalancedReplayBuffer(310, OBS_DIM, ACT_DIM, seed=1)
+    clone.set_state(buf.get_state())
+    np.testing.assert_array_equal(clone.tree.values(np.arange(310)), buf.tree.values(np.arange(310)))
+    assert clone.max_priority == buf.max_priority and clone.tree.total == pytest.approx(buf.tree.total)
+    np.testing.assert_array_equal(clone.sample(3, 16)["indices"], buf.sample(3, 16)["indices"])
+
+
+def test_balanced_replay_needs_offline_and_online_rows():
+    with pytest.raises(RuntimeError, match="offline and online"):
+        _balanced(online=0).sample(1, 8)
+    with pytest.raises(ValueError, match="initial_online_fraction"):
+        BalancedReplayBuffer(10, OBS_DIM, ACT_DIM, initial_online_fraction=1.0)

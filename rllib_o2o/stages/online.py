@@ -13,11 +13,14 @@ from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkp
 ACTOR_GRAD_CLIP = 0.25
 
 
-def online_config(cfg, preset, actor_activation: str = "relu"):
+def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0):
+    """`offline_rows`: size of the offline dataset, kept in the buffer beside
+    `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
+    capacity = cfg.replay_capacity + (offline_rows if method.balanced_replay else 0)
     w0, horizon, w_min = preset.w_schedule
     return (
         O2OSACConfig()
@@ -29,7 +32,8 @@ def online_config(cfg, preset, actor_activation: str = "relu"):
              entropy_scale=preset.entropy_scale,
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
-             replay_capacity=cfg.replay_capacity, hidden=tuple(cfg.hidden), actor_activation=actor_activation)
+             replay_capacity=capacity, balanced_replay=method.balanced_replay,
+             hidden=tuple(cfg.hidden), actor_activation=actor_activation)
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
@@ -53,7 +57,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
               "skipped", flush=True)
         return done
     start = time.perf_counter()
-    algo = online_config(cfg, preset, actor_activation).build_algo()
+    algo = online_config(cfg, preset, actor_activation, offline_rows=meta.num_transitions).build_algo()
     try:
         progress = restore_checkpoint(algo, stage_dir)
         if progress:
@@ -68,7 +72,9 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
                 algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
                 algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
                                                    inference_only=True)
-            if seed_episodes:
+            if method.balanced_replay:
+                _load_offline_replay(algo, dataset_dir, meta)
+            elif seed_episodes:
                 _seed_replay(algo, dataset_dir, meta, seed_episodes)
             ret = evaluation_return(algo.evaluate())
             progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
@@ -112,6 +118,14 @@ def dip(curve: list[dict], online_steps: int) -> float | None:
     if len(early) < 2 and len(curve) > 1:  # evaluations sparser than 10%: take the first after step 0
         early = [p["score"] for p in curve[:2] if p["score"] is not None]
     return min(early) if early else None
+
+
+def _load_offline_replay(algo, dataset_dir: Path, meta: DatasetMeta) -> None:
+    transitions, _ = read_dataset(dataset_dir)
+    algo.replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),
+                                np.asarray(meta.action_high, np.float32), protected=True)
+    print(f"online stage: the replay buffer holds the offline dataset ({len(transitions['rewards'])} "
+          "transitions) for balanced replay", flush=True)
 
 
 def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int) -> None:

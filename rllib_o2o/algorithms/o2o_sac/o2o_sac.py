@@ -24,7 +24,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
-from rllib_o2o.replay import BATCH_KEYS, FlatReplayBuffer, normalize_actions
+from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
 
 logger = logging.getLogger(__name__)
 ENV_RUNNER_RECOVERY_TIMEOUT_S = 300.0
@@ -89,6 +89,10 @@ class O2OSACConfig(SACConfig):
         self.replay_capacity = 1_000_000
         self.offline_buffer_max_rows = 20_000_000
         self.random_warmup_steps = 0
+        self.balanced_replay = False
+        self.balanced_replay_temperature = 5.0
+        self.balanced_replay_online_fraction = 0.5
+        self.density_lr = 3e-4
         self.hidden = (256, 256)
         self.actor_activation = "relu"
         self.actor_lr = 3e-4
@@ -125,6 +129,10 @@ class O2OSACConfig(SACConfig):
         replay_capacity=NotProvided,
         offline_buffer_max_rows=NotProvided,
         random_warmup_steps=NotProvided,
+        balanced_replay=NotProvided,
+        balanced_replay_temperature=NotProvided,
+        balanced_replay_online_fraction=NotProvided,
+        density_lr=NotProvided,
         hidden=NotProvided,
         actor_activation=NotProvided,
     ) -> "O2OSACConfig":
@@ -147,6 +155,11 @@ class O2OSACConfig(SACConfig):
             memory and sampled uniformly; larger ones are streamed from Ray Data each epoch
             with a local shuffle buffer (approximately uniform).
         random_warmup_steps: initial online steps with uniform random actions.
+        balanced_replay: the Balanced Replay baseline (Lee et al. 2022): the offline data
+            stays in the online buffer, rows are replayed in proportion to a learned
+            density ratio d_online / d_offline (a network trained alongside, at density_lr)
+            raised to 1 / balanced_replay_temperature; the first 1000 online rows start with
+            balanced_replay_online_fraction of the sampling mass. Needs the offline data online.
         hidden: MLP hidden sizes of actor and critics.
         actor_activation: "relu" or "tanh" (e.g. a policy imported from RLlib's CQL).
         """
@@ -166,6 +179,10 @@ class O2OSACConfig(SACConfig):
         w0, horizon, w_min = self.w_schedule
         if not (horizon > 0 and 0 <= w_min <= w0):
             raise ValueError(f"w_schedule [w0, T, w_min] needs T > 0 and 0 <= w_min <= w0, got {self.w_schedule}")
+        if self.balanced_replay and not (self.balanced_replay_temperature > 0
+                                         and 0 < self.balanced_replay_online_fraction < 1):
+            raise ValueError("balanced replay needs balanced_replay_temperature > 0 and "
+                             "0 < balanced_replay_online_fraction < 1")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
         if self.num_learners > 1:
@@ -182,7 +199,7 @@ class O2OSACConfig(SACConfig):
     @property
     def _model_config_auto_includes(self):
         return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
-                "actor_activation": self.actor_activation}
+                "actor_activation": self.actor_activation, "density_ratio": self.balanced_replay}
 
     def get_default_learner_class(self):
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
@@ -203,6 +220,10 @@ class O2OSAC(SAC):
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         if self.config.is_offline:
             self.replay = self._load_offline_data(obs_dim, act_dim)
+        elif self.config.balanced_replay:
+            self.replay = BalancedReplayBuffer(
+                self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0,
+                initial_online_fraction=self.config.balanced_replay_online_fraction)
         else:
             self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
@@ -363,7 +384,10 @@ class O2OSAC(SAC):
 
     def _learn(self, num_updates: int) -> None:
         batch = self.replay.sample(num_updates, self.config.train_batch_size_per_learner)
+        indices = batch.pop("indices", None)  # prioritised replay: rows whose priority comes back
         results = self.call_learner(lambda learner: learner.o2o_update(batch))
+        if "priorities" in results:
+            self.replay.update_priorities(indices, results.pop("priorities"))
         self.metrics.log_dict(results, key=(LEARNER_RESULTS, "default_policy"), window=1)
         self.metrics.log_value((LEARNER_RESULTS, "num_env_steps_sampled_o2o"), self._env_steps_sampled, window=1)
 

@@ -31,6 +31,8 @@ class O2OSACTorchLearner(SACTorchLearner):
             "actor": (list(module.actor.parameters()), config.actor_lr),
             "alpha": ([module.log_alpha], config.alpha_lr),
         }
+        if config.balanced_replay:
+            groups["density"] = (list(module.density_ratio.parameters()), config.density_lr)
         for name, (params, lr) in groups.items():
             self.register_optimizer(
                 module_id=module_id,
@@ -51,7 +53,8 @@ class O2OSACTorchLearner(SACTorchLearner):
         """Runs U = batch["rewards"].shape[0] gradient steps; returns mean metrics."""
         module = self._module[module_id].unwrapped()
         config = self.config.get_config_for_module(module_id)
-        optim = {name: self.get_optimizer(module_id, name) for name in ("critic", "actor", "alpha")}
+        names = ("critic", "actor", "alpha") + (("density",) if config.balanced_replay else ())
+        optim = {name: self.get_optimizer(module_id, name) for name in names}
         tensors = {k: torch.from_numpy(np.asarray(v)).to(self._device) for k, v in batch.items()}
         num_updates = tensors["rewards"].shape[0]
         target_entropy = -float(config.entropy_scale) * module.act_dim
@@ -59,6 +62,7 @@ class O2OSACTorchLearner(SACTorchLearner):
         critic_params = list(module.critic.parameters())
         target_params = list(module.target_critic.parameters())
         totals: dict[str, torch.Tensor] = {}
+        priorities = []
         start = int(module.num_updates)
         for u in range(num_updates):
             weight = (
@@ -69,11 +73,15 @@ class O2OSACTorchLearner(SACTorchLearner):
                 optim, actor_params, critic_params,
             )
             maths.polyak_update_(target_params, critic_params, config.tau)
+            if config.balanced_replay:
+                priorities.append(step.pop("priorities"))
             for k, v in step.items():
                 totals[k] = totals.get(k, 0.0) + v
         module.num_updates += num_updates
         metrics = {k: float(v) / num_updates for k, v in totals.items()}
         metrics["num_updates_lifetime"] = int(module.num_updates)
+        if priorities:  # not a metric: the algorithm writes them back into the replay buffer
+            metrics["priorities"] = torch.stack(priorities).cpu().numpy()
         return metrics
 
     def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params):
@@ -126,6 +134,9 @@ class O2OSACTorchLearner(SACTorchLearner):
         alpha_loss.backward()
         optim["alpha"].step()
 
+        if config.balanced_replay:
+            out.update(self._density_ratio_step(module, config, b, optim["density"]))
+
         out.update(
             critic_loss=critic_loss.detach(),
             actor_loss=actor_loss.detach(),
@@ -134,6 +145,26 @@ class O2OSACTorchLearner(SACTorchLearner):
             log_prob=logp.detach().mean(),
         )
         return out
+
+    @staticmethod
+    def _density_ratio_step(module, config, b, optimizer) -> dict:
+        """Balanced Replay: one step of the density-ratio estimator on uniform offline and
+        online batches, then the new priorities of the RL batch's rows (from the updated w)."""
+        w_offline = module.density_ratios(b["offline_obs"], b["offline_actions"])
+        w_online = module.density_ratios(b["online_obs"], b["online_actions"])
+        loss = maths.density_ratio_loss(w_offline, w_online)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            w_offline = module.density_ratios(b["offline_obs"], b["offline_actions"])
+            w_batch = module.density_ratios(b["obs"], b["actions"])
+        return {
+            "priorities": maths.balanced_replay_priority(w_batch, w_offline, config.balanced_replay_temperature),
+            "density_loss": loss.detach(),
+            "density_ratio_offline": w_offline.mean(),
+            "density_ratio_online": w_online.detach().mean(),
+        }
 
     @staticmethod
     def _cql_penalty(module, config, b, q_data):
@@ -171,8 +202,16 @@ class O2OSACTorchLearner(SACTorchLearner):
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
     def set_module_weights(self, weights: dict, module_id: ModuleID = "default_policy") -> None:
-        """Loads a full state dict strictly: a name mismatch is an error, never a silent no-op."""
+        """Loads a full state dict strictly: a name mismatch is an error, never a silent no-op.
+
+        The one exception: weights from a stage without a density-ratio network (every
+        offline stage) leave this module's freshly initialised one in place.
+        """
         module = self._module[module_id].unwrapped()
-        module.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()}, strict=True)
+        state = {k: torch.tensor(np.array(v)) for k, v in weights.items()}
+        for key, value in module.state_dict().items():
+            if key.startswith("density_ratio.") and key not in state:
+                state[key] = value
+        module.load_state_dict(state, strict=True)
 
 

@@ -5,6 +5,8 @@ head; here the twin critics are one stacked `EnsembleMLP` so a single batched
 matmul evaluates both (the speed issue), and the module also holds what ACA
 adds: a frozen reference actor pi0 and the temperature, so that checkpoints
 carry all of the learner's state (RLlib's SAC keeps `log_alpha` outside).
+With `model_config["density_ratio"]` it also holds the Balanced Replay baseline's
+density-ratio network w(s,a) ~ d_online / d_offline.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         )
         # Online updates done so far: drives ACA's w schedule and survives checkpoints.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+        if self.model_config.get("density_ratio"):
+            self.density_ratio = EnsembleMLP(1, self.obs_dim + self.act_dim, 1, hidden)
+            with torch.no_grad():  # w starts near 1: every row looks as online as offline
+                self.density_ratio.biases[-1].fill_(1.0)
 
     # -- RLlib APIs -------------------------------------------------------------
     def make_target_networks(self):
@@ -60,7 +66,8 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         return {"q_target": self.q_values(batch[Columns.OBS], batch[Columns.ACTIONS], target=True)}
 
     def get_non_inference_attributes(self) -> list[str]:
-        return CRITIC_ATTRS + ["log_alpha", "num_updates"]
+        extra = ["density_ratio"] if self.model_config.get("density_ratio") else []
+        return CRITIC_ATTRS + ["log_alpha", "num_updates"] + extra
 
     def _env_action(self, squashed: torch.Tensor) -> torch.Tensor:
         return squashed * self.action_scale + self.action_bias
@@ -83,6 +90,10 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         """Both critics at once, shape [2, B]."""
         net = self.target_critic if target else self.critic
         return net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+
+    def density_ratios(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Balanced Replay's w(s,a) >= 0, shape [B]."""
+        return torch.relu(self.density_ratio(torch.cat([obs, actions], dim=-1))).squeeze(-1).squeeze(0)
 
     def freeze_reference_policy(self) -> None:
         """Copies the current actor into pi0 (ACA's frozen reference policy)."""
