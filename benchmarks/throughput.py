@@ -13,7 +13,9 @@ default 1):
   algorithm path (`O2OSAC._learn(U)`: flat-replay sample + `o2o_update` on the
   learner via `foreach_learner`): `sac` (online SAC), `sacml_offline` (SAC+ML,
   data read from Parquet through RLlib's offline API), `aca_online` (ACA with a
-  frozen reference policy, actor grad clip 0.25);
+  frozen reference policy, actor grad clip 0.25) and, for information, `balanced_replay`
+  (the Balanced Replay baseline: SAC + the density-ratio step + sum-tree sampling and
+  priority write-back);
 * the offline stage's own `algo.train()` (updates_per_iteration updates per call);
 * online ACA end to end, `algo.train()` = sampling + updates at UTD 1 with 1000
   env steps per iteration, with 0 and 1 EnvRunner(s); the reference is
@@ -63,7 +65,8 @@ ENV_ID = "Hopper-v5"
 OBS_DIM, ACT_DIM = 11, 3
 HIDDEN = (256, 256)
 BATCH = 256
-MODES = ("sac", "sacml_offline", "aca_online")
+MODES = ("sac", "sacml_offline", "aca_online")  # the learner targets apply to these
+BASELINE_MODES = ("balanced_replay",)  # measured alongside, no target (they do more work per update)
 STOCK_UPDATES_PER_TRAIN = 20  # stock SAC: 1 env step + 20 learner updates per train() call
 
 PRESETS = {
@@ -223,7 +226,8 @@ def round_ratios(ref_ms: list[float], ms: list[float]) -> list[float]:
 
 # ----------------------------------------------------------------------------- builders
 def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
-              updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0):
+              updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0,
+              balanced_replay: bool = False):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     config = (
@@ -232,7 +236,8 @@ def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=envs_per_runner)
         .o2o(mode=mode, hidden=HIDDEN, updates_per_iteration=updates_per_iteration,
              env_steps_per_iteration=env_steps_per_iteration, updates_per_env_step=1.0,
-             replay_capacity=200_000, actor_grad_clip=0.25 if mode == "aca" else None)
+             replay_capacity=200_000, actor_grad_clip=0.25 if mode == "aca" else None,
+             balanced_replay=balanced_replay)
         .training(train_batch_size_per_learner=BATCH, initial_alpha=1.0)
         .learners(num_learners=0)
         .debugging(seed=seed, log_level="ERROR")
@@ -446,6 +451,12 @@ def run(args) -> dict:
         algos.append(stock)
         for algo in (sac, aca):
             seed_replay(algo, tr, meta)
+        # Balanced Replay: the dataset as the protected offline rows, its first tenth again as "online" rows.
+        balanced = build_o2o("sac", balanced_replay=True)
+        algos.append(balanced)
+        balanced.replay.add_transitions(tr, np.asarray(meta.action_low, np.float32),
+                                        np.asarray(meta.action_high, np.float32), protected=True)
+        seed_replay(balanced, {k: v[: len(v) // 10] for k, v in tr.items()}, meta)
         # ACA: a frozen reference policy that differs from the actor (a few SAC updates, then freeze, then more).
         aca._learn(20)
         aca.call_learner(lambda l: l.module["default_policy"].unwrapped().freeze_reference_policy())
@@ -457,7 +468,8 @@ def run(args) -> dict:
         ref = Reference()
         stock_arch_ref = StockArchReference()
         contenders = [ref, ProjectLearner("sac", sac), ProjectLearner("sacml_offline", offline),
-                      ProjectLearner("aca_online", aca), StockSAC(stock, STOCK_UPDATES_PER_TRAIN), stock_arch_ref]
+                      ProjectLearner("aca_online", aca), ProjectLearner("balanced_replay", balanced),
+                      StockSAC(stock, STOCK_UPDATES_PER_TRAIN), stock_arch_ref]
         block = {c.name: s["block"] for c in contenders}
         block["stock_rllib_sac"] = block["reference_stock_arch"] = s["stock_block"]
         log("warm-up")
@@ -475,7 +487,7 @@ def run(args) -> dict:
         out["reference_ms_per_update"] = median(ref_ms)
         out["reference_ms_per_update_rounds"] = ref_ms
         out["reference_best_ms_per_update"] = min(ref_ms)
-        for name in (*MODES, "stock_rllib_sac", "reference_stock_arch"):
+        for name in (*MODES, *BASELINE_MODES, "stock_rllib_sac", "reference_stock_arch"):
             out[f"{name}_ms_per_update"] = median(ms[name])
             out[f"{name}_ratio"] = median(round_ratios(ref_ms, ms[name]))
             out[f"{name}_ms_per_update_rounds"] = ms[name]
@@ -617,6 +629,7 @@ def table(out: dict) -> str:
         ("O2OSAC sac (_learn)", "sac"),
         ("O2OSAC sacml_offline (_learn)", "sacml_offline"),
         ("O2OSAC aca_online (_learn)", "aca_online"),
+        ("O2OSAC balanced_replay baseline (_learn)", "balanced_replay"),
         ("O2OSAC sacml offline stage train()", "sacml_offline_train"),
     ]
     for label, key in rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("sac", "sacml_offline", "aca_online")
+MODES = ("sac", "sacml_offline", "aca_online", "balanced_replay")
 
 
 def positive(x) -> bool:

@@ -91,6 +91,9 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
                      else " (no updates yet)")
             if "reference_weight" in learner:
                 stats = f" w {learner['reference_weight']:.3f}" + stats
+            if "density_ratio_online" in learner:  # balanced replay: how well w separates the two
+                stats += (f" density ratio online {learner['density_ratio_online']:.2f} "
+                          f"offline {learner['density_ratio_offline']:.2f}")
             return f"online {steps}/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))}{stats}"
 
         progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
