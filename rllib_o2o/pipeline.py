@@ -2,7 +2,9 @@
 
 Each stage writes its outputs under the run directory and a DONE.json only
 after they are durable, so a re-run skips finished stages and resumes an
-interrupted one from its last checkpoint.
+interrupted one from its last checkpoint. With `storage_path` the run directory
+is mirrored to STORAGE_PATH/<run dir name> (`rllib_o2o.storage`), so the re-run
+may be on another node.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint
 from rllib_o2o.data.scores import normalized_score, reference_scores
 from rllib_o2o.methods import get_method
 from rllib_o2o.presets import get_preset, preset_for_dataset
-from rllib_o2o.storage import fetch_dataset, is_uri
+from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
 
 EMBEDDED_ENV = "Pendulum-v1"
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
 PER_METHOD_KEYS = ("method",)
+# Where the run lives, not what it computes: a run resumed from storage on another node may
+# have another local path (the storage location is STORAGE_PATH/<run dir name>).
+LOCATION_KEYS = ("out", "storage_path")
 
 
 @dataclass
@@ -62,6 +67,7 @@ class PipelineConfig:
     alpha_off: float | None = None
     custom_resources_per_env_runner: dict | None = None
     method: str = "aca"
+    storage_path: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -154,13 +160,14 @@ def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
 
 
 def prepare(cfg: PipelineConfig):
-    """Validation before any training: config, dataset vs env, output path."""
+    """Validation before any training (config, dataset vs env, output path), then the sync with storage."""
     from rllib_o2o.data.rollouts import is_registered
     from rllib_o2o.data.validate import validate_dataset
 
     cfg.validate()
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    uri = attach(run_dir, cfg.storage_path)
     dataset_dir = resolve_dataset(cfg, run_dir)
     from rllib_o2o.data.schema import read_meta
 
@@ -175,14 +182,22 @@ def prepare(cfg: PipelineConfig):
     cfg.preset = cfg.preset or preset_for_dataset(Path(cfg.dataset).name if cfg.dataset else dataset_dir.name)
     saved = run_dir / "config.json"
     if saved.exists():
-        previous = json.loads(saved.read_text())
-        changed = sorted(k for k in previous if k not in PER_METHOD_KEYS and previous.get(k) != asdict(cfg).get(k))
-        if changed:
-            raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(changed)} differ); "
-                             "use another --out to start a new run")
-    else:
+        _refuse_other_run(json.loads(saved.read_text()), cfg, str(run_dir))
+    if uri is not None:
+        _refuse_other_run(read_remote_json(run_dir, "config.json"), cfg, uri)
+    if not saved.exists():
         write_json_atomic(saved, asdict(cfg))
+    sync_run(run_dir)  # with storage: what the run dir lacks comes down, what storage lacks goes up
     return run_dir, dataset_dir, meta
+
+
+def _refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> None:
+    """A run directory (or its storage) holding another run is never mixed with this one."""
+    ignored = PER_METHOD_KEYS + LOCATION_KEYS
+    changed = sorted(k for k in previous or {} if k not in ignored and previous.get(k) != asdict(cfg).get(k))
+    if changed:
+        raise ValueError(f"{where} holds a run with a different config ({', '.join(changed)} differ); "
+                         "use another --out to start a new run")
 
 
 def offline_stage_dir(run_dir: Path, method: str) -> Path | None:
@@ -276,6 +291,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "seconds_this_invocation": time.perf_counter() - start,
     }
     write_json_atomic(results_path(run_dir, cfg.method), results)
+    push_file(results_path(run_dir, cfg.method))
     return results
 
 

@@ -2,7 +2,8 @@
 
 Each problem raises one exception with a one-line message (the CLI prints it and
 exits 2): the config's values, the output path (it must be, or be creatable as,
-a writable directory), the dataset against its dataset.json and the env's spaces,
+a writable directory), `--storage-path` (it must open and take a probe file,
+which is removed), the dataset against its dataset.json and the env's spaces,
 the env id, and an `--offline-checkpoint`'s compatibility with the dataset and
 the run's network sizes. Nothing here writes to the run directory; the pipeline
 (`rllib_o2o.pipeline.prepare`) repeats the dataset checks on what it imports.
@@ -106,6 +107,10 @@ def check_before_training(cfg) -> None:
 
     cfg.validate()
     check_output_dir(cfg.out)
+    if cfg.storage_path is not None:
+        from rllib_o2o.storage import check_storage
+
+        check_storage(cfg.storage_path, cfg.out)
     meta = check_dataset(cfg)
     env = cfg.env or (meta.env_id if meta is not None else None)
     if env is not None and not is_registered(env):

@@ -9,6 +9,9 @@ a damaged `checkpoint/` gets a warning naming it, is moved to
 `checkpoint.corrupt/` and `checkpoint.prev/` is used instead. If no checkpoint
 is usable the stage stops with a CheckpointError saying what to delete to start
 it over (it never silently throws away training).
+
+With a storage path (`rllib_o2o.storage`) every committed checkpoint and every
+finished stage is uploaded as soon as it exists locally.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rllib_o2o.checkpoints import (
     write_json_atomic,
     write_manifest,
 )
+from rllib_o2o.storage import push_checkpoint, push_stage
 
 CHECKPOINT_DIR = "checkpoint"
 PREVIOUS_DIR = "checkpoint.prev"
@@ -47,7 +51,9 @@ def stage_done(stage_dir: Path) -> dict | None:
 
 
 def mark_done(stage_dir: Path, summary: dict) -> dict:
+    """Writes DONE.json (the stage's outputs must be in place), then uploads the stage if the run has storage."""
     write_json_atomic(stage_dir / DONE_FILE, summary)
+    push_stage(stage_dir)
     return summary
 
 
@@ -56,7 +62,8 @@ def save_checkpoint(algo, stage_dir: Path, progress: dict) -> Path:
 
     A kill at any point leaves the newest complete checkpoint in `checkpoint/` or
     (between the two renames) in `checkpoint.prev/`; half-written ones only in
-    hidden `.checkpoint.tmp-*` directories, which the next restore removes.
+    hidden `.checkpoint.tmp-*` directories, which the next restore removes. With a
+    storage path the committed checkpoint is then uploaded (its manifest last).
     """
     latest, previous = stage_dir / CHECKPOINT_DIR, stage_dir / PREVIOUS_DIR
     tmp = atomic_dir(latest)
@@ -78,6 +85,7 @@ def save_checkpoint(algo, stage_dir: Path, progress: dict) -> Path:
     fsync_dir(stage_dir)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+    push_checkpoint(latest)
     return latest
 
 
