@@ -8,7 +8,8 @@ Layout under the benchmark directory:
 
 A run whose results file exists is never redone; an interrupted one resumes
 from its last checkpoint (the pipeline's own resume), so re-running the same
-command after a crash finishes the benchmark.
+command after a crash finishes the benchmark. With a storage path each run is
+also kept in <storage>/<dataset>/seed<k> (the pipeline's storage_path).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rllib_o2o.methods import get_method
 def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, datasets: list[str] | None = None,
                   methods: list[str] | None = None, seeds: list[int] | None = None, overrides: dict | None = None,
                   dataset_paths: dict[str, str] | None = None, num_env_runners: int = 0,
-                  collect_overrides: dict | None = None) -> list[Path]:
+                  collect_overrides: dict | None = None, storage_path: str | None = None) -> list[Path]:
     """Runs every (dataset, seed, method) not yet done; returns the results files."""
     from rllib_o2o.pipeline import PipelineConfig, results_path, run_pipeline
 
@@ -65,8 +66,11 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
                 else:
                     print(f"[bench {index}/{total}] {name} seed {seed} {method} "
                           f"({time.perf_counter() - start:.0f}s elapsed)", flush=True)
+                    # Run dirs of different datasets share their name (seed<k>): one storage prefix each.
+                    storage = f"{storage_path.rstrip('/')}/{name}" if storage_path else None
                     cfg = PipelineConfig.from_dict({**pipeline_values, "dataset": str(paths[name]), "env": env_id,
-                                                    "out": str(run_dir), "seed": seed, "method": method})
+                                                    "out": str(run_dir), "seed": seed, "method": method,
+                                                    "storage_path": storage})
                     run_pipeline(cfg)
                 done_files.append(target)
     print(f"benchmark complete: {len(done_files)} runs in {out}", flush=True)

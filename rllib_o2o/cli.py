@@ -119,11 +119,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         paths[name] = path
     overrides = _load_config_file(args.config) if args.config else {}
     collect_overrides = overrides.pop("collect", None) or {}
+    storage_path = overrides.pop("storage_path", None)  # per run below, not a shared pipeline value
+    storage_path = args.storage_path or storage_path
     try:
+        if storage_path:
+            from rllib_o2o.storage import check_storage
+
+            check_storage(storage_path, args.out)
         _init_ray()
         run_benchmark(args.profile, args.out, args.data_dir, datasets=args.datasets, methods=args.methods,
                       seeds=args.seeds, overrides=overrides, dataset_paths=paths,
-                      num_env_runners=args.num_env_runners, collect_overrides=collect_overrides)
+                      num_env_runners=args.num_env_runners, collect_overrides=collect_overrides,
+                      storage_path=storage_path)
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(f"report: {write_report(args.out)}")
@@ -153,6 +160,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, _load_config_file)
         settings.validate()
         cfg.validate()
+        if cfg.storage_path:
+            from rllib_o2o.storage import check_storage
+
+            check_storage(cfg.storage_path, cfg.out)
         _init_ray()
         summary = run_tune(cfg, settings, overrides)
     except (TypeError, ValueError) as err:
@@ -180,7 +191,7 @@ def _load_config_file(path: str) -> dict:
 PIPELINE_FLAGS = (
     "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
     "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
-    "max_episode_steps", "offline_checkpoint", "method",
+    "max_episode_steps", "offline_checkpoint", "method", "storage_path",
 )
 
 
@@ -204,6 +215,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip stage 1: align this checkpoint (this project's, or RLlib CQL/SAC)")
     p.add_argument("--method", choices=sorted(METHODS),
                    help="aca (default), an ACA ablation or a baseline; methods share a run dir's offline stages")
+    p.add_argument("--storage-path", help="also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a "
+                   "pyarrow URI (s3://, gs://, hdfs://, file://); a re-run on any node resumes from it")
     p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
 
 
@@ -255,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-path", action="append", metavar="NAME=PATH",
                    help="use this dataset dir, D4RL .hdf5 file or Minari id for NAME instead of generating it")
     p.add_argument("--num-env-runners", type=int, default=0, help="parallel sampling workers online")
+    p.add_argument("--storage-path", help="also keep each run in STORAGE_PATH/<dataset>/seed<k> (see run)")
     p.add_argument("--config", help="YAML/JSON of pipeline options overriding the profile's budgets; "
                                     "its 'collect' mapping overrides the dataset generation settings")
     p.set_defaults(func=_cmd_bench)

@@ -54,7 +54,7 @@ ONLINE_FIELDS = ("online_steps", "eval_every", "eval_episodes", "num_env_runners
 @dataclass
 class TuneSettings:
     name: str = "aca-tune"
-    storage_path: str | None = None   # local dir or URI (s3://, gs://); default RUN_DIR/tune
+    storage_path: str | None = None   # local dir or URI (s3://, gs://); default RUN_DIR/tune (or its storage)
     num_samples: int = 8
     max_concurrent_trials: int | None = None
     search: str = "auto"              # auto (Optuna if installed, else random) | optuna | random
@@ -307,8 +307,13 @@ def _scheduler(settings: TuneSettings, metric: str, iterations: int):
                          grace_period=min(grace, iterations), reduction_factor=settings.reduction_factor)
 
 
-def experiment_path(settings: TuneSettings, run_dir: Path) -> str:
-    storage = settings.storage_path or str((run_dir / "tune").resolve())
+def experiment_path(settings: TuneSettings, run_dir: Path, run_storage_path: str | None = None) -> str:
+    """--tune-storage-path/NAME, else beside the run: RUN_DIR/tune/NAME, or on the run's own storage
+    (STORAGE_PATH/<run dir name>/tune/NAME) when the pipeline has a storage path."""
+    from rllib_o2o.storage import run_uri
+
+    default = run_uri(run_storage_path, run_dir) + "/tune" if run_storage_path else str((run_dir / "tune").resolve())
+    storage = settings.storage_path or default
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     return storage.rstrip("/") + "/" + settings.name
@@ -328,6 +333,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     from rllib_o2o.algorithms.o2o_sac import O2OSAC
     from rllib_o2o.checkpoints import load_module_checkpoint, write_json_atomic
     from rllib_o2o.data.schema import read_dataset, top_k_episodes
+    from rllib_o2o.storage import push_file
 
     settings.validate()
     if not ray.is_initialized():
@@ -366,7 +372,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     # A snapshot of the experiment state follows every `num_to_keep` trial checkpoints (what a
     # restore needs); Tune warns about that by default.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    path = experiment_path(settings, run_dir)
+    path = experiment_path(settings, run_dir, cfg.storage_path)
     storage, name = path.rsplit("/", 1)
     start = time.perf_counter()
     if Tuner.can_restore(path):
@@ -401,6 +407,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
                     time.perf_counter() - start, "online_steps": trial_cfg.online_steps,
                     "eval_every": trial_cfg.eval_every, "space": settings.space})
     write_json_atomic(run_dir / f"tune_{settings.name}_summary.json", summary)
+    push_file(run_dir / f"tune_{settings.name}_summary.json")
     if "://" not in path:
         write_json_atomic(Path(path) / "summary.json", summary)
     return summary
@@ -479,8 +486,8 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-period", type=int, help="ASHA: iterations before a trial may be stopped")
     p.add_argument("--space", help="YAML/JSON search space: knob -> [choices] | {uniform|loguniform|randint: "
                    "[lo, hi]} | constant; knobs: " + ", ".join(KNOBS))
-    p.add_argument("--storage-path", help="where the experiment lives: a (shared) dir or a URI such as "
-                   "s3://bucket/prefix (default RUN_DIR/tune)")
+    p.add_argument("--tune-storage-path", help="where the experiment lives: a (shared) dir or a URI such as "
+                   "s3://bucket/prefix (default RUN_DIR/tune, or STORAGE_PATH/<run>/tune with --storage-path)")
     p.add_argument("--name", default="aca-tune", help="experiment name; re-running the same name resumes it")
     p.add_argument("--placement-strategy", choices=["SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK"],
                    default="SPREAD", help="placement of each trial's bundles (learner+driver, EnvRunners)")
@@ -491,7 +498,7 @@ def settings_from_args(args, load_file) -> TuneSettings:
     space = copy.deepcopy(DEFAULT_SPACE)
     if args.space:
         space = load_file(args.space)
-    return TuneSettings(name=args.name, storage_path=args.storage_path, num_samples=args.num_samples,
+    return TuneSettings(name=args.name, storage_path=args.tune_storage_path, num_samples=args.num_samples,
                         max_concurrent_trials=args.max_concurrent, search=args.search, scheduler=args.scheduler,
                         grace_period=args.grace_period, space=space, placement_strategy=args.placement_strategy,
                         max_failures=args.max_failures)
@@ -504,12 +511,20 @@ def config_from_args(args, load_file, pipeline_flags) -> tuple:
     flags = {k: v for k, v in vars(args).items() if k in pipeline_flags and v is not None}
     if args.from_run:
         saved = Path(args.from_run) / "config.json"
+        storage_path = flags.pop("storage_path", None)
+        if storage_path and not saved.exists():  # a fresh node: the run is on storage only
+            from rllib_o2o.storage import attach, sync_run
+
+            Path(args.from_run).mkdir(parents=True, exist_ok=True)
+            attach(Path(args.from_run), storage_path)
+            sync_run(Path(args.from_run))
         if not saved.exists():
             raise ValueError(f"{args.from_run}: no config.json, not a run directory of `rllib-o2o run`")
         if args.config:
             raise ValueError("--config cannot be combined with --from-run (the run's config.json is used)")
         cfg = PipelineConfig.from_dict(json.loads(saved.read_text()))
         cfg.out = str(args.from_run)
+        cfg.storage_path = storage_path or cfg.storage_path
         flags.pop("out", None)
         fixed = sorted(set(flags) - set(ONLINE_FIELDS))
         if fixed:
