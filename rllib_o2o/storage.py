@@ -140,8 +140,8 @@ def _mirror(path: Path) -> tuple[object, str, str] | None:
 
 
 def _report(verb: str, what: str, arrow: str, uri: str, files: int, size: int, start: float, note: str = "") -> None:
-    print(f"storage: {verb} {what} {arrow} {uri} ({files} files, {size / 1e6:.1f} MB, "
-          f"{time.perf_counter() - start:.1f} s{note})", flush=True)
+    print(f"storage: {verb} {what} {arrow} {uri} ({files} file{'s' if files != 1 else ''}, {size / 1e6:.1f} MB, "
+          f"{time.perf_counter() - start:.2f} s{note})", flush=True)
 
 
 def _put(fs, local: Path, remote: str) -> int:

@@ -240,3 +240,26 @@ def test_run_resumes_from_storage_on_a_fresh_node(tmp_path, pendulum_dir):
     for results in (before, after):
         results.pop("seconds_this_invocation")
     assert after == before
+
+
+@pytest.mark.slow
+def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(tmp_path, pendulum_dir):
+    from tests.test_pipeline import TINY, command, run_until
+
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY))
+    store = tmp_path / "store"
+    cmd = command(pendulum_dir, tmp_path / "node-a" / "run", config_file) + ["--storage-path", str(store)]
+    log = run_until(cmd, "checkpoint saved (online, iteration 1)")  # SIGKILL in the online stage
+    assert "storage: uploaded online/checkpoint" in log, log[-3000:]
+    shutil.rmtree(tmp_path / "node-a")
+
+    fresh = tmp_path / "node-b" / "run"
+    done = subprocess.run(command(pendulum_dir, fresh, config_file) + ["--storage-path", str(store)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "storage: downloaded online/checkpoint <- " in done.stdout
+    assert "offline stage: already complete" in done.stdout and "online stage: resumed at" in done.stdout
+    assert "online 200/600" not in done.stdout  # continued after the uploaded checkpoint, not restarted
+    steps = [p["env_steps"] for p in json.loads((store / "run" / "results.json").read_text())["online"]["curve"]]
+    assert steps == [0, 200, 400, 600]
