@@ -77,9 +77,9 @@ def main(argv: list[str]) -> int:
     record = _recorder(Path(ours.out) / "placement.json", ray.get_runtime_context().get_node_id())
     build_online_config = online.online_config
 
-    def pinned_online_config(cfg, preset, actor_activation="relu"):
+    def pinned_online_config(cfg, preset, actor_activation="relu", **kwargs):
         return (
-            build_online_config(cfg, preset, actor_activation)
+            build_online_config(cfg, preset, actor_activation, **kwargs)
             .env_runners(custom_resources_per_env_runner={ours.runner_resource: ours.runner_resource_amount})
             .callbacks(on_algorithm_init=lambda algorithm, **kw: record("online_algorithm_init", algorithm),
                        on_train_result=lambda algorithm, **kw: record("online_train_result", algorithm))
