@@ -72,10 +72,8 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
                 algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
                 algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
                                                    inference_only=True)
-            if method.balanced_replay:
-                _load_offline_replay(algo, dataset_dir, meta)
-            elif seed_episodes:
-                _seed_replay(algo, dataset_dir, meta, seed_episodes)
+            if method.balanced_replay or seed_episodes:
+                _seed_replay(algo, dataset_dir, meta, None if method.balanced_replay else seed_episodes)
             ret = evaluation_return(algo.evaluate())
             progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
             print(f"online 0/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))} "
@@ -123,18 +121,11 @@ def dip(curve: list[dict], online_steps: int) -> float | None:
     return min(early) if early else None
 
 
-def _load_offline_replay(algo, dataset_dir: Path, meta: DatasetMeta) -> None:
+def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int | None) -> None:
+    """Protected offline rows in the buffer: the k highest-return episodes, or (None) the whole dataset."""
     transitions, _ = read_dataset(dataset_dir)
-    algo.replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),
+    rows = transitions if k is None else top_k_episodes(transitions, k)
+    algo.replay.add_transitions(rows, np.asarray(meta.action_low, np.float32),
                                 np.asarray(meta.action_high, np.float32), protected=True)
-    print(f"online stage: the replay buffer holds the offline dataset ({len(transitions['rewards'])} "
-          "transitions) for balanced replay", flush=True)
-
-
-def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int) -> None:
-    transitions, _ = read_dataset(dataset_dir)
-    best = top_k_episodes(transitions, k)
-    algo.replay.add_transitions(best, np.asarray(meta.action_low, np.float32),
-                                np.asarray(meta.action_high, np.float32), protected=True)
-    print(f"online stage: seeded the replay buffer with the {k} highest-return offline episodes "
-          f"({len(best['rewards'])} transitions)", flush=True)
+    what = "the offline dataset" if k is None else f"the {k} highest-return offline episodes"
+    print(f"online stage: seeded the replay buffer with {what} ({len(rows['rewards'])} transitions)", flush=True)
