@@ -42,6 +42,16 @@ PROFILES = {
         collect=dict(num_transitions=20_000, train_env_steps=30_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=1_000, medium_target_score=20.0, eval_episodes=5),
     ),
+    # The quality profile of the ACA-collapse issue: D4RL-style medium data (behaviour SAC stopped at a
+    # third of the expert score, 100k stochastic transitions), 50k offline updates, 20k online steps.
+    "medium": Profile(
+        datasets=("hopper-medium", "halfcheetah-medium"),
+        methods=("aca", "aca-unseeded", "naive", "cql-sac", "sac-scratch"), seeds=(0, 1, 2),
+        pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000, online_steps=20_000,
+                      eval_every=1_000, eval_episodes=10, replay_capacity=200_000),
+        collect=dict(num_transitions=100_000, train_env_steps=150_000, env_steps_per_iteration=1_000,
+                     random_warmup_steps=5_000, medium_target_score=100.0 / 3.0, eval_episodes=5),
+    ),
     "paper": Profile(
         datasets=tuple(f"{task}-{kind}" for task in ("halfcheetah", "hopper", "walker2d")
                        for kind in ("medium", "medium-replay", "medium-expert")),

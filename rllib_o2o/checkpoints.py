@@ -24,6 +24,7 @@ import numpy as np
 
 WEIGHTS_FILE = "module.pt"
 META_FILE = "meta.json"
+OPTIMIZERS_FILE = "optimizers.pt"  # optional: Adam states of the stage's learner
 MANIFEST_FILE = "manifest.json"
 
 
@@ -83,13 +84,16 @@ def write_json_atomic(path: Path, obj) -> None:
     fsync_dir(path.parent)
 
 
-def save_module_checkpoint(path: str | Path, weights: dict, meta: dict) -> Path:
+def save_module_checkpoint(path: str | Path, weights: dict, meta: dict, optimizer_states: dict | None = None) -> Path:
+    """Module weights + meta (+ optimizer state dicts, tensors only) as one atomic directory."""
     import torch
 
     path = Path(path)
     tmp = atomic_dir(path)
     try:
         torch.save({k: torch.tensor(np.array(v)) for k, v in weights.items()}, tmp / WEIGHTS_FILE)
+        if optimizer_states is not None:
+            torch.save(optimizer_states, tmp / OPTIMIZERS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=float))
         commit_dir(tmp, path)
     except BaseException:
@@ -117,6 +121,20 @@ def load_module_checkpoint(path: str | Path, expect: dict | None = None) -> tupl
         if meta.get(key) != value:
             raise CheckpointError(f"{path}: checkpoint has {key}={meta.get(key)!r}, expected {value!r}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def load_optimizer_states(path: str | Path) -> dict | None:
+    """The optimizer states saved with a module checkpoint, or None if it has none."""
+    import torch
+
+    file = Path(path) / OPTIMIZERS_FILE
+    if not file.is_file():
+        return None
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any decoding failure is a corrupt checkpoint
+        detail = (str(err).strip().splitlines() or [""])[0].strip()
+        raise CheckpointError(f"{file}: unreadable optimizer state ({type(err).__name__}: {detail})") from None
 
 
 def _sha256(path: Path) -> str:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rllib_o2o.bench_profiles import PROFILES
 from rllib_o2o.methods import METHODS
 
 
@@ -258,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("bench", help="the O2O comparison: methods x datasets x seeds, resumable, then a report")
-    p.add_argument("--profile", default="smoke", choices=["smoke", "small", "paper"],
-                   help="smoke: minutes; small: Hopper-v5 medium, 3 seeds; paper: the reference protocol")
+    p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
+                   help="smoke: minutes; small: Hopper-v5 medium, 3 seeds; medium: Hopper-v5 and HalfCheetah-v5 "
+                        "medium, 3 seeds, 50k offline / 20k online; paper: the reference protocol")
     p.add_argument("--out", default="runs/bench", help="benchmark directory (re-running resumes it)")
     p.add_argument("--data-dir", default="runs/datasets", help="where generated datasets are cached")
     p.add_argument("--datasets", nargs="+", help="subset of the profile's datasets, e.g. hopper-medium")

@@ -260,6 +260,20 @@ def aca_actor_loss(
     return (_const(alpha) * log_prob - r_min - _const(weight) * l).mean()
 
 
+def tanh_gaussian_kl(
+    mean: torch.Tensor, log_std: torch.Tensor, ref_mean: torch.Tensor, ref_log_std: torch.Tensor
+) -> torch.Tensor:
+    """KL(pi || pi0) of two tanh-squashed Gaussians, in closed form (an online diagnostic).
+
+    tanh is a bijection, so the Jacobians cancel and the KL is that of the pre-tanh Gaussians:
+    KL = sum_d [ log(sigma0_d / sigma_d) + (sigma_d^2 + (mu_d - mu0_d)^2) / (2 sigma0_d^2) - 1/2 ].
+    Returns [...] (summed over the action dimension).
+    """
+    var_ratio = torch.exp(2.0 * (log_std - ref_log_std))
+    shift = (mean - ref_mean) * torch.exp(-ref_log_std)
+    return (ref_log_std - log_std + 0.5 * (var_ratio + shift * shift) - 0.5).sum(-1)
+
+
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """SAC temperature: -E[ log alpha (log pi(a|s) + H_target) ], raising alpha while entropy < H_target."""
     return -(log_alpha * (log_prob + target_entropy).detach()).mean()

@@ -20,7 +20,24 @@ class Method:
     fixed_w: bool = False  # w stays at w0
     seed_episodes: int | None = None  # None: the preset's
     balanced_replay: bool = False  # whole offline dataset online, density-ratio-prioritised replay
+    # Temperature in the alignment target y_Z: "offline" (alpha_off, the spec and reference code) or
+    # "online" (1, the temperature online training starts with, so E[y] = the aligned critic at t = 0).
+    z_temperature: str = "offline"
+    # True (spec): the critic fits R + w l, so R can learn to cancel l; False: R alone (l stays in
+    # the actor's objective and the target's next-state value), and Z is fitted without log pi0.
+    critic_includes_reference: bool = True
+    carry_optimizer_state: bool = False  # online Adam starts from the offline moments (reference code)
     description: str = ""
+
+    def alignment_tag(self) -> str:
+        """'' for aca's alignment settings, else what differs (names the stage directory)."""
+        default = METHODS["aca"]
+        parts = []
+        if self.z_temperature != default.z_temperature:
+            parts.append(f"{self.z_temperature}-temperature")
+        if self.critic_includes_reference != default.critic_includes_reference:
+            parts.append("with-log-pi0" if self.critic_includes_reference else "z-only")
+        return "-".join(parts)
 
 
 METHODS = {
@@ -34,6 +51,12 @@ METHODS = {
     "aca-no-clip": Method("sacml", "aligned", "aca", use_log_prob_clip=False,
                           description="ablation: raw log pi0, no lower clip"),
     "aca-fixed-w": Method("sacml", "aligned", "aca", fixed_w=True, description="ablation: w fixed at w0"),
+    "aca-online-temperature": Method("sacml", "aligned", "aca", z_temperature="online",
+                                     description="ablation: y_Z with the online start temperature 1"),
+    "aca-carry-adam": Method("sacml", "aligned", "aca", carry_optimizer_state=True,
+                             description="ablation: online Adam starts from the offline moments (reference code)"),
+    "aca-kl": Method("sacml", "aligned", "aca", z_temperature="online", critic_includes_reference=False,
+                     description="ablation: the critic fits R alone, w l stays in the actor (KL to pi0)"),
     "naive": Method("sacml", "offline", "sac",
                     description="offline SAC+ML actor, critic and temperature, then plain SAC"),
     "cql-sac": Method("cql", "offline", "sac", description="CQL offline, then plain SAC from its weights"),
@@ -49,6 +72,11 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
+
+
+def alignment_dir_name(name: str) -> str:
+    tag = get_method(name).alignment_tag()
+    return f"alignment-{tag}" if tag else "alignment"
 
 
 def needs_alignment(name: str) -> bool:

@@ -17,13 +17,19 @@ from pathlib import Path
 
 import ray
 
-from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint, write_json_atomic
+from rllib_o2o.checkpoints import (
+    load_module_checkpoint,
+    load_optimizer_states,
+    save_module_checkpoint,
+    write_json_atomic,
+)
 from rllib_o2o.data.scores import normalized_score, reference_scores
-from rllib_o2o.methods import get_method
+from rllib_o2o.methods import alignment_dir_name, get_method
 from rllib_o2o.presets import get_preset, preset_for_dataset
 from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
 
 EMBEDDED_ENV = "Pendulum-v1"
+ONLINE_START_TEMPERATURE = 1.0  # spec, stage 2.4: log alpha = 0 at the hand-over
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
 PER_METHOD_KEYS = ("method",)
@@ -68,6 +74,9 @@ class PipelineConfig:
     custom_resources_per_env_runner: dict | None = None
     method: str = "aca"
     storage_path: str | None = None
+    # Alignment stops once Z's held-out Bellman residual has not improved by 1% for this many
+    # evaluations (every 500 Z steps); 0 runs all align_steps.
+    align_plateau_patience: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -227,14 +236,18 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     if method.start != "aligned":
         return offline, None
 
-    align_dir = run_dir / "alignment"
+    align_dir = run_dir / alignment_dir_name(cfg.method)
     alignment = stage_done(align_dir)
     if alignment is None:
         offline_weights, offline_meta = load_module_checkpoint(stage_dir / "module", expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
         alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
+        if method.z_temperature == "online":
+            alpha_off = ONLINE_START_TEMPERATURE
         settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
                                  alpha_off=alpha_off, seed=cfg.seed,
+                                 z_includes_log_pi0=method.critic_includes_reference,
+                                 plateau_patience=cfg.align_plateau_patience,
                                  device="cuda" if cfg.align_num_gpus else "cpu",
                                  actor_activation=offline_meta.get("actor_activation", "relu"))
         task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
@@ -270,7 +283,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
         start_weights, activation = online_start_weights(cfg, run_dir)
         online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
-                                  actor_activation=activation)
+                                  actor_activation=activation, optimizer_states=online_optimizer_states(cfg, run_dir))
     finally:
         if owns_ray:
             ray.shutdown()
@@ -309,7 +322,8 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     if method.start == "scratch":
         return None, "relu"
     if method.start == "aligned":
-        weights, meta = load_module_checkpoint(run_dir / "alignment" / "module", expect={"stage": "aligned"})
+        weights, meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / "module",
+                                               expect={"stage": "aligned"})
         return weights, meta.get("actor_activation", "relu")
     weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / "module",
                                            expect={"stage": "offline"})
@@ -320,6 +334,18 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     weights = dict(weights)
     weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
     return weights, meta.get("actor_activation", "relu")
+
+
+def online_optimizer_states(cfg: PipelineConfig, run_dir: Path) -> dict | None:
+    """The offline learner's Adam states when `carry_optimizer_state` (else None: fresh Adam)."""
+    stage_dir = offline_stage_dir(run_dir, cfg.method)
+    if not get_method(cfg.method).carry_optimizer_state or stage_dir is None:
+        return None
+    states = load_optimizer_states(stage_dir / "module")
+    if states is None:
+        raise ValueError(f"method {cfg.method!r} carries the offline optimizer state, but {stage_dir / 'module'} "
+                         "holds none (an imported policy, or an offline stage from before it was saved)")
+    return states
 
 
 def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:

@@ -64,7 +64,8 @@ def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPA
 
 def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
-                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False)
+                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
+                  critic_includes_reference=True)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -85,6 +86,7 @@ def fake_learner(module, config):
         _device=torch.device("cpu"),
         _reference_term=O2OSACTorchLearner._reference_term,
         _density_ratio_step=O2OSACTorchLearner._density_ratio_step,
+        _diagnostics=O2OSACTorchLearner._diagnostics,
     )
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
@@ -175,7 +177,8 @@ def expected_update(module, config, b, weight, seed):
         if aca:
             soft_next = soft_next + weight * reference_l(ref_actor, new_obs, a2, config.clip_beta)[0]
         y = rew + config.gamma * (1 - done) * soft_next
-        data_l = weight * reference_l(ref_actor, obs, act, config.clip_beta)[0] if aca else 0.0
+        fits_l = aca and config.critic_includes_reference
+        data_l = weight * reference_l(ref_actor, obs, act, config.clip_beta)[0] if fits_l else 0.0
     x = torch.cat([obs, act], -1)
     critic_loss = sum(((member_forward(cw, cb, x, e) + data_l - y) ** 2).mean() for e in range(2))
     critic_grads = torch.autograd.grad(critic_loss, cw + cb)
@@ -238,10 +241,12 @@ def _norm(tensors):
 # ---------------------------------------------------------------- losses and gradients
 
 
-@pytest.mark.parametrize("mode", ["sac", "sacml", "aca"])
-def test_one_update_matches_straightforward_maths(mode):
+@pytest.mark.parametrize("mode, critic_includes_reference",
+                         [("sac", True), ("sacml", True), ("aca", True), ("aca", False)])
+def test_one_update_matches_straightforward_maths(mode, critic_includes_reference):
     clip = 0.25 if mode == "aca" else None
-    module, config, optim, before, exp, metrics = run_one_update(mode, actor_grad_clip=clip)
+    module, config, optim, before, exp, metrics = run_one_update(
+        mode, actor_grad_clip=clip, critic_includes_reference=critic_includes_reference)
 
     assert metrics["critic_loss"] == pytest.approx(float(exp["critic_loss"]), rel=1e-5)
     assert metrics["actor_loss"] == pytest.approx(float(exp["actor_loss"]), rel=1e-4, abs=1e-5)
@@ -688,3 +693,36 @@ def test_o2o_sac_balanced_replay_writes_learned_priorities_back_and_checkpoints_
         algo.stop()
         if other is not None:
             other.stop()
+
+
+def test_critic_without_reference_term_fits_r_alone():
+    """critic_includes_reference=False: the critic regresses R (not R + w l) on the same target."""
+    _, _, _, _, with_l, _ = run_one_update("aca", critic_includes_reference=True)
+    _, _, _, _, without_l, metrics = run_one_update("aca", critic_includes_reference=False)
+    torch.testing.assert_close(with_l["y"], without_l["y"])  # same TD target
+    assert isinstance(without_l["data_l"], float) and without_l["data_l"] == 0.0
+    assert float(with_l["data_l"].abs().mean()) > 0.1  # precondition: w l is not negligible here
+    assert metrics["critic_loss"] == pytest.approx(float(without_l["critic_loss"]), rel=1e-5)
+    assert metrics["critic_loss"] != pytest.approx(float(with_l["critic_loss"]), rel=1e-2)
+
+
+@pytest.mark.parametrize("mode", ["sac", "aca"])
+def test_online_diagnostics_describe_the_module_after_the_updates(mode):
+    module, _, _, _, _, metrics = run_one_update(mode)
+    obs = torch.from_numpy(make_batch(1, seed=0)["obs"][0])
+    with torch.no_grad():
+        mean, log_std = module.actor(obs)
+        ref_mean, ref_log_std = module.ref_actor(obs)
+    kl = torch.distributions.kl_divergence(Normal(mean, log_std.exp()), Normal(ref_mean, ref_log_std.exp()))
+    assert metrics["kl_to_reference"] == pytest.approx(float(kl.sum(-1).mean()), rel=1e-4)
+    shift = (torch.tanh(mean) - torch.tanh(ref_mean)).abs().mean()
+    assert metrics["mean_action_shift"] == pytest.approx(float(shift), rel=1e-5)
+    assert metrics["policy_std"] == pytest.approx(float(log_std.exp().mean()), rel=1e-5)
+    action_rows = module.critic.weights[0].detach()[:, module.obs_dim:, :]
+    assert metrics["critic_action_weight_norm"] == pytest.approx(float(action_rows.norm()), rel=1e-5)
+    assert metrics["td_error_rms"] == pytest.approx(math.sqrt(metrics["critic_loss"] / 2), rel=1e-4)
+
+
+def test_no_diagnostics_offline():
+    _, _, _, _, _, metrics = run_one_update("sacml")
+    assert "kl_to_reference" not in metrics and "td_error_rms" in metrics

@@ -276,6 +276,29 @@ def test_aca_actor_loss_by_hand_gradient_flows_through_l():
     assert alpha.grad is None
 
 
+def test_tanh_gaussian_kl_by_hand():
+    # 1-D: mu 0.5, sigma 2 against mu0 0, sigma0 1:
+    # log(1/2) + (4 + 0.25) / 2 - 1/2 = -0.693147 + 2.125 - 0.5 = 0.931853
+    kl = M.tanh_gaussian_kl(torch.tensor([[0.5]]), torch.tensor([[math.log(2.0)]]),
+                            torch.tensor([[0.0]]), torch.tensor([[0.0]]))
+    assert float(kl[0]) == pytest.approx(0.931853, abs=1e-5)
+    # two dims add; identical policies have KL 0
+    mean, log_std = torch.tensor([[0.3, -1.0]]), torch.tensor([[-0.5, 0.2]])
+    assert float(M.tanh_gaussian_kl(mean, log_std, mean, log_std)[0]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_tanh_gaussian_kl_equals_monte_carlo_of_the_squashed_densities():
+    torch.manual_seed(0)
+    mean, log_std = torch.tensor([[0.8, -0.3]]), torch.tensor([[-1.0, -0.4]])
+    ref_mean, ref_log_std = torch.tensor([[0.5, 0.1]]), torch.tensor([[-0.7, -0.6]])
+    pi = TransformedDistribution(Normal(mean.expand(200_000, 2), log_std.exp().expand(200_000, 2)),
+                                 [TanhTransform()])
+    pi0 = TransformedDistribution(Normal(ref_mean, ref_log_std.exp()), [TanhTransform()])
+    a = pi.sample().clamp(-1 + 1e-7, 1 - 1e-7)
+    mc = (pi.log_prob(a) - pi0.log_prob(a)).sum(-1).mean()
+    assert float(M.tanh_gaussian_kl(mean, log_std, ref_mean, ref_log_std)[0]) == pytest.approx(float(mc), abs=0.02)
+
+
 def test_temperature_loss_gradient():
     # d/d log_alpha = -mean(log pi + H) = -mean(-1 + (-2), 0.5 + (-2)) = 2.25: entropy above target lowers alpha
     log_alpha = torch.tensor(0.3, requires_grad=True)

@@ -77,3 +77,28 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
     assert sorted(p.name for p in tmp_path.glob("online*")) == [
         "online", "online-aca-no-align", "online-balanced-replay", "online-cql-sac", "online-naive",
         "online-sac-scratch"]
+
+
+@pytest.mark.slow
+def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
+                   for m in ("aca", "aca-online-temperature", "aca-kl", "aca-carry-adam")}
+    finally:
+        ray.shutdown()
+    assert sorted(p.name for p in tmp_path.glob("alignment*")) == [
+        "alignment", "alignment-online-temperature", "alignment-online-temperature-z-only"]
+    settings = {m: r["alignment"] for m, r in results.items()}
+    done = {p.name: json.loads((p / "DONE.json").read_text())["settings"] for p in tmp_path.glob("alignment*")}
+    alpha_off = json.loads((tmp_path / "offline" / "DONE.json").read_text())["alpha_off"]
+    assert done["alignment"]["alpha_off"] == alpha_off != 1.0
+    assert done["alignment-online-temperature"]["alpha_off"] == 1.0
+    assert done["alignment-online-temperature-z-only"]["z_includes_log_pi0"] is False
+    assert done["alignment-online-temperature"]["z_includes_log_pi0"] is True
+    # one offline stage served all four; carry-adam reuses aca's alignment
+    start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
+    assert len({round(v, 6) for v in start.values()}) == 1
+    assert settings["aca-carry-adam"] == settings["aca"]
+    for m, r in results.items():  # the online diagnostics are in the curve
+        assert {"kl_to_reference", "critic_action_weight_norm", "td_error_rms"} <= set(r["online"]["curve"][-1]), m

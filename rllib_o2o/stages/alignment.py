@@ -10,6 +10,7 @@ baselines Z_i with zeroed action columns, targets = R, log alpha = 0.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -26,15 +27,23 @@ from rllib_o2o.replay import FlatReplayBuffer
 
 @dataclass
 class AlignSettings:
-    z_steps: int = 20_000
+    z_steps: int = 20_000  # the most Z steps; fewer when the held-out residual plateaus
     batch_size: int = 256
     lr: float = 3e-4
     gamma: float = 0.99
-    alpha_off: float = 0.0
+    alpha_off: float = 0.0  # temperature in y_Z: the offline one (reference) or 1.0 (online-consistent)
     curve_every: int = 500
     seed: int = 0
     device: str = "cpu"
     actor_activation: str = "relu"
+    # True (spec): the aligned critic is log pi0(a|s) + Z(s). False: Z(s) alone, for online
+    # critics that fit R without the reference term (`critic_includes_reference=False`).
+    z_includes_log_pi0: bool = True
+    holdout_fraction: float = 0.05  # transitions kept out of the fit to measure Z's Bellman residual
+    # Stop once the held-out residual has not improved by plateau_tolerance (relative) for
+    # plateau_patience evaluations (one per curve_every steps); 0 = always run z_steps.
+    plateau_patience: int = 0
+    plateau_tolerance: float = 0.01
 
 
 class AlignmentError(RuntimeError):
@@ -54,9 +63,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
     torch.manual_seed(settings.seed)
     transitions, meta = read_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     obs_dim, act_dim = meta.obs_dim, meta.act_dim
-    replay = FlatReplayBuffer(len(transitions["rewards"]), obs_dim, act_dim, seed=settings.seed)
-    replay.add_transitions(transitions, np.asarray(meta.action_low, np.float32),
-                           np.asarray(meta.action_high, np.float32))
+    replay, holdout = _split(transitions, meta, settings)
     device = torch.device(settings.device)
     pi0 = TanhGaussianActor(obs_dim, act_dim, hidden, settings.actor_activation).to(device)
     pi0.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
@@ -64,7 +71,9 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
     z = EnsembleMLP(2, obs_dim, 1, hidden).to(device)
     optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)
 
+    holdout_batch = {k: torch.from_numpy(v).to(device) for k, v in holdout.items()}
     curve, window, start = [], [], time.perf_counter()
+    best, since_best, stopped_early, step = math.inf, 0, False, 0
     chunk = 1000
     for first in range(0, settings.z_steps, chunk):
         num = min(chunk, settings.z_steps - first)
@@ -75,11 +84,23 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
             window.append(loss)
             step = first + u + 1
             if step % settings.curve_every == 0 or step == settings.z_steps:
-                curve.append({"step": step, "z_loss": float(torch.stack(window).mean())})
+                residual = bellman_residual(pi0, z, holdout_batch, settings)
+                curve.append({"step": step, "z_loss": float(torch.stack(window).mean()),
+                              "heldout_residual": residual})
                 window = []
-        if progress:
-            progress(f"alignment: {first + num}/{settings.z_steps} Z steps, z_loss {curve[-1]['z_loss']:.4f}"
-                     if curve else f"alignment: {first + num}/{settings.z_steps} Z steps")
+                if residual < best * (1.0 - settings.plateau_tolerance):
+                    best, since_best = residual, 0
+                else:
+                    since_best += 1
+                if settings.plateau_patience and since_best >= settings.plateau_patience:
+                    stopped_early = True
+                    break
+        if progress and curve:
+            progress(f"alignment: {step}/{settings.z_steps} Z steps, z_loss {curve[-1]['z_loss']:.4f}, "
+                     f"held-out Bellman residual {curve[-1]['heldout_residual']:.4f}"
+                     + (" (plateau: stopped)" if stopped_early else ""))
+        if stopped_early:
+            break
 
     r = critic_from_baseline(z, act_dim)
     max_error = surgery_error(z, r, replay, device, settings.seed)
@@ -97,27 +118,64 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
         "weights": weights,
         "z_loss_curve": curve,
         "surgery_max_abs_error": max_error,
+        "z_steps_done": step,
+        "stopped_at_plateau": stopped_early,
         "seconds": time.perf_counter() - start,
-        "z_steps_per_s": settings.z_steps / max(time.perf_counter() - start, 1e-9),
+        "z_steps_per_s": step / max(time.perf_counter() - start, 1e-9),
         "settings": asdict(settings),
     }
 
 
-def z_fit_step(pi0, z, optimizer, b: dict, settings: AlignSettings) -> torch.Tensor:
-    """One step of L_Z (spec, stage 2.1) on batch `b`; returns the detached loss."""
+def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplayBuffer, dict]:
+    """The fit's buffer and a held-out batch (a seeded random subset, at most 10k rows).
+
+    Datasets under 20 rows hold nothing out: the residual is then measured on one training row.
+    """
+    num = len(transitions["rewards"])
+    order = np.random.default_rng(settings.seed).permutation(num)
+    num_holdout = min(10_000, int(num * settings.holdout_fraction)) if num >= 20 else 0
+    low, high = np.asarray(meta.action_low, np.float32), np.asarray(meta.action_high, np.float32)
+    fit_rows = order[num_holdout:]
+    replay = FlatReplayBuffer(len(fit_rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
+    replay.add_transitions({k: v[fit_rows] for k, v in transitions.items()}, low, high)
+    held_rows = order[:max(num_holdout, 1)]
+    held = FlatReplayBuffer(len(held_rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
+    held.add_transitions({k: v[held_rows] for k, v in transitions.items()}, low, high)
+    return replay, held.get_state()["arrays"]
+
+
+def _z_fit_terms(pi0, z, b: dict, settings: AlignSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The arguments of `maths.z_loss` on batch `b`: (log pi0(a|s) or 0, Z_i(s) [E, B], y_Z)."""
     with torch.no_grad():
         mean, log_std = pi0(b["obs"])
         log_pi0 = maths.tanh_gaussian_log_prob(mean, log_std, b["actions"])
+        if not settings.z_includes_log_pi0:
+            log_pi0 = torch.zeros_like(log_pi0)
         next_mean, next_log_std = pi0(b["new_obs"])
         _, next_log_pi0 = maths.tanh_gaussian_rsample(next_mean, next_log_std)
         next_z_min = z(b["new_obs"]).squeeze(-1).min(0).values
         y = maths.z_target(b["rewards"], b["terminateds"], settings.gamma, next_log_pi0, next_z_min,
                            settings.alpha_off)
-    loss = maths.z_loss(log_pi0, z(b["obs"]).squeeze(-1), y)
+    return log_pi0, z(b["obs"]).squeeze(-1), y
+
+
+def z_fit_step(pi0, z, optimizer, b: dict, settings: AlignSettings) -> torch.Tensor:
+    """One step of L_Z (spec, stage 2.1) on batch `b`; returns the detached loss."""
+    loss = maths.z_loss(*_z_fit_terms(pi0, z, b, settings))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+@torch.no_grad()
+def bellman_residual(pi0, z, heldout: dict, settings: AlignSettings) -> float:
+    """Mean over critics of E[(log pi0(a|s) + Z_i(s) - y_Z)^2] on held-out transitions (fixed a' noise)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(settings.seed + 1)
+    terms = _z_fit_terms(pi0, z, heldout, settings)
+    torch.random.set_rng_state(state)
+    return float(maths.z_loss(*terms)) / z.num_members
 
 
 @torch.no_grad()

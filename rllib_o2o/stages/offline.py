@@ -64,6 +64,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
                               record, cfg.checkpoint_every)
         weights = algo.call_learner(lambda learner: learner.get_module_weights())
+        optimizer_states = algo.call_learner(lambda learner: learner.get_optimizer_states())
     finally:
         algo.stop()
     alpha_off = float(np.exp(weights["log_alpha"]))
@@ -71,7 +72,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
         "actor_activation": "relu",
-    })
+    }, optimizer_states=optimizer_states)
     last = progress["curve"][-1]
     return mark_done(stage_dir, {
         "return": last["return"], "score": last["score"], "curve": progress["curve"],

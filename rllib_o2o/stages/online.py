@@ -28,6 +28,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
                      custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
+             critic_includes_reference=method.critic_includes_reference,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
@@ -44,9 +45,17 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     )
 
 
+DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",
+               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "q_mean")
+
+
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
-                     stage_dir: Path, actor_activation: str = "relu") -> dict:
-    """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable."""
+                     stage_dir: Path, actor_activation: str = "relu", optimizer_states: dict | None = None) -> dict:
+    """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable.
+
+    `optimizer_states`: the offline learner's Adam states, loaded by parameter position
+    (the reference code's behaviour) instead of starting Adam afresh.
+    """
     from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
@@ -70,8 +79,13 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
                     start_weights = {k: initial[k] if k.split(".")[0] in ("critic", "target_critic") else v
                                      for k, v in start_weights.items()}
                 algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
-                algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
-                                                   inference_only=True)
+            if method.start != "aligned":  # KL(pi || pi0) is then measured against the start policy
+                algo.call_learner(lambda learner: learner.module["default_policy"].unwrapped()
+                                  .freeze_reference_policy())
+            if optimizer_states is not None:
+                algo.call_learner(lambda learner: learner.set_optimizer_states(optimizer_states))
+            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
+                                               inference_only=True)
             if method.balanced_replay or seed_episodes:
                 _seed_replay(algo, dataset_dir, meta, None if method.balanced_replay else seed_episodes)
             ret = evaluation_return(algo.evaluate())
@@ -85,8 +99,11 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
             progress["env_steps"] = steps
             progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
             learner = result.get("learners", {}).get("default_policy", {})
-            stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f}" if "alpha" in learner
-                     else " (no updates yet)")
+            progress["curve"][-1].update({k: float(learner[k]) for k in DIAGNOSTICS if k in learner})
+            stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f} td_rms "
+                     f"{learner['td_error_rms']:.2f} KL(pi||pi0) {learner['kl_to_reference']:.2f} "
+                     f"|a-a0| {learner['mean_action_shift']:.3f} |W_a| {learner['critic_action_weight_norm']:.2f}"
+                     if "alpha" in learner else " (no updates yet)")
             if "reference_weight" in learner:
                 stats = f" w {learner['reference_weight']:.3f}" + stats
             if "density_ratio_online" in learner:  # balanced replay: how well w separates the two

@@ -80,6 +80,7 @@ class O2OSACConfig(SACConfig):
         self.cql_temperature = 1.0
         self.clip_beta = 7.0
         self.use_log_prob_clip = True
+        self.critic_includes_reference = True
         self.w_schedule = (1.0, 40.0, 0.5)
         self.entropy_scale = 1.0
         self.actor_grad_clip = None
@@ -120,6 +121,7 @@ class O2OSACConfig(SACConfig):
         cql_temperature=NotProvided,
         clip_beta=NotProvided,
         use_log_prob_clip=NotProvided,
+        critic_includes_reference=NotProvided,
         w_schedule=NotProvided,
         entropy_scale=NotProvided,
         actor_grad_clip=NotProvided,
@@ -145,6 +147,10 @@ class O2OSACConfig(SACConfig):
         cql_weight, cql_num_actions, cql_temperature: CQL(H)'s penalty weight, the
             actions sampled per source (uniform, pi at s, pi at s') and its temperature.
         clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.
+        critic_includes_reference: True (spec): the critic fits R + w l to the TD target, so R can
+            learn to cancel l and the policy drifts to plain SAC's. False: R alone is fitted (the
+            reference term stays in the actor's objective and the target's next-state value),
+            a KL(pi || pi0)-regularised SAC whose prior the critic cannot absorb.
         w_schedule: ACA's [w0, T, w_min]; w drops by w0/(T*1000) per update.
         entropy_scale: c_H; the target entropy is -c_H * |A|.
         actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.

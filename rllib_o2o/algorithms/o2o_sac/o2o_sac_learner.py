@@ -21,6 +21,7 @@ from ray.rllib.utils.typing import ModuleID
 from rllib_o2o import maths
 
 MODES = ("sac", "sacml", "aca", "cql")
+ONLINE_MODES = ("sac", "aca")  # modes whose reference actor is the policy the run started from
 
 
 class O2OSACTorchLearner(SACTorchLearner):
@@ -79,6 +80,8 @@ class O2OSACTorchLearner(SACTorchLearner):
                 totals[k] = totals.get(k, 0.0) + v
         module.num_updates += num_updates
         metrics = {k: float(v) / num_updates for k, v in totals.items()}
+        if config.o2o_mode in ONLINE_MODES:
+            metrics.update(self._diagnostics(module, tensors["obs"][-1]))
         metrics["num_updates_lifetime"] = int(module.num_updates)
         if priorities:  # not a metric: the algorithm writes them back into the replay buffer
             metrics["priorities"] = torch.stack(priorities).cpu().numpy()
@@ -96,11 +99,14 @@ class O2OSACTorchLearner(SACTorchLearner):
             if aca:
                 next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act)
             y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
-            data_ref_term = self._reference_term(module, config, obs, act) * weight if aca else 0.0
+            # The spec fits R + w l to y; with critic_includes_reference=False R alone is fitted
+            # (w l stays in the actor's objective and in the next-state value of y).
+            fits_reference = aca and config.critic_includes_reference
+            data_ref_term = self._reference_term(module, config, obs, act) * weight if fits_reference else 0.0
 
         q = module.q_values(obs, act)
         critic_loss = maths.critic_loss(q + data_ref_term, y)
-        out = {}
+        out = {"td_error_rms": (critic_loss.detach() / q.shape[0]).sqrt()}
         if config.o2o_mode == "cql":
             penalty = self._cql_penalty(module, config, b, q)
             critic_loss = critic_loss + config.cql_weight * penalty
@@ -145,6 +151,23 @@ class O2OSACTorchLearner(SACTorchLearner):
             log_prob=logp.detach().mean(),
         )
         return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _diagnostics(module, obs: torch.Tensor) -> dict:
+        """Where the policy and critic are relative to the hand-over, on one batch of states:
+        KL(pi || pi0), the mean action's shift from pi0's and its saturation, the policy's std
+        and the norm of the critic's first-layer action rows (zero right after alignment)."""
+        mean, log_std = module.actor(obs)
+        ref_mean, ref_log_std = module.ref_actor(obs)
+        action = torch.tanh(mean)
+        return {
+            "kl_to_reference": maths.tanh_gaussian_kl(mean, log_std, ref_mean, ref_log_std).mean(),
+            "mean_action_shift": (action - torch.tanh(ref_mean)).abs().mean(),
+            "mean_action_saturated": (action.abs() > 0.99).float().mean(),
+            "policy_std": log_std.exp().mean(),
+            "critic_action_weight_norm": module.critic.weights[0][:, module.obs_dim:, :].norm(),
+        }
 
     @staticmethod
     def _density_ratio_step(module, config, b, optimizer) -> dict:
@@ -197,6 +220,28 @@ class O2OSACTorchLearner(SACTorchLearner):
         return maths.clipped_log_prob(log_pi0, threshold)
 
     # -- state transfer between stages ------------------------------------------
+    def get_optimizer_states(self, module_id: ModuleID = "default_policy") -> dict:
+        """Adam's state of each parameter group (moments, step counts), as torch state dicts."""
+        names = ("critic", "actor", "alpha")
+        return {name: self.get_optimizer(module_id, name).state_dict() for name in names}
+
+    def set_optimizer_states(self, states: dict, module_id: ModuleID = "default_policy") -> None:
+        """Loads optimizer states by parameter position (as d3rlpy's load_model does), keeping
+        this learner's learning rates; a shape mismatch is an error."""
+        for name, state in states.items():
+            optimizer = self.get_optimizer(module_id, name)
+            lrs = [group["lr"] for group in optimizer.param_groups]
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            for index, moments in state["state"].items():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if moments[key].shape != params[int(index)].shape:
+                        raise ValueError(f"{name} optimizer state {index}.{key} has shape "
+                                         f"{tuple(moments[key].shape)}, parameter {tuple(params[int(index)].shape)}")
+            optimizer.load_state_dict(state)
+            for group, lr in zip(optimizer.param_groups, lrs):
+                group["lr"] = lr
+
+
     def get_module_weights(self, module_id: ModuleID = "default_policy") -> dict:
         module = self._module[module_id].unwrapped()
         return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}

@@ -1,0 +1,97 @@
+"""At the hand-over (t = 0, pi = pi0, w = alpha = 1) the online critic's expected TD target must
+equal the aligned critic's value: otherwise the first online updates move R before anything was
+learned about the environment.
+
+A one-state MDP (s' = s, never terminal, gamma 0.5) with a state-independent pi0, so every
+expectation is over actions only and is estimated with 200k samples. Z is fitted by the
+project's `align()`; the online target and reference term are the learner's.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rllib_o2o import maths
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
+from rllib_o2o.data.schema import DatasetMeta
+from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
+from rllib_o2o.stages.alignment import AlignSettings, align
+
+OBS = torch.tensor([0.3, -0.2])
+PI0_MEAN, PI0_LOG_STD = [0.4, -0.6], [-2.0, -1.5]
+GAMMA, HIDDEN, SAMPLES = 0.5, (16, 16), 200_000
+TOLERANCE = 0.05
+
+
+def reward(actions: torch.Tensor) -> torch.Tensor:
+    return 1.0 + actions[..., 0] - 0.5 * actions[..., 1] ** 2
+
+
+def state_independent_pi0() -> TanhGaussianActor:
+    actor = TanhGaussianActor(2, 2, HIDDEN)
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor(PI0_MEAN + PI0_LOG_STD))
+    return actor
+
+
+def pi0_samples(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    mean, log_std = torch.tensor(PI0_MEAN).expand(num, 2), torch.tensor(PI0_LOG_STD).expand(num, 2)
+    return maths.tanh_gaussian_rsample(mean, log_std)
+
+
+def one_state_dataset(num: int = 4096):
+    actions, _ = pi0_samples(num, seed=1)
+    obs = OBS.expand(num, 2).numpy().copy()
+    transitions = {"obs": obs, "actions": actions.numpy(), "rewards": reward(actions).numpy(),
+                   "new_obs": obs.copy(), "terminateds": np.zeros(num, bool)}
+    meta = DatasetMeta(env_id=None, obs_shape=(2,), action_shape=(2,), action_low=[-1.0, -1.0],
+                       action_high=[1.0, 1.0], source="test", num_transitions=num, num_episodes=1)
+    return transitions, meta
+
+
+def td_gap(z_target_alpha: float, critic_includes_reference: bool) -> tuple[float, float]:
+    """E_{a ~ pi0}[y(s, a)] - E_{a ~ pi0}[aligned critic(s, a)] and gamma * H(pi0)."""
+    pi0 = state_independent_pi0()
+    actor_state = {k: v.numpy() for k, v in pi0.state_dict().items()}
+    settings = AlignSettings(z_steps=3000, batch_size=256, lr=3e-3, gamma=GAMMA, alpha_off=z_target_alpha,
+                             curve_every=500, seed=0, z_includes_log_pi0=critic_includes_reference)
+    report = align(actor_state, one_state_dataset(), HIDDEN, settings)
+    weights = {k[len("critic."):]: torch.tensor(v) for k, v in report["weights"].items() if k.startswith("critic.")}
+    critic = EnsembleMLP(2, 4, 1, HIDDEN)
+    critic.load_state_dict(weights)
+    module = SimpleNamespace(ref_actor=pi0, q_values=lambda o, a: critic(torch.cat([o, a], -1)).squeeze(-1))
+    config = SimpleNamespace(clip_beta=7.0, use_log_prob_clip=True)
+    w = alpha = 1.0
+    obs = OBS.expand(SAMPLES, 2)
+    with torch.no_grad():
+        actions, _ = pi0_samples(SAMPLES, seed=2)
+        next_actions, next_log_pi = pi0_samples(SAMPLES, seed=3)  # pi = pi0 at t = 0
+        fitted = module.q_values(obs, actions)
+        if critic_includes_reference:
+            fitted = fitted + w * O2OSACTorchLearner._reference_term(module, config, obs, actions)
+        next_q = module.q_values(obs, next_actions).min(0).values
+        next_q = next_q + w * O2OSACTorchLearner._reference_term(module, config, obs, next_actions)
+        y = maths.soft_q_target(reward(actions), torch.zeros(SAMPLES), GAMMA, next_q, next_log_pi, alpha)
+        entropy = -float(next_log_pi.mean())
+    return float(y.mean() - fitted.min(0).values.mean()), GAMMA * entropy
+
+
+@pytest.mark.parametrize("critic_includes_reference", [True, False])
+def test_expected_td_target_equals_aligned_critic_with_the_online_temperature_in_y_z(critic_includes_reference):
+    gap, _ = td_gap(z_target_alpha=1.0, critic_includes_reference=critic_includes_reference)
+    assert abs(gap) < TOLERANCE
+
+
+def test_offline_temperature_in_y_z_leaves_a_gap_of_gamma_times_the_entropy():
+    """The reference code's y_Z (alpha_off = 0 here): the target exceeds the critic by gamma H(pi0)."""
+    gap, gamma_entropy = td_gap(z_target_alpha=0.0, critic_includes_reference=True)
+    assert abs(gamma_entropy) > 10 * TOLERANCE  # precondition: pi0's entropy makes the gap measurable
+    assert gap == pytest.approx(gamma_entropy, abs=TOLERANCE)
+    assert math.copysign(1, gap) == math.copysign(1, gamma_entropy)
