@@ -47,8 +47,9 @@ PROFILES = {
     "medium": Profile(
         datasets=("hopper-medium", "halfcheetah-medium"),
         methods=("aca", "aca-unseeded", "naive", "cql-sac", "sac-scratch"), seeds=(0, 1, 2),
-        pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000, online_steps=20_000,
-                      eval_every=1_000, eval_episodes=10, replay_capacity=200_000),
+        pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
+                      align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,
+                      replay_capacity=200_000),
         collect=dict(num_transitions=100_000, train_env_steps=150_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=5_000, medium_target_score=100.0 / 3.0, eval_episodes=5),
     ),

@@ -726,3 +726,26 @@ def test_online_diagnostics_describe_the_module_after_the_updates(mode):
 def test_no_diagnostics_offline():
     _, _, _, _, _, metrics = run_one_update("sacml")
     assert "kl_to_reference" not in metrics and "td_error_rms" in metrics
+
+
+def test_optimizer_states_carry_over_by_position_and_keep_the_learning_rates():
+    """The reference code's load_model: online Adam resumes from the offline moments and step count."""
+    torch.manual_seed(0)
+    offline_module, online_module = build_module(), build_module()
+    offline, offline_optim = fake_learner(offline_module, make_config("sacml"))
+    for _ in range(3):
+        offline.o2o_update(make_batch(1))
+    states = O2OSACTorchLearner.get_optimizer_states(offline)
+    online, online_optim = fake_learner(online_module, make_config("aca"))
+    online_optim["actor"].param_groups[0]["lr"] = 1e-5
+    O2OSACTorchLearner.set_optimizer_states(online, states)
+    for name in ("critic", "actor", "alpha"):
+        got, want = online_optim[name].state_dict(), offline_optim[name].state_dict()
+        assert got["state"].keys() == want["state"].keys()
+        for index, moments in want["state"].items():
+            assert float(got["state"][index]["step"]) == 3.0
+            torch.testing.assert_close(got["state"][index]["exp_avg_sq"], moments["exp_avg_sq"])
+    assert online_optim["actor"].param_groups[0]["lr"] == 1e-5  # this learner's rate, not the offline one
+    states["critic"]["state"][0]["exp_avg"] = torch.zeros(7)
+    with pytest.raises(ValueError, match="critic optimizer state 0.exp_avg has shape"):
+        O2OSACTorchLearner.set_optimizer_states(online, states)
