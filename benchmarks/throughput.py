@@ -227,7 +227,7 @@ def round_ratios(ref_ms: list[float], ms: list[float]) -> list[float]:
 # ----------------------------------------------------------------------------- builders
 def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
               updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0,
-              balanced_replay: bool = False):
+              balanced_replay: bool = False, threads: int | str = "auto"):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     config = (
@@ -237,7 +237,7 @@ def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_
         .o2o(mode=mode, hidden=HIDDEN, updates_per_iteration=updates_per_iteration,
              env_steps_per_iteration=env_steps_per_iteration, updates_per_env_step=1.0,
              replay_capacity=200_000, actor_grad_clip=0.25 if mode == "aca" else None,
-             balanced_replay=balanced_replay)
+             balanced_replay=balanced_replay, torch_threads=threads)
         .training(train_batch_size_per_learner=BATCH, initial_alpha=1.0)
         .learners(num_learners=0)
         .debugging(seed=seed, log_level="ERROR")
@@ -432,14 +432,15 @@ def run(args) -> dict:
         # -- build the contenders --------------------------------------------------------------
         log("building O2OSAC (sac, aca with 0 EnvRunners; sacml offline on the Parquet dataset) and stock SAC")
         t0 = time.perf_counter()
-        sac = build_o2o("sac")
+        sac = build_o2o("sac", threads=args.threads)
         algos.append(sac)
-        aca = build_o2o("aca", env_steps_per_iteration=s["e2e_env_steps"])
+        aca = build_o2o("aca", env_steps_per_iteration=s["e2e_env_steps"], threads=args.threads)
         algos.append(aca)
         out["o2o_build_seconds"] = (time.perf_counter() - t0) / 2
         t0 = time.perf_counter()
         with timing_offline_load() as load_seconds:
-            offline = build_o2o("sacml", dataset_dir=dataset_dir, updates_per_iteration=s["offline_updates"])
+            offline = build_o2o("sacml", dataset_dir=dataset_dir, updates_per_iteration=s["offline_updates"],
+                                threads=args.threads)
         algos.append(offline)
         out["offline_build_seconds"] = time.perf_counter() - t0
         t = load_seconds[0]
@@ -452,7 +453,7 @@ def run(args) -> dict:
         for algo in (sac, aca):
             seed_replay(algo, tr, meta)
         # Balanced Replay: the dataset as the protected offline rows, its first tenth again as "online" rows.
-        balanced = build_o2o("sac", balanced_replay=True)
+        balanced = build_o2o("sac", balanced_replay=True, threads=args.threads)
         algos.append(balanced)
         balanced.replay.add_transitions(tr, np.asarray(meta.action_low, np.float32),
                                         np.asarray(meta.action_high, np.float32), protected=True)
@@ -535,7 +536,8 @@ def run(args) -> dict:
                 algo = aca
             elif remote is None:
                 t0 = time.perf_counter()
-                algo = remote = build_o2o("aca", runners=runners, env_steps_per_iteration=s["e2e_env_steps"])
+                algo = remote = build_o2o("aca", runners=runners, env_steps_per_iteration=s["e2e_env_steps"],
+                                          threads=args.threads)
                 algos.append(remote)
                 log(f"built O2OSAC with {runners} EnvRunner(s) in {time.perf_counter() - t0:.1f}s")
             else:
@@ -561,7 +563,7 @@ def run(args) -> dict:
             remote.stop()
             algos.remove(remote)
         if args.vector_envs > 1:
-            algo = build_o2o("sac", envs_per_runner=args.vector_envs)
+            algo = build_o2o("sac", envs_per_runner=args.vector_envs, threads=args.threads)
             algos.append(algo)
             out["vector_envs_per_runner"] = args.vector_envs
             out["vector_env_steps_per_s"] = sample_rate(algo, s["sample_steps"])
@@ -584,7 +586,8 @@ def run(args) -> dict:
         n = max(1, s["block"] // 2)
         r0 = timed(ref.run, n) * 1e3 / n
         result = align(actor_state, str(dataset_dir), HIDDEN,
-                       AlignSettings(z_steps=s["z_steps"], curve_every=max(1, s["z_steps"] // 2)))
+                       AlignSettings(z_steps=s["z_steps"], curve_every=max(1, s["z_steps"] // 2),
+                                     torch_threads=args.threads))
         r1 = timed(ref.run, n) * 1e3 / n
         out["z_steps_per_s"] = result["z_steps_per_s"]
         out["z_fit_reference_updates_per_s"] = 2e3 / (r0 + r1)

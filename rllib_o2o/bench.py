@@ -51,7 +51,8 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
     write_json_atomic(out / "bench.json", {"profile": profile_name, "datasets": datasets, "methods": methods,
                                            "seeds": recorded_seeds, "pipeline": pipeline_values, "collect": profile.collect,
                                            "dataset_paths": dataset_paths or {}})
-    paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {})
+    paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {},
+                             torch_threads=pipeline_values.get("torch_threads", "auto"))
     done_files, total = [], len(datasets) * len(seeds) * len(methods)
     start = time.perf_counter()
     for name in datasets:
@@ -78,7 +79,7 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
 
 
 def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path,
-                     dataset_paths: dict[str, str]) -> dict[str, Path]:
+                     dataset_paths: dict[str, str], torch_threads: int | str = "auto") -> dict[str, Path]:
     """Given paths (dataset dirs, D4RL HDF5 files, Minari ids) or datasets generated with `collect`.
 
     Generated datasets are cached by content and settings under `data_dir`: made once per machine.
@@ -97,7 +98,7 @@ def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path
     for env_id, kinds in wanted.items():
         settings = CollectSettings(env_id=env_id, kinds=tuple(sorted(kinds)), **profile.collect)
         print(f"datasets for {env_id} {sorted(kinds)}: generating or reusing under {data_dir}", flush=True)
-        collect(settings, data_dir)
+        collect(settings, data_dir, torch_threads=torch_threads)
     for name in datasets:
         resolved.setdefault(name, dataset_dir(data_dir, *split_dataset_name(name)))
     return resolved

@@ -53,7 +53,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         num_env_runners=args.num_env_runners, seed=args.seed,
     )
     _init_ray()
-    for kind, path in collect(settings, args.out, overwrite=args.overwrite).items():
+    for kind, path in collect(settings, args.out, overwrite=args.overwrite, torch_threads=args.torch_threads).items():
         from rllib_o2o.data.validate import format_stats, validate_dataset
 
         print(f"--- {kind}")
@@ -192,8 +192,20 @@ def _load_config_file(path: str) -> dict:
 PIPELINE_FLAGS = (
     "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
     "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
-    "max_episode_steps", "offline_checkpoint", "method", "storage_path",
+    "max_episode_steps", "offline_checkpoint", "method", "storage_path", "torch_threads",
 )
+
+
+def _torch_threads(text: str):
+    """`--torch-threads`: "auto" or a positive int, checked as the config key is."""
+    from rllib_o2o.threads import AUTO, resolve_torch_threads
+
+    try:
+        value = text if text == AUTO else int(text)
+        resolve_torch_threads(value, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {AUTO!r} or a positive int, got {text!r}") from None
+    return value
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,6 +230,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="aca (default), an ACA ablation or a baseline; methods share a run dir's offline stages")
     p.add_argument("--storage-path", help="also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a "
                    "pyarrow URI (s3://, gs://, hdfs://, file://); a re-run on any node resumes from it")
+    p.add_argument("--torch-threads", type=_torch_threads,
+                   help="torch threads per process: auto (default: the CPUs Ray reserves for it) or N for all")
     p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
 
 
@@ -294,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--num-env-runners", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=_torch_threads, default="auto",
+                   help="torch threads per process of the behaviour SAC (see run)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_collect)
 

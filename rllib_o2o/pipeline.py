@@ -27,6 +27,7 @@ from rllib_o2o.data.scores import normalized_score, reference_scores
 from rllib_o2o.methods import alignment_dir_name, get_method
 from rllib_o2o.presets import get_preset, preset_for_dataset
 from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
+from rllib_o2o.threads import resolve_torch_threads
 
 EMBEDDED_ENV = "Pendulum-v1"
 ONLINE_START_TEMPERATURE = 1.0  # spec, stage 2.4: log alpha = 0 at the hand-over
@@ -36,6 +37,9 @@ PER_METHOD_KEYS = ("method",)
 # Where the run lives, not what it computes: a run resumed from storage on another node may
 # have another local path (the storage location is STORAGE_PATH/<run dir name>).
 LOCATION_KEYS = ("out", "storage_path")
+# How fast the run computes, not what: a run resumed on a node with other cores may choose
+# other torch threads.
+EXECUTION_KEYS = ("torch_threads",)
 
 
 @dataclass
@@ -77,6 +81,10 @@ class PipelineConfig:
     # Alignment stops once Z's held-out Bellman residual has not improved by 1% for this many
     # evaluations (every 500 Z steps); 0 runs all align_steps.
     align_plateau_patience: int = 0
+    # torch intra-op threads of every process of the run (driver with its learner, EnvRunners,
+    # the alignment task, dataset generation): "auto" = the CPUs Ray reserves for each process
+    # (alignment: align_num_cpus; EnvRunners: 1), or a positive int for all (rllib_o2o/threads.py).
+    torch_threads: int | str = "auto"
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -101,6 +109,7 @@ class PipelineConfig:
         get_method(self.method)
         if self.w_schedule is not None and len(self.w_schedule) != 3:
             raise ValueError(f"w_schedule is [w0, T, w_min], got {self.w_schedule}")
+        resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int
 
     def env_config(self) -> dict:
         return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
@@ -132,19 +141,19 @@ def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfi
     )
 
 
-def embedded_default_dataset(out: Path) -> Path:
+def embedded_default_dataset(out: Path, torch_threads: int | str = "auto") -> Path:
     from rllib_o2o.data.generate import CollectSettings, collect
 
     settings = CollectSettings(env_id=EMBEDDED_ENV, kinds=("medium",), num_transitions=5_000,
                                train_env_steps=8_000, env_steps_per_iteration=500, random_warmup_steps=500,
                                medium_target_score=40.0)
-    return collect(settings, out)["medium"]
+    return collect(settings, out, torch_threads=torch_threads)["medium"]
 
 
 def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
     """A dataset directory for `cfg.dataset`: as is, or imported from D4RL HDF5 / Minari."""
     if cfg.dataset is None:
-        return embedded_default_dataset(run_dir / "datasets")
+        return embedded_default_dataset(run_dir / "datasets", cfg.torch_threads)
     if is_uri(cfg.dataset):
         return fetch_dataset(cfg.dataset, run_dir / "datasets" / "fetched")
     source = Path(cfg.dataset)
@@ -202,7 +211,7 @@ def prepare(cfg: PipelineConfig):
 
 def _refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> None:
     """A run directory (or its storage) holding another run is never mixed with this one."""
-    ignored = PER_METHOD_KEYS + LOCATION_KEYS
+    ignored = PER_METHOD_KEYS + LOCATION_KEYS + EXECUTION_KEYS
     changed = sorted(k for k in previous or {} if k not in ignored and previous.get(k) != asdict(cfg).get(k))
     if changed:
         raise ValueError(f"{where} holds a run with a different config ({', '.join(changed)} differ); "
@@ -249,7 +258,8 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  z_includes_log_pi0=method.critic_includes_reference,
                                  plateau_patience=cfg.align_plateau_patience,
                                  device="cuda" if cfg.align_num_gpus else "cpu",
-                                 actor_activation=offline_meta.get("actor_activation", "relu"))
+                                 actor_activation=offline_meta.get("actor_activation", "relu"),
+                                 num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads)
         task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
         print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
         data = ray.put(read_dataset(dataset_dir))  # through the object store: any node can run the task

@@ -53,8 +53,12 @@ def dataset_dir(out_dir: str | Path, env_id: str, kind: str) -> Path:
 
 
 def collect(settings: CollectSettings, out_dir: str | Path, overwrite: bool = False,
-            progress: Callable[[str], None] = print) -> dict[str, Path]:
-    """Writes each requested kind under `out_dir`; reuses datasets made with the same settings."""
+            progress: Callable[[str], None] = print, torch_threads: int | str = "auto") -> dict[str, Path]:
+    """Writes each requested kind under `out_dir`; reuses datasets made with the same settings.
+
+    `torch_threads` is the behaviour SAC's (O2OSACConfig.o2o): how fast, not what data, so it
+    stays out of the settings and their digest.
+    """
     unknown = set(settings.kinds) - set(KINDS)
     if unknown:
         raise DatasetError(f"unknown dataset kind(s) {sorted(unknown)}; choose from {KINDS}")
@@ -84,7 +88,7 @@ def collect(settings: CollectSettings, out_dir: str | Path, overwrite: bool = Fa
         write("random", tr, {"policy": "uniform random"})
     needs_policy = [k for k in todo if k != "random"]
     if needs_policy:
-        _collect_with_behaviour_sac(settings, needs_policy, base, refs, write, progress)
+        _collect_with_behaviour_sac(settings, needs_policy, base, refs, write, progress, torch_threads)
     return targets
 
 
@@ -97,7 +101,7 @@ def _is_current(path: Path, settings: CollectSettings) -> bool:
     return True
 
 
-def _collect_with_behaviour_sac(settings, kinds, base, refs, write, progress) -> None:
+def _collect_with_behaviour_sac(settings, kinds, base, refs, write, progress, torch_threads) -> None:
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.policy import ActorPolicy
 
@@ -107,7 +111,8 @@ def _collect_with_behaviour_sac(settings, kinds, base, refs, write, progress) ->
         .environment(settings.env_id, env_config=env_config)
         .env_runners(num_env_runners=settings.num_env_runners)
         .o2o(mode="sac", env_steps_per_iteration=settings.env_steps_per_iteration,
-             random_warmup_steps=settings.random_warmup_steps, hidden=settings.hidden)
+             random_warmup_steps=settings.random_warmup_steps, hidden=settings.hidden,
+             torch_threads=torch_threads)
         .debugging(seed=settings.seed)
     )
     algo = config.build_algo()

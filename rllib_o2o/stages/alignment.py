@@ -23,6 +23,7 @@ from rllib_o2o import maths
 from rllib_o2o.data.schema import read_dataset
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor, critic_from_baseline
 from rllib_o2o.replay import FlatReplayBuffer
+from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
 
 @dataclass
@@ -44,6 +45,10 @@ class AlignSettings:
     # plateau_patience evaluations (one per curve_every steps); 0 = always run z_steps.
     plateau_patience: int = 0
     plateau_tolerance: float = 0.01
+    # The CPUs the task holds (align_remote's num_cpus): torch's threads under "auto".
+    num_cpus: float = 1
+    # "auto" (num_cpus threads, at least 1) or a positive int (rllib_o2o/threads.py).
+    torch_threads: int | str = AUTO
 
 
 class AlignmentError(RuntimeError):
@@ -57,9 +62,13 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
 def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, progress=None) -> dict:
     """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights.
 
+    Sets this process's torch threads first (`settings.torch_threads`, by default the task's
+    `num_cpus`), whatever OMP_NUM_THREADS the worker inherited.
+
     `dataset`: a dataset directory, or the (transitions, meta) pair the driver read, which
     reaches a remote task through the object store (its node need not see the driver's disk).
     """
+    apply_torch_threads(resolve_torch_threads(settings.torch_threads, settings.num_cpus))
     torch.manual_seed(settings.seed)
     transitions, meta = read_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     obs_dim, act_dim = meta.obs_dim, meta.act_dim
@@ -122,6 +131,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
         "stopped_at_plateau": stopped_early,
         "seconds": time.perf_counter() - start,
         "z_steps_per_s": step / max(time.perf_counter() - start, 1e-9),
+        "torch_threads": torch.get_num_threads(),  # what the Z fit ran with
         "settings": asdict(settings),
     }
 
@@ -189,5 +199,8 @@ def surgery_error(z: EnsembleMLP, r: EnsembleMLP, replay: FlatReplayBuffer, devi
 
 
 def align_remote(num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3):
-    """The alignment task with its own resource request; call `.remote(...)` on the result."""
+    """The alignment task with its own resource request; call `.remote(...)` on the result.
+
+    Pass the same `num_cpus` in its AlignSettings: the task sizes torch's threads by it.
+    """
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(align)

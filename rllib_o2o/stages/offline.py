@@ -25,7 +25,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)])
         .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
-             hidden=tuple(cfg.hidden))
+             hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads)
         .training(train_batch_size_per_learner=cfg.batch_size)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,

@@ -34,7 +34,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
              replay_capacity=capacity, balanced_replay=method.balanced_replay,
-             hidden=tuple(cfg.hidden), actor_activation=actor_activation)
+             hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads)
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,

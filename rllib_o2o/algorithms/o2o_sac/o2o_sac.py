@@ -17,6 +17,7 @@ import numpy as np
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.sac import SAC, SACConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -25,6 +26,7 @@ from ray.rllib.utils.metrics import (
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
 from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
+from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
 logger = logging.getLogger(__name__)
 ENV_RUNNER_RECOVERY_TIMEOUT_S = 300.0
@@ -70,6 +72,21 @@ class StreamingOfflineSampler:
         return {k: np.stack([b[k] for b in batches]) for k in BATCH_KEYS}
 
 
+class O2OEnvRunner(SingleAgentEnvRunner):
+    """RLlib's SingleAgentEnvRunner that first sizes torch's threads to its own allocation.
+
+    Sizing in the constructor reaches every EnvRunner process however it appears: built with
+    the algorithm, restarted by Ray after a crash (whether or not RLlib noticed), added with
+    `add_workers`, or an evaluation runner (whose config is the evaluation config). The local
+    EnvRunner (worker_index 0) shares the driver's process, which O2OSAC.setup sizes.
+    """
+
+    def __init__(self, *, config, **kwargs):
+        if kwargs.get("worker_index"):
+            apply_torch_threads(resolve_torch_threads(config.torch_threads, config.num_cpus_per_env_runner))
+        super().__init__(config=config, **kwargs)
+
+
 class O2OSACConfig(SACConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or O2OSAC)
@@ -99,6 +116,9 @@ class O2OSACConfig(SACConfig):
         self.actor_lr = 3e-4
         self.critic_lr = 3e-4
         self.alpha_lr = 3e-4
+        # torch intra-op threads of every process of the algorithm: "auto" = the CPUs Ray
+        # reserves for that process (rllib_o2o/threads.py), or a positive int for all of them.
+        self.torch_threads = AUTO
         self.rollout_fragment_length = 50
         self.num_steps_sampled_before_learning_starts = 256
         # One `training_step` is one iteration (it meters its own steps and updates);
@@ -110,6 +130,7 @@ class O2OSACConfig(SACConfig):
         self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 1}
         self.normalize_actions = False  # the module emits env-unit actions itself
         self.clip_actions = False
+        self.env_runner_cls = O2OEnvRunner  # sizes torch's threads in each EnvRunner process
 
     def o2o(
         self,
@@ -137,6 +158,7 @@ class O2OSACConfig(SACConfig):
         density_lr=NotProvided,
         hidden=NotProvided,
         actor_activation=NotProvided,
+        torch_threads=NotProvided,
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
 
@@ -168,6 +190,13 @@ class O2OSACConfig(SACConfig):
             balanced_replay_online_fraction of the sampling mass. Needs the offline data online.
         hidden: MLP hidden sizes of actor and critics.
         actor_activation: "relu" or "tanh" (e.g. a policy imported from RLlib's CQL).
+        torch_threads: torch's intra-op threads in each process of the algorithm. "auto"
+            (default): the CPUs Ray reserves for that process, at least 1 -- the driver and
+            its local learner `main_process_cpus()`, a remote learner `learner_cpus()`, each
+            remote EnvRunner `num_cpus_per_env_runner` (of the evaluation config for
+            evaluation runners; a custom `env_runner_cls` must size itself, see O2OEnvRunner).
+            An int sets that many threads in all of them. torch's own default (every core, in
+            every process) makes the processes of a run contend for the same cores.
         """
         for name, value in locals().items():
             if name != "self" and value is not NotProvided:
@@ -191,11 +220,27 @@ class O2OSACConfig(SACConfig):
                              "0 < balanced_replay_online_fraction < 1")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
+        resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int, else a ValueError
         if self.num_learners > 1:
             raise ValueError(
                 "O2OSAC runs one learner (num_learners 0 or 1, on CPU or GPU); "
                 "scale sampling with num_env_runners instead."
             )
+
+    def learner_cpus(self) -> float:
+        """CPUs Ray reserves for one learner: `num_cpus_per_learner`, whose "auto" is RLlib's
+        1 on CPU and 0 beside a GPU."""
+        if self.num_cpus_per_learner != "auto":
+            return self.num_cpus_per_learner
+        return 1 if self.num_gpus_per_learner == 0 else 0
+
+    def main_process_cpus(self) -> float:
+        """CPUs Ray reserves for the driver (RLlib's main-process bundle, e.g. a Tune trial):
+        with a local learner (num_learners 0) the larger of `num_cpus_for_main_process` and the
+        learner's CPUs, else `num_cpus_for_main_process`."""
+        if self.num_learners == 0:
+            return max(self.learner_cpus(), self.num_cpus_for_main_process)
+        return self.num_cpus_for_main_process
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
@@ -220,6 +265,7 @@ class O2OSAC(SAC):
 
     def setup(self, config) -> None:
         super().setup(config)
+        self._size_torch_threads()
         obs_space, act_space = self._spaces()
         self._action_low = act_space.low.astype(np.float32)
         self._action_high = act_space.high.astype(np.float32)
@@ -234,6 +280,19 @@ class O2OSAC(SAC):
             self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
         self._recorder: list[dict] | None = None
+
+    def _size_torch_threads(self) -> None:
+        """torch threads of the driver and a remote learner from their allocations (rllib_o2o/threads.py).
+
+        The driver runs the local learner, the local EnvRunner and a local evaluation runner, so
+        it takes the main-process allocation; a remote learner is asked through Ray to take
+        `learner_cpus()`. Remote EnvRunners size themselves (O2OEnvRunner).
+        """
+        config = self.config
+        apply_torch_threads(resolve_torch_threads(config.torch_threads, config.main_process_cpus()))
+        if config.num_learners > 0:
+            learner_threads = resolve_torch_threads(config.torch_threads, config.learner_cpus())
+            self.call_learner(lambda learner: apply_torch_threads(learner_threads))
 
     def get_state(self, *args, **kwargs):
         """Adds the env-step counter and (online) the flat replay buffer to RLlib's state."""
