@@ -239,3 +239,34 @@ def pendulum_module_keys():
     module = pendulum_module()
     module.make_target_networks()
     return module.state_dict().keys()
+
+
+def test_align_stops_when_the_heldout_residual_plateaus(dataset_dir, pi0_state):
+    # lr 0: Z never changes, so the held-out residual never improves after the first evaluation
+    frozen = align(pi0_state, str(dataset_dir), HIDDEN, settings(lr=0.0, plateau_patience=3, z_steps=1000))
+    assert frozen["stopped_at_plateau"] and frozen["z_steps_done"] == 4 * 50
+    assert [c["step"] for c in frozen["z_loss_curve"]] == [50, 100, 150, 200]
+    residuals = {c["heldout_residual"] for c in frozen["z_loss_curve"]}
+    assert len(residuals) == 1  # the same held-out rows and a' noise every time
+    learning = align(pi0_state, str(dataset_dir), HIDDEN, settings(plateau_patience=0))
+    assert not learning["stopped_at_plateau"] and learning["z_steps_done"] == 300
+    curve = learning["z_loss_curve"]
+    assert curve[-1]["heldout_residual"] < curve[0]["heldout_residual"]
+
+
+def test_z_fit_without_log_pi0_fits_z_to_y_z():
+    """z_includes_log_pi0=False: L_Z = sum_i E[(Z_i(s) - y_Z)^2] (the critic that fits R alone)."""
+    torch.manual_seed(0)
+    pi0 = TanhGaussianActor(OBS_DIM, ACT_DIM, HIDDEN).requires_grad_(False)
+    z = EnsembleMLP(2, OBS_DIM, 1, HIDDEN)
+    b = {"obs": torch.randn(8, OBS_DIM), "actions": torch.rand(8, ACT_DIM) * 2 - 1, "rewards": torch.randn(8),
+         "new_obs": torch.randn(8, OBS_DIM), "terminateds": torch.zeros(8)}
+    s = settings(z_includes_log_pi0=False)
+    torch.manual_seed(5)
+    log_pi0, z_values, y = alignment._z_fit_terms(pi0, z, b, s)
+    assert torch.equal(log_pi0, torch.zeros(8))
+    torch.manual_seed(5)
+    _, next_logp = maths.tanh_gaussian_rsample(*pi0(b["new_obs"]))
+    expected_y = b["rewards"] + s.gamma * (z(b["new_obs"]).squeeze(-1).min(0).values + (1 - s.alpha_off) * next_logp)
+    torch.testing.assert_close(y, expected_y.detach())
+    torch.testing.assert_close(z_values, z(b["obs"]).squeeze(-1))
