@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rllib_o2o.report import load_runs  # noqa: E402
 
-DIAGNOSTICS = {"kl_to_reference": "KL(pi‖pi0)", "mean_action_shift": "|a-a0|",
+DIAGNOSTICS = {"kl_to_reference": "KL(pi‖pi0)", "mean_action_shift": "Δ mean action",
                "critic_action_weight_norm": "‖W_a‖", "td_error_rms": "TD rms", "alpha": "alpha"}
 
 

@@ -20,12 +20,14 @@ class Method:
     fixed_w: bool = False  # w stays at w0
     seed_episodes: int | None = None  # None: the preset's
     balanced_replay: bool = False  # whole offline dataset online, density-ratio-prioritised replay
-    # Temperature in the alignment target y_Z: "offline" (alpha_off, the spec and reference code) or
-    # "online" (1, the temperature online training starts with, so E[y] = the aligned critic at t = 0).
-    z_temperature: str = "offline"
-    # True (spec): the critic fits R + w l, so R can learn to cancel l; False: R alone (l stays in
-    # the actor's objective and the target's next-state value), and Z is fitted without log pi0.
-    critic_includes_reference: bool = True
+    # Temperature in the alignment target y_Z: "online" (1, the temperature online training starts
+    # with, so that E[y] equals the aligned critic at t = 0) or "offline" (alpha_off: the spec and
+    # the reference code).
+    z_temperature: str = "online"
+    # False (this project's ACA): the critic fits R alone, w l stays in the actor's objective and the
+    # target's next-state value, and Z is fitted without log pi0, so the prior is not absorbed by R.
+    # True (spec): the critic fits R + w l and Z is fitted with log pi0 (docs/method.md).
+    critic_includes_reference: bool = False
     carry_optimizer_state: bool = False  # online Adam starts from the offline moments (reference code)
     description: str = ""
 
@@ -41,7 +43,18 @@ class Method:
 
 
 METHODS = {
-    "aca": Method("sacml", "aligned", "aca", description="ACA with the dataset's preset"),
+    "aca": Method("sacml", "aligned", "aca",
+                  description="ACA with the dataset's preset; the critic fits R alone (docs/method.md)"),
+    "aca-paper": Method("sacml", "aligned", "aca", z_temperature="offline", critic_includes_reference=True,
+                        description="ACA's online stage as the paper and spec write it: y_Z at alpha_off, "
+                                    "the critic fits R + w l"),
+    "aca-paper-online-temperature": Method("sacml", "aligned", "aca", critic_includes_reference=True,
+                                           description="ablation: aca-paper with y_Z at the online "
+                                                       "temperature 1"),
+    "aca-paper-carry-adam": Method("sacml", "aligned", "aca", z_temperature="offline",
+                                   critic_includes_reference=True, carry_optimizer_state=True,
+                                   description="ablation: aca-paper with online Adam starting from the "
+                                               "offline moments (the reference code's load_model)"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,
@@ -51,12 +64,6 @@ METHODS = {
     "aca-no-clip": Method("sacml", "aligned", "aca", use_log_prob_clip=False,
                           description="ablation: raw log pi0, no lower clip"),
     "aca-fixed-w": Method("sacml", "aligned", "aca", fixed_w=True, description="ablation: w fixed at w0"),
-    "aca-online-temperature": Method("sacml", "aligned", "aca", z_temperature="online",
-                                     description="ablation: y_Z with the online start temperature 1"),
-    "aca-carry-adam": Method("sacml", "aligned", "aca", carry_optimizer_state=True,
-                             description="ablation: online Adam starts from the offline moments (reference code)"),
-    "aca-kl": Method("sacml", "aligned", "aca", z_temperature="online", critic_includes_reference=False,
-                     description="ablation: the critic fits R alone, w l stays in the actor (KL to pi0)"),
     "naive": Method("sacml", "offline", "sac",
                     description="offline SAC+ML actor, critic and temperature, then plain SAC"),
     "cql-sac": Method("cql", "offline", "sac", description="CQL offline, then plain SAC from its weights"),

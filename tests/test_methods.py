@@ -81,24 +81,25 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
 
 @pytest.mark.slow
 def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
+    methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
-                   for m in ("aca", "aca-online-temperature", "aca-kl", "aca-carry-adam")}
+                   for m in methods}
     finally:
         ray.shutdown()
     assert sorted(p.name for p in tmp_path.glob("alignment*")) == [
-        "alignment", "alignment-online-temperature", "alignment-online-temperature-z-only"]
-    settings = {m: r["alignment"] for m, r in results.items()}
+        "alignment", "alignment-offline-temperature-with-log-pi0", "alignment-with-log-pi0"]
     done = {p.name: json.loads((p / "DONE.json").read_text())["settings"] for p in tmp_path.glob("alignment*")}
     alpha_off = json.loads((tmp_path / "offline" / "DONE.json").read_text())["alpha_off"]
-    assert done["alignment"]["alpha_off"] == alpha_off != 1.0
-    assert done["alignment-online-temperature"]["alpha_off"] == 1.0
-    assert done["alignment-online-temperature-z-only"]["z_includes_log_pi0"] is False
-    assert done["alignment-online-temperature"]["z_includes_log_pi0"] is True
-    # one offline stage served all four; carry-adam reuses aca's alignment
+    assert done["alignment"]["alpha_off"] == 1.0 and done["alignment"]["z_includes_log_pi0"] is False
+    assert done["alignment-with-log-pi0"]["alpha_off"] == 1.0
+    assert done["alignment-with-log-pi0"]["z_includes_log_pi0"] is True
+    paper = done["alignment-offline-temperature-with-log-pi0"]
+    assert paper["alpha_off"] == alpha_off != 1.0 and paper["z_includes_log_pi0"] is True
+    # one offline stage served all four; the carried-Adam ablation reuses aca-paper's alignment
     start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
     assert len({round(v, 6) for v in start.values()}) == 1
-    assert settings["aca-carry-adam"] == settings["aca"]
+    assert results["aca-paper-carry-adam"]["alignment"] == results["aca-paper"]["alignment"]
     for m, r in results.items():  # the online diagnostics are in the curve
         assert {"kl_to_reference", "critic_action_weight_norm", "td_error_rms"} <= set(r["online"]["curve"][-1]), m
