@@ -169,7 +169,7 @@ def pipeline_job(loopback_cluster, pendulum_data, tmp_path_factory):
             if any(e["event"] == "online_train_result" for e in entries):
                 victim = entries[-1]["runners"][0]
                 cmdline = Path(f"/proc/{victim['pid']}/cmdline").read_bytes().decode(errors="replace")
-                assert cmdline.startswith("ray::SingleAgentEnvRunner"), cmdline
+                assert cmdline.startswith("ray::O2OEnvRunner"), cmdline
                 assert victim["pid"] in _cluster_pids(loopback_cluster["dir"])  # ours, not another Ray's
                 os.kill(victim["pid"], signal.SIGKILL)
                 killed = {**victim, "at_env_steps": entries[-1]["env_steps"]}

@@ -96,8 +96,8 @@ def cmdline(pid: int) -> str:
 
 
 def env_runner_pids(pid: int) -> list[int]:
-    """Ray worker processes below `pid` that host an RLlib EnvRunner actor (Ray sets the process title)."""
-    return sorted(p for p in descendants(pid) if cmdline(p).startswith("ray::SingleAgentEnvRunner"))
+    """Ray worker processes below `pid` that host an EnvRunner actor (O2OEnvRunner; Ray sets the process title)."""
+    return sorted(p for p in descendants(pid) if cmdline(p).startswith("ray::O2OEnvRunner"))
 
 
 @dataclass
