@@ -145,13 +145,13 @@ def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplay
     order = np.random.default_rng(settings.seed).permutation(num)
     num_holdout = min(10_000, int(num * settings.holdout_fraction)) if num >= 20 else 0
     low, high = np.asarray(meta.action_low, np.float32), np.asarray(meta.action_high, np.float32)
-    fit_rows = order[num_holdout:]
-    replay = FlatReplayBuffer(len(fit_rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
-    replay.add_transitions({k: v[fit_rows] for k, v in transitions.items()}, low, high)
-    held_rows = order[:max(num_holdout, 1)]
-    held = FlatReplayBuffer(len(held_rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
-    held.add_transitions({k: v[held_rows] for k, v in transitions.items()}, low, high)
-    return replay, held.get_state()["arrays"]
+
+    def buffer(rows: np.ndarray) -> FlatReplayBuffer:
+        replay = FlatReplayBuffer(len(rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
+        replay.add_transitions({k: v[rows] for k, v in transitions.items()}, low, high)
+        return replay
+
+    return buffer(order[num_holdout:]), buffer(order[:max(num_holdout, 1)]).get_state()["arrays"]
 
 
 def _z_fit_terms(pi0, z, b: dict, settings: AlignSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -180,7 +180,7 @@ def z_fit_step(pi0, z, optimizer, b: dict, settings: AlignSettings) -> torch.Ten
 
 @torch.no_grad()
 def bellman_residual(pi0, z, heldout: dict, settings: AlignSettings) -> float:
-    """Mean over critics of E[(log pi0(a|s) + Z_i(s) - y_Z)^2] on held-out transitions (fixed a' noise)."""
+    """Mean over critics of L_Z's squared error on held-out transitions (fixed a' noise)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(settings.seed + 1)
     terms = _z_fit_terms(pi0, z, heldout, settings)
