@@ -69,11 +69,11 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from rllib_o2o.cli import _init_ray
+    from rllib_o2o.api import init_ray
     from rllib_o2o.cli import main as cli_main
     from rllib_o2o.stages import online
 
-    _init_ray()
+    init_ray()
     record = _recorder(Path(ours.out) / "placement.json", ray.get_runtime_context().get_node_id())
     build_online_config = online.online_config
 

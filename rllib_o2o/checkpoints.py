@@ -32,10 +32,24 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match what is asked of it."""
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def with_umask_mode(path: Path) -> Path:
+    """Gives a temp file or dir the mode a plain create would have had (tempfile makes them 0600/0700),
+    so outputs on a shared filesystem are as readable as the user's umask allows."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
+    return path
+
+
 def atomic_dir(target: Path):
     """A temp dir beside `target`; call `commit(tmp)` to rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    return with_umask_mode(Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)))
 
 
 def fsync_tree(root: Path) -> None:
@@ -80,6 +94,7 @@ def write_json_atomic(path: Path, obj) -> None:
         json.dump(obj, fh, indent=2, sort_keys=True, default=float)
         fh.flush()
         os.fsync(fh.fileno())
+    with_umask_mode(Path(tmp))
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

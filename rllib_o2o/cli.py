@@ -52,7 +52,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         random_warmup_steps=args.random_warmup_steps, max_episode_steps=args.max_episode_steps,
         num_env_runners=args.num_env_runners, seed=args.seed,
     )
-    _init_ray()
+    from rllib_o2o.api import init_ray
+
+    init_ray()
     for kind, path in collect(settings, args.out, overwrite=args.overwrite, torch_threads=args.torch_threads).items():
         from rllib_o2o.data.validate import format_stats, validate_dataset
 
@@ -61,51 +63,42 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init_ray() -> None:
-    """Joins a cluster when RAY_ADDRESS is set (ray job submit), else starts local Ray on loopback."""
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto")
-    else:
-        ray.init(include_dashboard=False)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rllib_o2o.pipeline import PipelineConfig, embedded_default_config, run_pipeline, score_table
+    from rllib_o2o.api import run
+    from rllib_o2o.config import config_from_options
 
-    values = {}
-    if args.config:
-        values.update(_load_config_file(args.config))
-    flags = {k: v for k, v in vars(args).items() if k in PIPELINE_FLAGS and v is not None}
-    values.update(flags)
-    if values.get("dataset") is None and not args.config:
-        cfg = embedded_default_config(values.pop("out", "runs/embedded-default"))
-        for key, value in values.items():
-            setattr(cfg, key, value)
-        print("no --dataset given: running the embedded default (Pendulum-v1 medium data made here)")
-    else:
-        try:
-            cfg = PipelineConfig.from_dict(values)
-        except (TypeError, ValueError) as err:
-            raise CLIError(str(err)) from None
     try:
-        from rllib_o2o.preflight import check_before_training
-
-        check_before_training(cfg)  # config, --out, dataset, env, checkpoint: before Ray or any write
-        _init_ray()
-        results = run_pipeline(cfg)
+        cfg = config_from_options(_pipeline_values(args))
+        if cfg.dataset is None:
+            print("no dataset given: running the embedded default (Pendulum-v1 medium data made here)")
+        results = run(cfg)  # config, --out, dataset, env, checkpoint checked before Ray or any write
     except ValueError as err:
         raise CLIError(str(err)) from None
-    print(score_table(results))
-    from rllib_o2o.pipeline import results_path
+    from rllib_o2o.pipeline import results_path, score_table
 
+    print(score_table(results))
     print(f"results: {results_path(Path(cfg.out), cfg.method)}")
+    print(next_steps(cfg.out, cfg.method))
     return 0
+
+
+def next_steps(out: str, method: str) -> str:
+    """What a user runs after a run: the comparison, the curves, the policy."""
+    other = "naive" if method != "naive" else "aca"
+    steps = [(f"rllib-o2o run <the same options> --method {other}", f"{other} from the same offline stage"),
+             (f"rllib-o2o report {out}", "the table and curves of every method run here"),
+             (f"rllib-o2o export {out} --out {out}/policy", "the trained policy, then rllib-o2o evaluate")]
+    width = max(len(cmd) for cmd, _ in steps)
+    return "\n".join(["next:"] + [f"  {cmd:<{width}}  # {why}" for cmd, why in steps])
+
+
+def _pipeline_values(args: argparse.Namespace) -> dict:
+    """The --config file's options with the flags given on the command line over them."""
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.flags import given_values
+
+    values = _load_config_file(args.config) if args.config else {}
+    return {**values, **given_values(args, PipelineConfig)}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -122,12 +115,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     collect_overrides = overrides.pop("collect", None) or {}
     storage_path = overrides.pop("storage_path", None)  # per run below, not a shared pipeline value
     storage_path = args.storage_path or storage_path
+    if args.verbose:
+        overrides["verbose"] = True
     try:
         if storage_path:
             from rllib_o2o.storage import check_storage
 
             check_storage(storage_path, args.out)
-        _init_ray()
+        from rllib_o2o.api import init_ray
+
+        init_ray(quiet=not overrides.get("verbose", False))
         run_benchmark(args.profile, args.out, args.data_dir, datasets=args.datasets, methods=args.methods,
                       seeds=args.seeds, overrides=overrides, dataset_paths=paths,
                       num_env_runners=args.num_env_runners, collect_overrides=collect_overrides,
@@ -150,6 +147,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rllib_o2o.export import ACTOR_FILE, POLICY_FILE, export_policy
+
+    try:
+        spec = export_policy(args.run_dir, args.out, stage=args.stage, method=args.method, overwrite=args.overwrite)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(f"exported the {spec.source_method} {spec.source_stage} actor ({spec.step} {spec.step_unit}, "
+          f"{spec.source_checkpoint}) -> {args.out}/{ACTOR_FILE}, {args.out}/{POLICY_FILE}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rllib_o2o.checkpoints import write_json_atomic
+    from rllib_o2o.export import evaluate, load_policy
+
+    try:
+        policy = load_policy(args.policy, stochastic=args.stochastic, seed=args.seed)
+        result = evaluate(policy, args.env, args.episodes, args.seed, args.max_episode_steps)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    score = "" if result["score"] is None else f", normalised score {result['score']:.1f}"
+    print(f"{result['env_id']}: {result['episodes']} episode(s), return {result['mean_return']:.1f} "
+          f"+- {result['std_return']:.1f}{score}")
+    if args.json:
+        write_json_atomic(Path(args.json), result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from rllib_o2o.tune import config_from_args, run_tune, settings_from_args, summary_table
 
@@ -157,7 +184,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise CLIError("tune searches ACA's online knobs; --method must be aca")
 
     try:
-        cfg, overrides = config_from_args(args, _load_config_file, PIPELINE_FLAGS)
+        from rllib_o2o.config import PipelineConfig
+        from rllib_o2o.flags import given_values
+
+        cfg, overrides = config_from_args(args, _load_config_file, given_values(args, PipelineConfig))
         settings = settings_from_args(args, _load_config_file)
         settings.validate()
         cfg.validate()
@@ -165,7 +195,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             from rllib_o2o.storage import check_storage
 
             check_storage(cfg.storage_path, cfg.out)
-        _init_ray()
+        from rllib_o2o.api import init_ray
+
+        init_ray()
         summary = run_tune(cfg, settings, overrides)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
@@ -189,13 +221,6 @@ def _load_config_file(path: str) -> dict:
     return data
 
 
-PIPELINE_FLAGS = (
-    "dataset", "env", "out", "preset", "offline_steps", "align_steps", "online_steps", "eval_every",
-    "eval_episodes", "num_env_runners", "num_envs_per_env_runner", "num_gpus_per_learner", "seed",
-    "max_episode_steps", "offline_checkpoint", "method", "storage_path", "torch_threads",
-)
-
-
 def _torch_threads(text: str):
     """`--torch-threads`: "auto" or a positive int, checked as the config key is."""
     from rllib_o2o.threads import AUTO, resolve_torch_threads
@@ -209,30 +234,27 @@ def _torch_threads(text: str):
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The pipeline's flags; shared with pipelines/run_o2o.py."""
-    p.add_argument("--dataset", help="dataset dir, D4RL .hdf5 file, or local Minari id (default: embedded)")
-    p.add_argument("--env", help="gymnasium env id (default: the dataset's)")
-    p.add_argument("--out", help="run directory (re-running resumes it)")
-    p.add_argument("--preset", choices=["random", "medium", "medium-replay", "medium-expert", "expert"])
-    p.add_argument("--offline-steps", type=int, help="stage 1 gradient steps")
-    p.add_argument("--align-steps", type=int, help="stage 2 Z-fit steps")
-    p.add_argument("--online-steps", type=int, help="stage 3 env steps (one update per step)")
-    p.add_argument("--eval-every", type=int, help="online env steps between evaluations")
-    p.add_argument("--eval-episodes", type=int, help="episodes per evaluation (mean action)")
-    p.add_argument("--num-env-runners", type=int, help="parallel sampling workers in stage 3")
-    p.add_argument("--num-envs-per-env-runner", type=int)
-    p.add_argument("--num-gpus-per-learner", type=float, help="1 puts the learner on a GPU")
-    p.add_argument("--max-episode-steps", type=int, help="time limit override for the env")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--offline-checkpoint",
-                   help="skip stage 1: align this checkpoint (this project's, or RLlib CQL/SAC)")
-    p.add_argument("--method", choices=sorted(METHODS),
-                   help="aca (default), an ACA ablation or a baseline; methods share a run dir's offline stages")
-    p.add_argument("--storage-path", help="also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a "
-                   "pyarrow URI (s3://, gs://, hdfs://, file://); a re-run on any node resumes from it")
-    p.add_argument("--torch-threads", type=_torch_threads,
-                   help="torch threads per process: auto (default: the CPUs Ray reserves for it) or N for all")
-    p.add_argument("--config", help="YAML/JSON file of pipeline options (flags override it)")
+    """The pipeline's flags, one per PipelineConfig field (rllib_o2o/flags.py); shared with
+    pipelines/run_o2o.py and `tune`."""
+    from rllib_o2o.config import PipelineConfig, embedded_default_config
+    from rllib_o2o.flags import add_config_flags
+
+    add_config_flags(p, PipelineConfig, alternative=("without a dataset", embedded_default_config()))
+    p.add_argument("--config", help="YAML/JSON file of pipeline options, keys as the flags with underscores "
+                   "(flags override it)")
+
+
+def _version() -> str:
+    """The installed distribution's version; the package's own in a source tree that is not installed
+    (e.g. pipelines/run_o2o.py under `ray job submit --working-dir .`)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rllib-o2o")
+    except metadata.PackageNotFoundError:
+        from rllib_o2o import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rllib-o2o",
         description="Offline-to-online RL on Ray RLlib with Actor-Critic Alignment.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a dataset directory and print its stats")
@@ -285,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use this dataset dir, D4RL .hdf5 file or Minari id for NAME instead of generating it")
     p.add_argument("--num-env-runners", type=int, default=0, help="parallel sampling workers online")
     p.add_argument("--storage-path", help="also keep each run in STORAGE_PATH/<dataset>/seed<k> (see run)")
+    p.add_argument("--verbose", action="store_true", help="Ray's and the libraries' own log lines too (see run)")
     p.add_argument("--config", help="YAML/JSON of pipeline options overriding the profile's budgets; "
                                     "its 'collect' mapping overrides the dataset generation settings")
     p.set_defaults(func=_cmd_bench)
@@ -293,6 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="benchmark directory (rllib-o2o bench --out) or a run directory")
     p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="write a run's trained actor as a standalone policy (tensors + policy.json)")
+    p.add_argument("run_dir", help="run directory (rllib-o2o run --out); a run in progress gives its newest checkpoint")
+    p.add_argument("--out", required=True, help="policy directory to write")
+    p.add_argument("--stage", choices=["online", "offline"],
+                   help="default: online if it has a checkpoint, else the offline actor pi0")
+    p.add_argument("--method", choices=sorted(METHODS), help="which method's policy (default: the run's config.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("evaluate", help="run an exported policy in its gymnasium env (no Ray)")
+    p.add_argument("policy", help="exported policy directory (rllib-o2o export --out)")
+    p.add_argument("--env", help="gymnasium env id (default: the policy's)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
+    p.add_argument("--max-episode-steps", type=int, help="time limit (default: the run's, else the env's)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
+    p.add_argument("--json", help="also write the returns and score to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("collect", help="generate D4RL-style datasets with a behaviour SAC")
     p.add_argument("--env", default="Pendulum-v1", help="gymnasium env id (Hopper-v5, HalfCheetah-v5, ...)")

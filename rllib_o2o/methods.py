@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rllib_o2o.suggest import UnknownNameError
+
 
 @dataclass(frozen=True)
 class Method:
@@ -77,7 +79,7 @@ METHODS = {
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+        raise UnknownNameError("method", [name], METHODS, hint=f"; choose from {sorted(METHODS)}")
     return METHODS[name]
 
 

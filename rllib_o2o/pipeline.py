@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import ray
@@ -23,13 +23,14 @@ from rllib_o2o.checkpoints import (
     save_module_checkpoint,
     write_json_atomic,
 )
-from rllib_o2o.data.scores import normalized_score, reference_scores
+from rllib_o2o.config import EMBEDDED_ENV, PipelineConfig
+from rllib_o2o.console import Console, quiet_libraries, ray_init_options
+from rllib_o2o.data.scores import reference_scores
 from rllib_o2o.methods import alignment_dir_name, get_method
+from rllib_o2o.metrics_log import MetricsLog, require_wandb
 from rllib_o2o.presets import get_preset, preset_for_dataset
 from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
-from rllib_o2o.threads import resolve_torch_threads
 
-EMBEDDED_ENV = "Pendulum-v1"
 ONLINE_START_TEMPERATURE = 1.0  # spec, stage 2.4: log alpha = 0 at the hand-over
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
@@ -37,108 +38,9 @@ PER_METHOD_KEYS = ("method",)
 # Where the run lives, not what it computes: a run resumed from storage on another node may
 # have another local path (the storage location is STORAGE_PATH/<run dir name>).
 LOCATION_KEYS = ("out", "storage_path")
-# How fast the run computes, not what: a run resumed on a node with other cores may choose
-# other torch threads.
-EXECUTION_KEYS = ("torch_threads",)
-
-
-@dataclass
-class PipelineConfig:
-    dataset: str | None = None
-    env: str | None = None
-    out: str = "runs/o2o"
-    preset: str | None = None
-    offline_steps: int = 20_000
-    align_steps: int = 10_000
-    online_steps: int = 20_000
-    eval_every: int = 1_000
-    eval_episodes: int = 10
-    offline_eval_every: int = 5_000
-    checkpoint_every: int = 1
-    num_env_runners: int = 0
-    num_envs_per_env_runner: int = 1
-    num_gpus_per_learner: float = 0
-    align_num_cpus: float = 1
-    align_num_gpus: float = 0
-    align_lr: float = 3e-4
-    batch_size: int = 256
-    hidden: list = field(default_factory=lambda: [256, 256])
-    replay_capacity: int = 1_000_000
-    alpha_bc: float = 30.0
-    clip_beta: float | None = None
-    w_schedule: list | None = None
-    seed_episodes: int | None = None
-    entropy_scale: float | None = None
-    max_episode_steps: int | None = None
-    seed: int = 0
-    ref_min_score: float | None = None
-    ref_max_score: float | None = None
-    offline_checkpoint: str | None = None
-    alpha_off: float | None = None
-    custom_resources_per_env_runner: dict | None = None
-    method: str = "aca"
-    storage_path: str | None = None
-    # Alignment stops once Z's held-out Bellman residual has not improved by 1% for this many
-    # evaluations (every 500 Z steps); 0 runs all align_steps.
-    align_plateau_patience: int = 0
-    # torch intra-op threads of every process of the run (driver with its learner, EnvRunners,
-    # the alignment task, dataset generation): "auto" = the CPUs Ray reserves for each process
-    # (alignment: align_num_cpus; EnvRunners: 1), or a positive int for all (rllib_o2o/threads.py).
-    torch_threads: int | str = "auto"
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "PipelineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-        for name, value in values.items():
-            _check_type(name, value, cls.__dataclass_fields__[name].type)
-        return cls(**values)
-
-    def validate(self) -> None:
-        for name in ("offline_steps", "align_steps", "online_steps", "eval_every", "eval_episodes",
-                     "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.clip_beta is not None and self.clip_beta <= 0:
-            raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
-        get_method(self.method)
-        if self.w_schedule is not None and len(self.w_schedule) != 3:
-            raise ValueError(f"w_schedule is [w0, T, w_min], got {self.w_schedule}")
-        resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int
-
-    def env_config(self) -> dict:
-        return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
-
-    def score(self, ret: float | None) -> float | None:
-        if ret is None or self.ref_min_score is None or self.ref_max_score is None:
-            return None
-        return float(normalized_score(ret, self.ref_min_score, self.ref_max_score))
-
-
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple), "dict": (dict,)}
-
-
-def _check_type(name: str, value, annotation: str) -> None:
-    """Config files are untyped: reject e.g. offline_steps: "many" with a message naming the key."""
-    allowed = annotation.replace(" ", "").split("|")
-    if value is None and "None" in allowed:
-        return
-    types = tuple(t for a in allowed for t in _TYPES.get(a, ()))
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise ValueError(f"config key {name!r} must be {annotation}, got {value!r}")
-
-
-def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfig:
-    """Small enough for a laptop: Pendulum-v1 medium data made here, a few minutes in all."""
-    return PipelineConfig(
-        out=out, env=EMBEDDED_ENV, offline_steps=3_000, offline_eval_every=1_000, align_steps=2_000,
-        online_steps=5_000, eval_every=1_000, eval_episodes=5, replay_capacity=100_000,
-    )
+# How fast the run computes or how it is watched, not what it computes: a run resumed on a node
+# with other cores may choose other torch threads, and any run may be resumed verbose or into W&B.
+EXECUTION_KEYS = ("torch_threads", "verbose", "wandb_project")
 
 
 def embedded_default_dataset(out: Path, torch_threads: int | str = "auto") -> Path:
@@ -154,32 +56,32 @@ def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
     """A dataset directory for `cfg.dataset`: as is, or imported from D4RL HDF5 / Minari."""
     if cfg.dataset is None:
         return embedded_default_dataset(run_dir / "datasets", cfg.torch_threads)
+    from rllib_o2o.data.sources import D4RL, DIRECTORY, dataset_kind
+
     if is_uri(cfg.dataset):
         return fetch_dataset(cfg.dataset, run_dir / "datasets" / "fetched")
-    source = Path(cfg.dataset)
-    if source.is_dir() and (source / "dataset.json").exists():
-        return source
     target = run_dir / "datasets" / "imported"
     if (target / "dataset.json").exists():
         return target
-    if source.suffix in (".hdf5", ".h5"):
+    kind = dataset_kind(cfg.dataset)  # as the preflight decided
+    if kind == DIRECTORY:
+        return Path(cfg.dataset)
+    if kind == D4RL:
         from rllib_o2o.data.d4rl import import_d4rl
 
         if not cfg.env:
             raise ValueError("--env is required to import a D4RL file")
-        return import_d4rl(source, env_id=cfg.env, out_dir=target)
-    if source.is_dir() and not (source / "data").exists():
-        from rllib_o2o.data.schema import DatasetError
-
-        raise DatasetError(f"{source}: not a dataset directory (no dataset.json)")
+        return import_d4rl(cfg.dataset, env_id=cfg.env, out_dir=target)
     from rllib_o2o.data.minari_import import import_minari
 
     return import_minari(cfg.dataset, out_dir=target, env_id=cfg.env)
 
 
 def prepare(cfg: PipelineConfig):
-    """Validation before any training (config, dataset vs env, output path), then the sync with storage."""
-    from rllib_o2o.data.rollouts import is_registered
+    """Validation before any training (config, dataset vs env, output path), then the sync with storage.
+
+    Returns (run_dir, dataset_dir, meta, stats): the dataset's statistics come from its validation."""
+    from rllib_o2o.data.rollouts import check_registered
     from rllib_o2o.data.validate import validate_dataset
 
     cfg.validate()
@@ -191,9 +93,8 @@ def prepare(cfg: PipelineConfig):
 
     meta = read_meta(dataset_dir)
     cfg.env = cfg.env or meta.env_id
-    if not is_registered(cfg.env):
-        raise ValueError(f"env {cfg.env!r} is not a registered gymnasium env; pass --env")
-    validate_dataset(dataset_dir, env_id=cfg.env)
+    check_registered(cfg.env)
+    stats = validate_dataset(dataset_dir, env_id=cfg.env)
     if cfg.ref_min_score is None:
         refs = (meta.ref_min_score, meta.ref_max_score)
         cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
@@ -206,7 +107,7 @@ def prepare(cfg: PipelineConfig):
     if not saved.exists():
         write_json_atomic(saved, asdict(cfg))
     sync_run(run_dir)  # with storage: what the run dir lacks comes down, what storage lacks goes up
-    return run_dir, dataset_dir, meta
+    return run_dir, dataset_dir, meta, stats
 
 
 def _refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> None:
@@ -223,14 +124,15 @@ def offline_stage_dir(run_dir: Path, method: str) -> Path | None:
     return None if kind is None else run_dir / ("offline" if kind == "sacml" else f"offline-{kind}")
 
 
-def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path,
-                              meta) -> tuple[dict | None, dict | None]:
+def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path, meta, console: Console,
+                              metrics: MetricsLog) -> tuple[dict | None, dict | None]:
     """The method's offline stage and, if it starts from the aligned critic, the alignment Ray task.
 
     Each is skipped when already complete in `run_dir` (methods share them).
     """
     from rllib_o2o.data.schema import read_dataset
-    from rllib_o2o.stages.alignment import AlignSettings, align_remote
+    from rllib_o2o.metrics_log import HELDOUT_RESIDUAL, Z_LOSS
+    from rllib_o2o.stages.alignment import AlignSettings, align_in_task
     from rllib_o2o.stages.common import mark_done, stage_done
     from rllib_o2o.stages.offline import run_offline_stage
 
@@ -239,9 +141,9 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     if stage_dir is None:
         offline = None
     elif cfg.offline_checkpoint and method.offline == "sacml":
-        offline = import_offline_stage(cfg, meta, stage_dir)
+        offline = import_offline_stage(cfg, meta, stage_dir, console)
     else:
-        offline = run_offline_stage(cfg, dataset_dir, meta, stage_dir, mode=method.offline)
+        offline = run_offline_stage(cfg, dataset_dir, meta, stage_dir, console, metrics, mode=method.offline)
     if method.start != "aligned":
         return offline, None
 
@@ -260,41 +162,72 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  device="cuda" if cfg.align_num_gpus else "cpu",
                                  actor_activation=offline_meta.get("actor_activation", "relu"),
                                  num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads)
-        task = align_remote(num_cpus=cfg.align_num_cpus, num_gpus=cfg.align_num_gpus)
-        print(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task", flush=True)
+        console.line(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task")
         data = ray.put(read_dataset(dataset_dir))  # through the object store: any node can run the task
-        report = ray.get(task.remote(actor, data, tuple(cfg.hidden), settings))
+        with (console.progress("alignment", cfg.align_steps, "Z steps") as bar,
+              metrics.stage(align_dir, None) as log):  # no checkpoints: a re-run fits Z from the start
+
+            def on_point(point: dict) -> None:
+                log.log(point["step"], {Z_LOSS: point["z_loss"], HELDOUT_RESIDUAL: point["heldout_residual"]})
+                bar.update(point["step"], f"z_loss {point['z_loss']:.4f}, held-out Bellman residual "
+                                          f"{point['heldout_residual']:.4f}")
+
+            bar.start(0)
+            report = align_in_task(actor, data, tuple(cfg.hidden), settings, cfg.align_num_gpus, on_point)
         save_module_checkpoint(align_dir / "module", report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
             "actor_activation": settings.actor_activation})
         alignment = mark_done(align_dir, report)
         curve = report["z_loss_curve"]
-        print(f"alignment: done in {report['seconds']:.1f}s, z_loss {curve[0]['z_loss']:.3f} -> "
-              f"{curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = {report['surgery_max_abs_error']:.2g}",
-              flush=True)
+        plateau = ", stopped at the plateau" if report["stopped_at_plateau"] else ""
+        console.saved("alignment", align_dir / "module",
+                      f"{report['z_steps_done']} Z steps in {report['seconds']:.1f}s{plateau}, z_loss "
+                      f"{curve[0]['z_loss']:.3f} -> {curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = "
+                      f"{report['surgery_max_abs_error']:.2g}")
     else:
-        print("alignment: already complete, skipped", flush=True)
+        console.line("alignment: already complete, skipped")
     return offline, alignment
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    """Runs or resumes the run `cfg` describes in `cfg.out`; returns the results, also written to results.json.
+
+    Stages already done in the run directory are skipped, an interrupted one resumes
+    from its last checkpoint. `cfg` is completed in place (env, preset and reference
+    scores from the dataset). This is the pipeline alone: `rllib_o2o.run` first makes
+    the checks of `rllib-o2o run` (nothing is written before they pass) and starts Ray,
+    which generating the embedded default dataset already needs.
+
+    Results: env_id, dataset, preset, method, seed, reference_scores; offline and
+    alignment (their reports, None for a method without that stage), online (curve of
+    evaluations, dip, final score); offline_score (online step 0), dip, final_score
+    (normalised scores, None without reference scores), dataset_score (the data's mean
+    episode, normalised) and seconds_this_invocation.
+    """
     from rllib_o2o.stages.online import run_online_stage
 
+    require_wandb(cfg.wandb_project)  # before anything trains (the embedded dataset's generation included)
+    quiet_libraries(cfg.verbose)
+    console = Console()
     start = time.perf_counter()
-    run_dir, dataset_dir, meta = prepare(cfg)
+    run_dir, dataset_dir, meta, stats = prepare(cfg)
     preset = get_preset(cfg.preset, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
                         seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
-    print(f"run {run_dir}: env {cfg.env}, dataset {dataset_dir}, preset {cfg.preset} {preset}", flush=True)
+    console.line(f"run {run_dir}: env {cfg.env}, dataset {dataset_dir}, preset {cfg.preset} {preset}")
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, **ray_init_options(cfg.verbose))
+    metrics = MetricsLog(cfg.wandb_project, run_name=f"{run_dir.resolve().name}-{cfg.method}",
+                         run_id=wandb_run_id(cfg), run_dir=run_dir, config=asdict(cfg))
     try:
-        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
+        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, console, metrics)
         start_weights, activation = online_start_weights(cfg, run_dir)
         online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
-                                  actor_activation=activation, optimizer_states=online_optimizer_states(cfg, run_dir))
+                                  console, metrics, actor_activation=activation,
+                                  optimizer_states=online_optimizer_states(cfg, run_dir))
     finally:
+        metrics.close()
         if owns_ray:
             ray.shutdown()
     results = {
@@ -304,6 +237,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "method": cfg.method,
         "seed": cfg.seed,
         "reference_scores": [cfg.ref_min_score, cfg.ref_max_score],
+        # the behaviour data's mean episode, normalised: what the offline policy is read against
+        "dataset_score": cfg.score(stats.return_mean),
         "offline": offline and {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
         "alignment": alignment and {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
                                                                "z_steps_per_s")},
@@ -316,6 +251,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     write_json_atomic(results_path(run_dir, cfg.method), results)
     push_file(results_path(run_dir, cfg.method))
     return results
+
+
+def wandb_run_id(cfg: PipelineConfig) -> str:
+    """One W&B run per run directory and method, the same on every invocation and node (a resumed
+    run appends to it): a digest of the run dir's name and what the run computes."""
+    import hashlib
+
+    identity = {k: v for k, v in asdict(cfg).items() if k not in LOCATION_KEYS + EXECUTION_KEYS}
+    text = json.dumps([Path(cfg.out).resolve().name, identity], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def online_stage_dir(run_dir: Path, method: str) -> Path:
@@ -358,7 +303,7 @@ def online_optimizer_states(cfg: PipelineConfig, run_dir: Path) -> dict | None:
     return states
 
 
-def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
+def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path, console: Console) -> dict:
     """Stage 1 replaced by an existing offline checkpoint (RLlib CQL/SAC or this project's)."""
     from rllib_o2o.data.rollouts import evaluate_policy
     from rllib_o2o.policy import ActorPolicy
@@ -373,7 +318,8 @@ def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
         raise ValueError(f"{cfg.offline_checkpoint}: its policy has hidden sizes {ref.hidden}, the run uses "
                          f"{list(cfg.hidden)}; set hidden: {ref.hidden} in --config")
     if ref.alpha_off is None and cfg.alpha_off is None:
-        print("offline checkpoint carries no temperature: alignment uses alpha_off = 0 (set alpha_off to change)")
+        console.line("offline checkpoint carries no temperature: alignment uses alpha_off = 0 (set alpha_off to "
+                     "change)")
     alpha_off = ref.alpha_off if ref.alpha_off is not None else 0.0
     actor, kind = ref.state, ref.kind
     policy = ActorPolicy(actor, meta.obs_dim, meta.act_dim, ref.hidden, meta.action_low, meta.action_high,
@@ -385,9 +331,11 @@ def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path) -> dict:
         "act_dim": meta.act_dim, "hidden": list(ref.hidden), "alpha_off": alpha_off,
         "actor_activation": ref.activation, "source": str(cfg.offline_checkpoint)})
     ret = float(returns.mean())
-    print(f"offline stage: imported {kind} policy from {cfg.offline_checkpoint}, return {ret:.1f}", flush=True)
-    return mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
-                                 "seconds": 0.0, "alpha_off": alpha_off, "source": str(cfg.offline_checkpoint)})
+    summary = mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
+                                    "seconds": 0.0, "alpha_off": alpha_off, "source": str(cfg.offline_checkpoint)})
+    console.saved("offline", stage_dir / "module", f"{kind} policy imported from {cfg.offline_checkpoint}, "
+                  f"return {ret:.1f}")
+    return summary
 
 
 def score_table(results: dict) -> str:
@@ -395,6 +343,7 @@ def score_table(results: dict) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
 
     rows = [
+        ("dataset (mean episode)", results.get("dataset_score")),
         ("offline policy (online step 0)", results["offline_score"]),
         ("dip (lowest in first 10% of online steps)", results["dip"]),
         ("final (after online fine-tuning)", results["final_score"]),

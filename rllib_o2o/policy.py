@@ -23,13 +23,15 @@ class ActorPolicy:
         torch.manual_seed(seed)
 
     @classmethod
-    def from_module_weights(cls, weights: dict, **kwargs) -> "ActorPolicy":
+    def from_module_weights(cls, weights: dict, **kwargs) -> ActorPolicy:
         actor_state = {k[len("actor."):]: v for k, v in weights.items() if k.startswith("actor.")}
         return cls(actor_state, **kwargs)
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        mean, log_std = self.actor(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1))
+        """One observation [obs_dim] -> one action [act_dim]; a batch [..., obs_dim] -> [..., act_dim]."""
+        obs = np.asarray(obs, dtype=np.float32)
+        mean, log_std = self.actor(torch.as_tensor(obs.reshape(-1, self.actor.obs_dim)))
         squashed = tanh_gaussian_rsample(mean, log_std)[0] if self.stochastic else torch.tanh(mean)
-        unit = squashed[0].numpy()
-        return self.low + (unit + 1.0) * 0.5 * (self.high - self.low)
+        action = self.low + (squashed.numpy() + 1.0) * 0.5 * (self.high - self.low)
+        return action.reshape(*obs.shape[:-1], self.actor.act_dim)

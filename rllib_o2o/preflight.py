@@ -1,8 +1,9 @@
 """Checks `rllib-o2o run` makes before Ray starts or anything is written.
 
 Each problem raises one exception with a one-line message (the CLI prints it and
-exits 2): the config's values, the output path (it must be, or be creatable as,
-a writable directory), `--storage-path` (it must open and take a probe file,
+exits 2): the config's values, wandb when a W&B project is asked for, relative paths
+that a Ray job with an uploaded working dir would lose, the output path (it must be, or
+be creatable as, a writable directory), `--storage-path` (it must open and take a probe file,
 which is removed), the dataset against its dataset.json and the env's spaces,
 the env id, and an `--offline-checkpoint`'s compatibility with the dataset and
 the run's network sizes. Nothing here writes to the run directory; the pipeline
@@ -11,9 +12,13 @@ the run's network sizes. Nothing here writes to the run directory; the pipeline
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+
+# Ray Jobs puts the job's config (with its runtime_env) in every driver's environment under this name.
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def check_output_dir(out: str | os.PathLike) -> None:
@@ -51,39 +56,33 @@ def check_dataset(cfg):
     validated by the pipeline once they are on local disk).
     """
     from rllib_o2o.data.schema import META_FILE, read_meta
+    from rllib_o2o.data.sources import D4RL, MINARI, dataset_kind
     from rllib_o2o.data.validate import validate_dataset
 
     if cfg.dataset is None:
         return None
-    source = Path(cfg.dataset)
     imported = Path(cfg.out) / "datasets" / "imported"
     fetched = Path(cfg.out) / "datasets" / "fetched"
     if "://" in str(cfg.dataset):  # a URI: fetched (and validated) into the run directory by the pipeline
         if not (fetched / META_FILE).exists():
             return None
         path = fetched
-    elif source.is_dir() and (source / META_FILE).exists():
-        path = source
-    elif (imported / META_FILE).exists():
+    elif (imported / META_FILE).exists():  # the run's own import of a D4RL file or Minari dataset
         path = imported
-    elif source.suffix in (".hdf5", ".h5"):
-        from rllib_o2o.data.d4rl import load_d4rl
+    else:
+        kind = dataset_kind(cfg.dataset)  # raises for a missing path or one that holds no dataset
+        if kind == D4RL:
+            from rllib_o2o.data.d4rl import load_d4rl
 
-        if not cfg.env:
-            raise ValueError("--env is required to import a D4RL file")
-        return load_d4rl(source, cfg.env)[1]  # every check of the import, nothing written
-    elif source.is_file():
-        from rllib_o2o.data.schema import DatasetError
+            if not cfg.env:
+                raise ValueError("--env is required to import a D4RL file")
+            return load_d4rl(cfg.dataset, cfg.env)[1]  # every check of the import, nothing written
+        if kind == MINARI:  # it must at least exist
+            from rllib_o2o.data.minari_import import _data_dir
 
-        raise DatasetError(f"{source}: not a dataset directory, a D4RL .hdf5/.h5 file or a Minari dataset")
-    elif source.is_dir() and not (source / "data").exists():  # a directory that is not a Minari dataset
-        read_meta(source)  # raises "no dataset.json"
-        return None
-    else:  # a Minari id or path: it must at least exist
-        from rllib_o2o.data.minari_import import _data_dir
-
-        _data_dir(cfg.dataset)
-        return None
+            _data_dir(cfg.dataset)
+            return None
+        path = Path(cfg.dataset)
     validate_dataset(path, env_id=cfg.env)
     return read_meta(path)
 
@@ -101,11 +100,45 @@ def check_offline_checkpoint(cfg, meta) -> None:
                          f"{list(cfg.hidden)}; set hidden: {ref.hidden} in --config")
 
 
+def in_uploaded_working_dir() -> bool:
+    """True in the driver of `ray job submit --working-dir`: its cwd is a temporary copy of the
+    uploaded files (git-ignored ones left out), deleted with the job."""
+    try:
+        job = json.loads(os.environ.get(RAY_JOB_CONFIG_ENV) or "{}")
+    except ValueError:
+        return False
+    return isinstance(job, dict) and bool((job.get("runtime_env") or {}).get("working_dir"))
+
+
+def check_job_paths(cfg) -> None:
+    """Refuses relative paths that cannot work in a job with an uploaded working dir: an `--out`
+    there would be deleted with the job, and a dataset under a git-ignored folder never arrives."""
+    from rllib_o2o.data.schema import DatasetError
+    from rllib_o2o.data.sources import dataset_kind
+
+    if not in_uploaded_working_dir():
+        return
+    if not Path(cfg.out).is_absolute() and cfg.storage_path is None:
+        raise ValueError(f"--out {cfg.out}: a relative path in a `ray job submit --working-dir` job is inside the "
+                         "job's temporary copy of the working dir and is deleted with the job; give an absolute "
+                         "path that every node mounts, or --storage-path (docs/cluster.md)")
+    if cfg.dataset and "://" not in str(cfg.dataset) and not Path(cfg.dataset).is_absolute():
+        try:
+            dataset_kind(cfg.dataset)
+        except DatasetError:
+            raise ValueError(f"--dataset {cfg.dataset}: not in the job's working dir (`--working-dir` uploads "
+                             "only what git does not ignore, and data/ is ignored); give an absolute path that "
+                             "every node mounts or a URI (docs/cluster.md)") from None
+
+
 def check_before_training(cfg) -> None:
     """All of the above, in the order a user would fix them; raises on the first problem."""
-    from rllib_o2o.data.rollouts import is_registered
+    from rllib_o2o.data.rollouts import check_registered
+    from rllib_o2o.metrics_log import require_wandb
 
     cfg.validate()
+    require_wandb(cfg.wandb_project)
+    check_job_paths(cfg)
     check_output_dir(cfg.out)
     if cfg.storage_path is not None:
         from rllib_o2o.storage import check_storage
@@ -113,6 +146,6 @@ def check_before_training(cfg) -> None:
         check_storage(cfg.storage_path, cfg.out)
     meta = check_dataset(cfg)
     env = cfg.env or (meta.env_id if meta is not None else None)
-    if env is not None and not is_registered(env):
-        raise ValueError(f"env {env!r} is not a registered gymnasium env; pass --env")
+    if env is not None:
+        check_registered(env)
     check_offline_checkpoint(cfg, meta)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from rllib_o2o.suggest import UnknownNameError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -25,7 +27,7 @@ PRESETS = {
 def get_preset(name: str, **overrides) -> Preset:
     """The named preset with any non-None override applied."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise UnknownNameError("preset", [name], PRESETS, hint=f"; choose from {sorted(PRESETS)}")
     overrides = {k: (tuple(v) if k == "w_schedule" else v) for k, v in overrides.items() if v is not None}
     unknown = set(overrides) - set(asdict(PRESETS[name]))
     if unknown:

@@ -4,6 +4,7 @@ Per dataset and method, over seeds: offline score (online step 0), dip (lowest
 normalised score in the first 10% of online steps), final score, mean of the
 last 10% of evaluations, and the area under the curve (time-averaged normalised
 score over the online budget), each as mean +- std with a 95% t-interval.
+With one seed there is no spread: std and the interval are None in JSON and n/a in the table.
 """
 
 from __future__ import annotations
@@ -35,12 +36,21 @@ def run_metrics(curve: list[dict], online_steps: int) -> dict[str, float]:
             "auc": area / span if span > 0 else scores[0]}
 
 
-def summarize(values: list[float]) -> dict[str, float]:
+def summarize(values: list[float]) -> dict[str, float | None]:
+    """mean, sample std and 95% t-interval half-width; std and ci95 are None for one value (undefined)."""
     n = len(values)
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else 0.0
-    t = _T95[n - 2] if 1 < n <= len(_T95) + 1 else 1.96
-    return {"mean": mean, "std": std, "ci95": t * std / math.sqrt(n) if n > 1 else float("nan"), "n": n}
+    if n < 2:
+        return {"mean": mean, "std": None, "ci95": None, "n": n}
+    std = statistics.stdev(values)
+    t = _T95[n - 2] if n <= len(_T95) + 1 else 1.96
+    return {"mean": mean, "std": std, "ci95": t * std / math.sqrt(n), "n": n}
+
+
+def format_cell(summary: dict) -> str:
+    """'mean ± std', or 'mean ± n/a' when one seed gives no spread."""
+    spread = "n/a" if summary["std"] is None else f"{summary['std']:.1f}"
+    return f"{summary['mean']:.1f} ± {spread}"
 
 
 def load_runs(bench_dir: str | Path) -> list[dict]:
@@ -75,11 +85,11 @@ def markdown_table(table: dict[tuple[str, str], dict]) -> str:
     lines = ["| dataset | method | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |",
              "|---|---|---|" + "---|" * len(METRICS)]
     for (dataset, method), row in table.items():
-        cells = [f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}" for m in METRICS]
+        cells = [format_cell(row[m]) for m in METRICS]
         lines.append(f"| {dataset} | {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Normalised scores (100 = the dataset's reference max), mean ± std over seeds. "
-                 "95% t-interval half-widths are in report.json.")
+    lines.append("Normalised scores (100 = the dataset's reference max), mean ± std over seeds "
+                 "(n/a with one seed). 95% t-interval half-widths are in report.json.")
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 A dataset given as a URI is copied once into the run directory on the driver
 (atomically: a temp directory renamed into place). From there nothing assumes
-the driver's disk is visible to other nodes: Ray Data reads local datasets with
-the `local://` scheme (its read tasks run on the driver's node), and the
+the driver's disk is visible to other nodes: Ray Data reads a local dataset by
+its absolute path with its read tasks on the driver's node (`ray_data_read_args`,
+the node label Ray Data itself used for the deprecated `local://` scheme), and the
 alignment task receives the transitions through the object store.
 
 With `--storage-path STORAGE` the run directory stays the working copy and is
@@ -61,11 +62,31 @@ def fetch_dataset(uri: str, target: Path) -> Path:
     return target
 
 
+NODE_ID_LABEL = "ray.io/node-id"  # the label Ray gives every node: its id
+
+
 def ray_data_path(dataset_dir: str | Path) -> str:
-    """The path Ray Data should read: URIs as they are, local directories pinned to this node."""
-    if is_uri(dataset_dir):
-        return str(dataset_dir)
-    return f"local://{Path(dataset_dir).resolve()}"
+    """The path Ray Data reads: URIs as they are, local directories as absolute paths (no `local://`:
+    Ray Data deprecates it, "removed after January 2027")."""
+    return str(dataset_dir) if is_uri(dataset_dir) else str(Path(dataset_dir).resolve())
+
+
+def ray_data_read_args(dataset_dir: str | Path) -> dict:
+    """`read_parquet` arguments that keep the read tasks of a local dataset on the driver's node.
+
+    That is what `local://` did, with the label selector Ray Data used for it, so a dataset
+    only the driver's disk holds still reads on a cluster. Ray Data places the tasks itself
+    (so the dataset must be on storage every node mounts at the same path) for a URI, when
+    Ray is not running yet (it then starts on this node alone) and when the driver's node
+    has no CPU for them (e.g. a head node started with 0 CPUs).
+    """
+    import ray
+
+    if is_uri(dataset_dir) or not ray.is_initialized():
+        return {}
+    node_id = ray.get_runtime_context().get_node_id()
+    cpus = next((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["NodeID"] == node_id), 0)
+    return {"label_selector": {NODE_ID_LABEL: node_id}} if cpus >= 1 else {}
 
 
 # -- run outputs on storage (--storage-path) ----------------------------------------

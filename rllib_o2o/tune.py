@@ -133,7 +133,7 @@ def max_seed_episodes(space: dict, preset_value: int) -> int:
 
 def trial_settings(base: dict, knobs: dict):
     """(PipelineConfig, Preset, learning rates) of one trial: the base run with its knobs applied."""
-    from rllib_o2o.pipeline import PipelineConfig
+    from rllib_o2o.config import PipelineConfig
     from rllib_o2o.presets import get_preset
 
     cfg = PipelineConfig(**base)
@@ -264,11 +264,14 @@ def ensure_aligned(cfg):
     from rllib_o2o.pipeline import prepare, run_offline_and_alignment
     from rllib_o2o.stages.common import stage_done
 
-    run_dir, dataset_dir, meta = prepare(cfg)
+    run_dir, dataset_dir, meta, _ = prepare(cfg)
     if stage_done(run_dir / "alignment") is not None:
         print(f"tune: using the aligned checkpoint in {run_dir / 'alignment'}", flush=True)
     else:
-        run_offline_and_alignment(cfg, run_dir, dataset_dir, meta)
+        from rllib_o2o.console import Console
+        from rllib_o2o.metrics_log import MetricsLog
+
+        run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, Console(), MetricsLog())
     return run_dir, dataset_dir, meta
 
 
@@ -505,11 +508,14 @@ def settings_from_args(args, load_file) -> TuneSettings:
                         max_failures=args.max_failures)
 
 
-def config_from_args(args, load_file, pipeline_flags) -> tuple:
-    """(PipelineConfig of the aligned run, online overrides) from `rllib-o2o tune` flags."""
-    from rllib_o2o.pipeline import PipelineConfig, embedded_default_config
+def config_from_args(args, load_file, flags: dict) -> tuple:
+    """(PipelineConfig of the aligned run, online overrides) from `rllib-o2o tune` flags.
 
-    flags = {k: v for k, v in vars(args).items() if k in pipeline_flags and v is not None}
+    `flags`: the pipeline flags given on the command line (rllib_o2o.flags.given_values).
+    """
+    from rllib_o2o.config import PipelineConfig, config_from_options
+
+    flags = dict(flags)
     if args.from_run:
         saved = Path(args.from_run) / "config.json"
         storage_path = flags.pop("storage_path", None)
@@ -532,12 +538,7 @@ def config_from_args(args, load_file, pipeline_flags) -> tuple:
             raise ValueError(f"--from-run: {', '.join(fixed)} belong(s) to stages 1-2 of that run; "
                              "drop them, or start a new run with --out")
         return cfg, flags
-    values = load_file(args.config) if args.config else {}
-    values.update(flags)
-    if values.get("dataset") is None and not args.config:
-        cfg = embedded_default_config(values.pop("out", "runs/embedded-default"))
-        for key, value in values.items():
-            setattr(cfg, key, value)
-        print("no --dataset given: tuning on the embedded default (Pendulum-v1 medium data made here)")
-        return cfg, {}
-    return PipelineConfig.from_dict(values), {}
+    cfg = config_from_options({**(load_file(args.config) if args.config else {}), **flags})
+    if cfg.dataset is None:
+        print("no dataset given: tuning on the embedded default (Pendulum-v1 medium data made here)")
+    return cfg, {}

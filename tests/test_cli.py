@@ -128,10 +128,7 @@ def test_run_malformed_config_file(tmp_path, capsys, no_ray):
     assert "config.json" in _error_line(capsys.readouterr().err)
 
 
-def test_run_config_value_of_the_wrong_type(pendulum_dir, tmp_path, capsys, monkeypatch, no_ray):
-    import rllib_o2o.cli as cli
-
-    monkeypatch.setattr(cli, "_init_ray", lambda: None)  # isolates the type check from the Ray ordering bug
+def test_run_config_value_of_the_wrong_type(pendulum_dir, tmp_path, capsys, no_ray):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"dataset": str(pendulum_dir), "offline_steps": "many"}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
@@ -144,8 +141,9 @@ def test_run_reports_bad_values_before_starting_ray(pendulum_dir, tmp_path, caps
     assert "offline_steps" in _error_line(capsys.readouterr().err)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_session():
+    """Ray for one test, shut down after it: the no_ray tests later in this module need none running."""
     import ray
 
     owns = not ray.is_initialized()  # reuse a session another module left running
@@ -178,3 +176,165 @@ def test_run_negative_steps_exit_2_before_any_training(ray_session, pendulum_dir
     assert main(["run", "--config", str(config), "--out", str(out)]) == 2
     assert "align_steps" in _error_line(capsys.readouterr().err)
     assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------- options: one flag per config field
+
+
+def _run_actions() -> dict:
+    """dest -> argparse action of `rllib-o2o run`'s parser."""
+    from rllib_o2o.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return {a.dest: a for a in subparsers.choices["run"]._actions}
+
+
+def test_every_config_field_is_a_run_flag_with_its_help_and_default():
+    from dataclasses import MISSING, fields
+
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.flags import _shown
+
+    actions = _run_actions()
+    for f in fields(PipelineConfig):
+        assert f.name in actions, f"no flag for config field {f.name}"
+        action = actions[f.name]
+        assert action.option_strings[0] == "--" + f.name.replace("_", "-")  # a bool also has --no-NAME
+        assert action.default is None  # unset flags leave a --config file's values alone
+        default = f.default_factory() if f.default is MISSING else f.default
+        assert f"default: {_shown(default)}" in action.help, (f.name, action.help)
+        assert f.metadata.get("help"), f"config field {f.name} has no help text where it is declared"
+
+
+def test_run_help_shows_every_flag(capsys):
+    from dataclasses import fields
+
+    from rllib_o2o.config import PipelineConfig
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for f in fields(PipelineConfig):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+def test_pipeline_entry_point_shares_the_run_flags():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "run_o2o.py"
+    proc = subprocess.run([sys.executable, str(script), "--help"], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--align-plateau-patience" in proc.stdout and "--custom-resources-per-env-runner" in proc.stdout
+
+
+def test_flag_values_are_parsed_by_the_field_type():
+    from rllib_o2o.cli import build_parser
+
+    args = build_parser().parse_args([
+        "run", "--hidden", "[64, 64]", "--custom-resources-per-env-runner", "{worker_node: 0.1}",
+        "--w-schedule", '[1.0, 40, 0.5]', "--torch-threads", "3", "--num-gpus-per-learner", "1",
+        "--offline-steps", "7", "--method", "naive", "--preset", "expert"])
+    assert args.hidden == [64, 64]
+    assert args.custom_resources_per_env_runner == {"worker_node": 0.1}
+    assert args.w_schedule == [1.0, 40, 0.5]
+    assert args.torch_threads == 3 and args.num_gpus_per_learner == 1.0 and args.offline_steps == 7
+    assert (args.method, args.preset) == ("naive", "expert")
+    assert build_parser().parse_args(["run", "--torch-threads", "auto"]).torch_threads == "auto"
+    assert build_parser().parse_args(["run"]).offline_steps is None
+
+
+@pytest.mark.parametrize("flags", [["--hidden", "wide"], ["--custom-resources-per-env-runner", "[1]"],
+                                   ["--offline-steps", "many"], ["--method", "td3"]])
+def test_flag_values_of_the_wrong_type_are_usage_errors(flags, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *flags])
+    assert exc.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+def test_version_exits_0_with_the_installed_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert metadata.version("rllib-o2o") in capsys.readouterr().out
+
+
+@pytest.fixture
+def captured_run(monkeypatch):
+    """Replaces rllib_o2o.run with a recorder: the config `rllib-o2o run` would run, no Ray, no training."""
+    import rllib_o2o.api
+
+    configs = []
+
+    def record(cfg):
+        configs.append(cfg)
+        return {"env_id": cfg.env, "dataset": str(cfg.dataset), "method": cfg.method, "offline_score": None,
+                "dip": None, "final_score": None, "offline": None, "alignment": None, "online": None}
+
+    monkeypatch.setattr(rllib_o2o.api, "run", record)
+    return configs
+
+
+def test_flags_override_the_config_file(pendulum_dir, tmp_path, captured_run):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"dataset: {pendulum_dir}\noffline_steps: 100\nseed: 3\nhidden: [32, 32]\n")
+    assert main(["run", "--config", str(config), "--offline-steps", "7", "--out", str(tmp_path / "run")]) == 0
+    (cfg,) = captured_run
+    assert (cfg.offline_steps, cfg.seed, cfg.hidden, cfg.dataset) == (7, 3, [32, 32], str(pendulum_dir))
+
+
+def test_without_a_dataset_flags_and_config_files_both_start_from_the_embedded_default(tmp_path, captured_run):
+    from dataclasses import asdict, replace
+
+    from rllib_o2o.config import embedded_default_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("offline_steps: 100\n")
+    assert main(["run"]) == 0
+    assert main(["run", "--config", str(config)]) == 0
+    assert main(["run", "--offline-steps", "100"]) == 0
+    assert main(["run", "--env", "Pendulum-v1", "--offline-steps", "100"]) == 0
+    embedded = embedded_default_config()
+    assert [asdict(c) for c in captured_run] == [asdict(embedded)] + 3 * [asdict(replace(embedded, offline_steps=100))]
+
+
+@pytest.mark.parametrize("source", ["flag", "config"])
+def test_env_without_a_dataset_is_refused_before_ray(source, tmp_path, capsys, no_ray):
+    out = tmp_path / "run"
+    args = ["--env", "Hopper-v5"]
+    if source == "config":
+        config = tmp_path / "config.yaml"
+        config.write_text("env: Hopper-v5\n")
+        args = ["--config", str(config)]
+    assert main(["run", *args, "--out", str(out)]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "Hopper-v5" in line and "--dataset" in line
+    assert not out.exists()
+
+
+def test_a_dataset_path_that_does_not_exist_is_reported_as_missing_before_ray(tmp_path, capsys, no_ray):
+    missing = tmp_path / "data" / "hopper-medium"
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", str(missing), "--out", str(out)]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert str(missing) in line and "Minari" not in line
+    assert not out.exists()
+
+
+def test_unknown_config_file_key_names_the_near_key(pendulum_dir, tmp_path, capsys, no_ray):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"dataset: {pendulum_dir}\nalign_stepz: 5\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "'align_stepz'" in line and "'align_steps'" in line
+
+
+def test_unknown_method_in_a_config_file_names_the_near_method(pendulum_dir, tmp_path, capsys, no_ray):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"dataset: {pendulum_dir}\nmethod: aca-papr\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "'aca-paper'" in _error_line(capsys.readouterr().err)

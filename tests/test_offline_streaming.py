@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import ray
@@ -9,7 +11,7 @@ import ray
 from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 from rllib_o2o.algorithms.o2o_sac.o2o_sac import StreamingOfflineSampler
 from rllib_o2o.replay import FlatReplayBuffer
-from rllib_o2o.storage import ray_data_path
+from rllib_o2o.storage import NODE_ID_LABEL, ray_data_path, ray_data_read_args
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,7 @@ def offline_algo(dataset_dir, max_rows):
     return (
         O2OSACConfig()
         .environment("Pendulum-v1")
-        .offline_data(input_=[ray_data_path(dataset_dir)])
+        .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
         .o2o(mode="sacml", updates_per_iteration=5, hidden=(32, 32), offline_buffer_max_rows=max_rows)
         .training(train_batch_size_per_learner=64)
         .debugging(seed=0)
@@ -50,8 +52,14 @@ def test_a_dataset_over_the_limit_is_streamed_and_trains(local_ray, pendulum_dir
 
 
 def test_a_dataset_under_the_limit_is_loaded_once(local_ray, pendulum_dir):
-    algo = offline_algo(pendulum_dir, max_rows=10_000)
+    """...by read tasks pinned to the driver's node without Ray Data's deprecated local:// scheme."""
+    assert ray_data_read_args(pendulum_dir) == {"label_selector": {NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        algo = offline_algo(pendulum_dir, max_rows=10_000)
     try:
         assert isinstance(algo.replay, FlatReplayBuffer) and len(algo.replay) == 450
+        assert algo.logdir is None  # no ~/ray_results/<timestamp> left behind by the build
     finally:
         algo.stop()
+    assert not [w for w in caught if "local://" in str(w.message)]

@@ -1,4 +1,4 @@
-"""The whole pipeline end to end on a tiny dataset: results, skip, and resume after SIGKILL."""
+"""The whole pipeline end to end on a tiny dataset: results, skip, resume after SIGKILL, what it leaves and prints."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import time
 
 import pytest
 
+from rllib_o2o.metrics_log import (
+    EVAL_RETURN,
+    EVAL_SCORE,
+    HELDOUT_RESIDUAL,
+    LEARNER_PREFIX,
+    TENSORBOARD_DIR,
+    Z_LOSS,
+)
+from tests.tensorboard_events import scalars
+
 pytestmark = pytest.mark.slow
 
 TINY = {"batch_size": 64, "offline_eval_every": 100, "hidden": [32, 32], "replay_capacity": 10_000}
@@ -22,10 +32,10 @@ def command(dataset, out, config_file):
             "--eval-every", "200", "--eval-episodes", "1", "--config", str(config_file)]
 
 
-def run_until(cmd, marker: str, timeout: float = 300) -> str:
+def run_until(cmd, marker: str, timeout: float = 300, env: dict | None = None) -> str:
     """Starts `cmd`, SIGKILLs its whole process group once `marker` is printed; returns the output."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     lines, deadline = [], time.time() + timeout
     try:
         for line in proc.stdout:
@@ -43,15 +53,18 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     config_file.write_text(json.dumps(TINY))
     out = tmp_path / "run"
     cmd = command(pendulum_dir, out, config_file)
+    home = tmp_path / "home"  # where RLlib's Trainable would leave ~/ray_results/<timestamp> per algorithm
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
 
-    # 1) killed in stage 3 right after its first checkpoint (online 200/600).
-    log = run_until(cmd, "checkpoint saved (online, iteration 1)")
-    assert "checkpoint saved (online, iteration 1)" in log, log[-3000:]
+    # 1) killed in stage 3 right after its first checkpoint (its line follows the checkpoint).
+    log = run_until(cmd, "online 200/600 env steps", env=env)
+    assert "online 200/600 env steps" in log, log[-3000:]
     assert (out / "offline" / "DONE.json").exists() and (out / "alignment" / "DONE.json").exists()
     assert not (out / "online" / "DONE.json").exists() and not (out / "results.json").exists()
 
     # 2) re-run: stages 1-2 skipped, stage 3 resumed (not restarted), finished.
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "offline stage: already complete" in done.stdout
     assert "alignment: already complete" in done.stdout
@@ -67,11 +80,38 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     assert results["dip"] == min(p["score"] for p in results["online"]["curve"][:2])
     assert results["alignment"]["surgery_max_abs_error"] == 0.0
     assert [c["step"] for c in results["alignment"]["z_loss_curve"]][-1] == 100
+    # the data's own score, beside the offline policy's: its mean episode return, normalised
+    from rllib_o2o.data.schema import episode_returns, read_dataset
+
+    data_return = float(episode_returns(read_dataset(results["dataset"])[0]).mean())
+    lo, hi = results["reference_scores"]
+    assert results["dataset_score"] == pytest.approx(100 * (data_return - lo) / (hi - lo))
 
     # 3) a third run does no training at all.
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "online stage: already complete" in again.stdout
     assert "Offline" not in again.stderr[-200:]
+
+    # Quiet by default: no Ray / Ray Data / RLlib noise, no line per checkpoint, one line per saved output.
+    for noise in ("You are running", "local://", "Install gputil", "Running Dataset", "Started a local Ray"):
+        assert noise not in log + done.stdout + done.stderr, noise
+    assert done.stderr == "", done.stderr[-3000:]
+    assert "checkpoint saved" not in log + done.stdout
+    assert "offline: saved " in log and "alignment: saved " in log and "online: saved " in done.stdout
+    assert not (home / "ray_results").exists() or not any((home / "ray_results").iterdir())
+
+    # Live metrics: every stage's event files, the resumed online stage's appended to its first one.
+    offline = scalars(out / "offline" / TENSORBOARD_DIR)
+    assert [s for s, _ in offline[EVAL_RETURN]] == [100, 200] and [s for s, _ in offline[EVAL_SCORE]] == [100, 200]
+    assert {"critic_loss", "alpha", "q_mean"} <= {t[len(LEARNER_PREFIX):] for t in offline if t.startswith(LEARNER_PREFIX)}
+    alignment = scalars(out / "alignment" / TENSORBOARD_DIR)
+    assert [s for s, _ in alignment[Z_LOSS]] == [100] == [s for s, _ in alignment[HELDOUT_RESIDUAL]]
+    assert alignment[Z_LOSS][0][1] == pytest.approx(results["alignment"]["z_loss_curve"][-1]["z_loss"])
+    online = scalars(out / "online" / TENSORBOARD_DIR)
+    assert len(list((out / "online" / TENSORBOARD_DIR).glob("events.out.tfevents.*"))) == 2
+    assert online[EVAL_RETURN] == [(p["env_steps"], pytest.approx(p["return"])) for p in results["online"]["curve"]]
+    for name in ("kl_to_reference", "reference_weight", "alpha", "critic_loss"):  # learner, w, diagnostics
+        assert [s for s, _ in online[LEARNER_PREFIX + name]] == [400, 600], name
 
 
 def test_changed_config_is_refused(tmp_path, pendulum_dir):

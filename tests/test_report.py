@@ -30,7 +30,17 @@ def test_summarize_uses_the_t_interval():
     s = summarize([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
     assert s["ci95"] == pytest.approx(4.303 / math.sqrt(3))  # t(0.975, df=2)
-    assert summarize([5.0])["std"] == 0.0 and math.isnan(summarize([5.0])["ci95"])
+
+
+def test_one_seed_has_no_spread_and_no_nan_in_json(tmp_path):
+    assert summarize([5.0]) == {"mean": 5.0, "std": None, "ci95": None, "n": 1}
+    write_run(tmp_path, "hopper-medium", 0, "aca", [40, 38, 60])
+    write_report(tmp_path)
+    text = (tmp_path / "report" / "report.json").read_text()
+    row = json.loads(text)["table"][0]
+    assert row["final"] == {"mean": 60.0, "std": None, "ci95": None, "n": 1}
+    assert "NaN" not in text
+    assert "| hopper-medium | aca | 1 | 40.0 ± n/a |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def write_run(root, dataset, seed, method, scores):

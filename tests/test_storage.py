@@ -6,13 +6,16 @@ import pytest
 
 from rllib_o2o.data.schema import DatasetError, read_dataset
 from rllib_o2o.pipeline import PipelineConfig, resolve_dataset
-from rllib_o2o.storage import fetch_dataset, is_uri, ray_data_path
+from rllib_o2o.storage import fetch_dataset, is_uri, ray_data_path, ray_data_read_args
 
 
-def test_uri_detection_and_ray_data_paths(tmp_path):
+def test_uri_detection_and_ray_data_paths(tmp_path, monkeypatch):
     assert is_uri("s3://bucket/hopper-medium") and is_uri("file:///data/x") and not is_uri("/data/x")
     assert ray_data_path("gs://bucket/ds") == "gs://bucket/ds"
-    assert ray_data_path(tmp_path / "ds") == f"local://{(tmp_path / 'ds').resolve()}"
+    monkeypatch.chdir(tmp_path)
+    assert ray_data_path("ds") == str(tmp_path.resolve() / "ds")  # absolute, no deprecated local://
+    assert ray_data_read_args("gs://bucket/ds") == {}  # any node reads a URI
+    assert ray_data_read_args("ds") == {}  # Ray not started yet: it will be this node alone
 
 
 def test_fetch_copies_a_dataset_from_a_uri_once(tmp_path, pendulum_dir, capsys):

@@ -250,7 +250,7 @@ def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(t
     config_file.write_text(json.dumps(TINY))
     store = tmp_path / "store"
     cmd = command(pendulum_dir, tmp_path / "node-a" / "run", config_file) + ["--storage-path", str(store)]
-    log = run_until(cmd, "checkpoint saved (online, iteration 1)")  # SIGKILL in the online stage
+    log = run_until(cmd, "online 200/600 env steps")  # SIGKILL in the online stage, after its first checkpoint
     assert "storage: uploaded online/checkpoint" in log, log[-3000:]
     shutil.rmtree(tmp_path / "node-a")
 

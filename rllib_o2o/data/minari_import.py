@@ -15,6 +15,7 @@ import numpy as np
 from rllib_o2o.data.rollouts import env_meta, is_registered
 from rllib_o2o.data.schema import DatasetError, DatasetMeta, Transitions, write_dataset
 from rllib_o2o.data.scores import reference_scores
+from rllib_o2o.data.sources import minari_root
 from rllib_o2o.data.validate import check_against_env
 
 
@@ -22,8 +23,7 @@ def _data_dir(dataset_id_or_path: str | os.PathLike) -> Path:
     """The Minari `data/` directory (the one holding metadata.json) for an id or a path."""
     path = Path(dataset_id_or_path)
     if not path.is_dir():
-        root = Path(os.environ.get("MINARI_DATASETS_PATH",
-                                   Path.home() / ".minari" / "datasets"))
+        root = minari_root()
         path = root / str(dataset_id_or_path)
         if not path.is_dir():
             raise DatasetError(f"{dataset_id_or_path}: no such Minari dataset directory, nor a "

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from rllib_o2o.data.schema import DatasetError, DatasetMeta, Transitions
+from rllib_o2o.suggest import UnknownNameError
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -25,6 +26,12 @@ def is_registered(env_id: str | None) -> bool:
     except gym.error.Error:
         return False
     return True
+
+
+def check_registered(env_id: str | None) -> None:
+    """Raises UnknownNameError, naming the nearest registered id, unless gymnasium knows `env_id`."""
+    if not is_registered(env_id):
+        raise UnknownNameError("gymnasium env", [env_id], gym.registry, hint="; pass --env with a registered id")
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None) -> gym.Env:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import gymnasium as gym
+
 from rllib_o2o.data.rollouts import env_meta, is_registered
 from rllib_o2o.data.schema import (
     DatasetError,
@@ -19,6 +21,7 @@ from rllib_o2o.data.schema import (
     read_dataset,
 )
 from rllib_o2o.data.scores import normalized_score, reference_scores
+from rllib_o2o.suggest import did_you_mean
 
 
 @dataclass
@@ -52,7 +55,8 @@ def validate_dataset(path: str | os.PathLike, env_id: str | None = None) -> Data
     """
     tr, meta = read_dataset(path)
     if env_id is not None and not is_registered(env_id):
-        raise DatasetError(f"{path}: --env {env_id} is not a registered gymnasium env")
+        raise DatasetError(f"{path}: --env {env_id} is not a registered gymnasium env"
+                           f"{did_you_mean(env_id, gym.registry)}")
     env = env_id or meta.env_id
     checked = is_registered(env)
     if checked:

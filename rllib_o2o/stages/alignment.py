@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -59,8 +60,12 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
     return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
-def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, progress=None) -> dict:
+def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
+          progress: Callable[[dict], None] | None = None) -> dict:
     """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights.
+
+    `progress` receives each point of the Z-loss curve as it is measured (every
+    `curve_every` steps: step, z_loss, heldout_residual).
 
     Sets this process's torch threads first (`settings.torch_threads`, by default the task's
     `num_cpus`), whatever OMP_NUM_THREADS the worker inherited.
@@ -97,6 +102,8 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
                 curve.append({"step": step, "z_loss": float(torch.stack(window).mean()),
                               "heldout_residual": residual})
                 window = []
+                if progress:
+                    progress(curve[-1])
                 if residual < best * (1.0 - settings.plateau_tolerance):
                     best, since_best = residual, 0
                 else:
@@ -104,10 +111,6 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings, pr
                 if settings.plateau_patience and since_best >= settings.plateau_patience:
                     stopped_early = True
                     break
-        if progress and curve:
-            progress(f"alignment: {step}/{settings.z_steps} Z steps, z_loss {curve[-1]['z_loss']:.4f}, "
-                     f"held-out Bellman residual {curve[-1]['heldout_residual']:.4f}"
-                     + (" (plateau: stopped)" if stopped_early else ""))
         if stopped_early:
             break
 
@@ -204,3 +207,25 @@ def align_remote(num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3)
     Pass the same `num_cpus` in its AlignSettings: the task sizes torch's threads by it.
     """
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(align)
+
+
+def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSettings, num_gpus: float,
+                  on_point: Callable[[dict], None]) -> dict:
+    """`align` as its Ray task (`settings.num_cpus`, `num_gpus`), each curve point handed to `on_point`
+    on the driver while the fit runs. The points travel through a Ray queue, so the task may run
+    on any node; a retried task (a dead worker) sends its points again from the start."""
+    from ray.util.queue import Queue
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    try:
+        task = align_remote(num_cpus=settings.num_cpus, num_gpus=num_gpus)
+        result = task.remote(actor_state, data, hidden, settings, progress=queue.put)
+        while True:
+            finished = ray.wait([result], timeout=1.0)[0]
+            waiting = queue.qsize()  # all points are queued before the task returns (`put` blocks)
+            for point in queue.get_nowait_batch(waiting) if waiting else ():
+                on_point(point)
+            if finished:
+                return ray.get(result)
+    finally:
+        queue.shutdown(force=True)

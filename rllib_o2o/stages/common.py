@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +33,7 @@ from rllib_o2o.checkpoints import (
     write_json_atomic,
     write_manifest,
 )
+from rllib_o2o.console import StageProgress
 from rllib_o2o.storage import push_checkpoint, push_stage
 
 CHECKPOINT_DIR = "checkpoint"
@@ -177,12 +177,22 @@ def evaluation_return(result: dict) -> float | None:
     return evaluation.get("env_runners", {}).get("episode_return_mean")
 
 
+def format_eval(ret: float, score: float | None) -> str:
+    return f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
+
+
 def train_loop(algo, stage_dir: Path, progress: dict, is_finished: Callable[[dict], bool],
-               record: Callable[[dict, dict], str], checkpoint_every: int) -> dict:
-    """Calls `algo.train()` until `is_finished(progress)`; `record` updates progress, returns a log line."""
+               record: Callable[[dict, dict], str], checkpoint_every: int, bar: StageProgress,
+               count: Callable[[dict], int]) -> dict:
+    """Calls `algo.train()` until `is_finished(progress)`.
+
+    `record(progress, result)` updates progress (and logs the iteration's metrics) and
+    returns what `bar` shows beside `count(progress)`. The bar moves after the iteration's
+    checkpoint, when one is due, is saved: with `checkpoint_every` 1 an iteration's line means
+    it is on disk (the tests kill runs on such lines).
+    """
     iterations_since_save = 0
     while not is_finished(progress):
-        start = time.perf_counter()
         try:
             result = algo.train()
         except Exception as err:
@@ -193,11 +203,10 @@ def train_loop(algo, stage_dir: Path, progress: dict, is_finished: Callable[[dic
                   file=sys.stderr, flush=True)
             raise
         progress["iteration"] = progress.get("iteration", 0) + 1
-        line = record(progress, result)
-        print(f"{line} [{time.perf_counter() - start:.1f}s]", flush=True)
+        info = record(progress, result)
         iterations_since_save += 1
         if iterations_since_save >= checkpoint_every or is_finished(progress):
             save_checkpoint(algo, stage_dir, progress)
-            print(f"checkpoint saved ({stage_dir.name}, iteration {progress['iteration']})", flush=True)
             iterations_since_save = 0
+        bar.update(count(progress), info)
     return progress

@@ -12,20 +12,30 @@ from pathlib import Path
 import numpy as np
 
 from rllib_o2o.checkpoints import save_module_checkpoint
+from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta
-from rllib_o2o.storage import ray_data_path
-from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
+from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
+from rllib_o2o.stages.common import (
+    evaluation_return,
+    format_eval,
+    mark_done,
+    restore_checkpoint,
+    stage_done,
+    train_loop,
+)
+from rllib_o2o.storage import ray_data_path, ray_data_read_args
 
 
-def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml"):
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml", log_dir: Path | None = None):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
-        .offline_data(input_=[ray_data_path(dataset_dir)])
+        .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
         .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
-             hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads)
+             hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads,
+             log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
         .training(train_batch_size_per_learner=cfg.batch_size)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
@@ -35,38 +45,43 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
     )
 
 
-def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path, mode: str = "sacml") -> dict:
+def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path, console: Console,
+                      metrics: MetricsLog, mode: str = "sacml") -> dict:
     """Trains `mode` ("sacml" or "cql") for `cfg.offline_steps` updates; resumes from its last checkpoint."""
     done = stage_done(stage_dir)
     if done:
-        print(f"offline stage: already complete (return {done['return']:.1f}), skipped", flush=True)
+        console.line(f"offline stage: already complete (return {done['return']:.1f}), skipped")
         return done
     start = time.perf_counter()
-    print(f"offline stage ({mode}): {cfg.offline_steps} updates", flush=True)
-    algo = offline_config(cfg, dataset_dir, meta, mode).build_algo()
-    try:
-        progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
-        if progress["iteration"]:
-            print(f"offline stage: resumed at iteration {progress['iteration']}", flush=True)
-        num_iterations = math.ceil(cfg.offline_steps / cfg.offline_eval_every)
+    num_iterations = math.ceil(cfg.offline_steps / cfg.offline_eval_every)
 
-        def record(progress: dict, result: dict) -> str:
-            ret = evaluation_return(result)
-            score = cfg.score(ret)
-            updates = progress["iteration"] * cfg.offline_eval_every
-            losses = result["learners"]["default_policy"]
-            progress["curve"].append({"updates": updates, "return": ret, "score": score})
-            shown = f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
-            return (f"offline {updates}/{num_iterations * cfg.offline_eval_every} updates: "
-                    f"{shown} critic_loss {losses['critic_loss']:.3f} "
-                    f"q_mean {losses['q_mean']:.2f} alpha {losses['alpha']:.3f}")
+    def updates(progress: dict) -> int:
+        return progress["iteration"] * cfg.offline_eval_every
 
-        progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
-                              record, cfg.checkpoint_every)
-        weights = algo.call_learner(lambda learner: learner.get_module_weights())
-        optimizer_states = algo.call_learner(lambda learner: learner.get_optimizer_states())
-    finally:
-        algo.stop()
+    with console.progress("offline", num_iterations * cfg.offline_eval_every, "updates") as bar:
+        algo = offline_config(cfg, dataset_dir, meta, mode, log_dir=stage_dir).build_algo()
+        try:
+            progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
+            if progress["iteration"]:
+                console.line(f"offline stage: resumed at iteration {progress['iteration']}")
+            bar.start(updates(progress))
+            with metrics.stage(stage_dir, updates(progress) if progress["iteration"] else None) as log:
+
+                def record(progress: dict, result: dict) -> str:
+                    ret = evaluation_return(result)
+                    score = cfg.score(ret)
+                    losses = result["learners"]["default_policy"]
+                    progress["curve"].append({"updates": updates(progress), "return": ret, "score": score})
+                    log.log(updates(progress), {EVAL_RETURN: ret, EVAL_SCORE: score, **learner_scalars(losses)})
+                    return (f"{format_eval(ret, score)} critic_loss {losses['critic_loss']:.3f} "
+                            f"q_mean {losses['q_mean']:.2f} alpha {losses['alpha']:.3f}")
+
+                progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
+                                      record, cfg.checkpoint_every, bar, updates)
+            weights = algo.call_learner(lambda learner: learner.get_module_weights())
+            optimizer_states = algo.call_learner(lambda learner: learner.get_optimizer_states())
+        finally:
+            algo.stop()
     alpha_off = float(np.exp(weights["log_alpha"]))
     save_module_checkpoint(stage_dir / "module", weights, {
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
@@ -74,10 +89,11 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         "actor_activation": "relu",
     }, optimizer_states=optimizer_states)
     last = progress["curve"][-1]
-    return mark_done(stage_dir, {
+    summary = mark_done(stage_dir, {
         "return": last["return"], "score": last["score"], "curve": progress["curve"],
         "alpha_off": alpha_off, "updates": num_iterations * cfg.offline_eval_every,
         "seconds": time.perf_counter() - start,
     })
-
-
+    console.saved("offline", stage_dir / "module", f"{mode}, {format_eval(last['return'], last['score'])}, "
+                  f"alpha_off {alpha_off:.3f}, {summary['seconds']:.0f}s")
+    return summary

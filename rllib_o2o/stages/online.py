@@ -7,15 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
+from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta, read_dataset, top_k_episodes
-from rllib_o2o.stages.common import evaluation_return, mark_done, restore_checkpoint, stage_done, train_loop
+from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
+from rllib_o2o.stages.common import (
+    evaluation_return,
+    format_eval,
+    mark_done,
+    restore_checkpoint,
+    stage_done,
+    train_loop,
+)
 
 ACTOR_GRAD_CLIP = 0.25
 
 
-def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0):
+def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None):
     """`offline_rows`: size of the offline dataset, kept in the buffer beside
-    `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay)."""
+    `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay).
+    `log_dir`: the algorithm's log directory (the stage directory)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.methods import get_method
 
@@ -34,7 +44,8 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
              env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
              replay_capacity=capacity, balanced_replay=method.balanced_replay,
-             hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads)
+             hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads,
+             log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
@@ -50,7 +61,8 @@ DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", 
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
-                     stage_dir: Path, actor_activation: str = "relu", optimizer_states: dict | None = None) -> dict:
+                     stage_dir: Path, console: Console, metrics: MetricsLog, actor_activation: str = "relu",
+                     optimizer_states: dict | None = None) -> dict:
     """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable.
 
     `optimizer_states`: the offline learner's Adam states, loaded by parameter position
@@ -62,61 +74,62 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
     seed_episodes = preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
     done = stage_done(stage_dir)
     if done:
-        print(f"online stage: already complete ({_fmt_eval(done['final_return'], done['final_score'])}), "
-              "skipped", flush=True)
+        console.line(f"online stage: already complete ({format_eval(done['final_return'], done['final_score'])}), "
+                     "skipped")
         return done
     start = time.perf_counter()
-    algo = online_config(cfg, preset, actor_activation, offline_rows=meta.num_transitions).build_algo()
-    try:
-        progress = restore_checkpoint(algo, stage_dir)
-        if progress:
-            print(f"online stage: resumed at {algo.env_steps_sampled} env steps", flush=True)
-        else:
-            progress = {"iteration": 0, "curve": [], "env_steps": 0}
-            if start_weights is not None:
-                if method.fresh_critic:  # ablation: keep this algorithm's random R, not the aligned one
-                    initial = algo.call_learner(lambda learner: learner.get_module_weights())
-                    start_weights = {k: initial[k] if k.split(".")[0] in ("critic", "target_critic") else v
-                                     for k, v in start_weights.items()}
-                algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
-            if method.start != "aligned":  # KL(pi || pi0) is then measured against the start policy
-                algo.call_learner(lambda learner: learner.module["default_policy"].unwrapped()
-                                  .freeze_reference_policy())
-            if optimizer_states is not None:
-                algo.call_learner(lambda learner: learner.set_optimizer_states(optimizer_states))
-            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
-                                               inference_only=True)
-            if method.balanced_replay or seed_episodes:
-                _seed_replay(algo, dataset_dir, meta, None if method.balanced_replay else seed_episodes)
-            ret = evaluation_return(algo.evaluate())
-            progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
-            print(f"online 0/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))} "
-                  f"({cfg.method}, {method.start} start)", flush=True)
+    with console.progress("online", cfg.online_steps, "env steps") as bar:
+        algo = online_config(cfg, preset, actor_activation, offline_rows=meta.num_transitions,
+                             log_dir=stage_dir).build_algo()
+        try:
+            progress = restore_checkpoint(algo, stage_dir)
+            if progress:
+                console.line(f"online stage: resumed at {algo.env_steps_sampled} env steps")
+            bar.start(progress["env_steps"] if progress else 0)
+            with metrics.stage(stage_dir, None if progress is None else progress["env_steps"]) as log:
 
-        def record(progress: dict, result: dict) -> str:
-            ret = evaluation_return(result)
-            steps = algo.env_steps_sampled
-            progress["env_steps"] = steps
-            progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
-            learner = result.get("learners", {}).get("default_policy", {})
-            progress["curve"][-1].update({k: float(learner[k]) for k in DIAGNOSTICS if k in learner})
-            stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f} td_rms "
-                     f"{learner['td_error_rms']:.2f} KL(pi||pi0) {learner['kl_to_reference']:.2f} "
-                     f"|a-a0| {learner['mean_action_shift']:.3f} |W_a| {learner['critic_action_weight_norm']:.2f}"
-                     if "alpha" in learner else " (no updates yet)")
-            if "reference_weight" in learner:
-                stats = f" w {learner['reference_weight']:.3f}" + stats
-            if "density_ratio_online" in learner:  # balanced replay: how well w separates the two
-                stats += (f" density ratio online {learner['density_ratio_online']:.2f} "
-                          f"offline {learner['density_ratio_offline']:.2f}")
-            return f"online {steps}/{cfg.online_steps} env steps: {_fmt_eval(ret, cfg.score(ret))}{stats}"
+                def evaluated(point: dict, learner: dict) -> None:
+                    """Keeps the learner's diagnostics in a new point of the curve, logs both."""
+                    point.update({k: float(learner[k]) for k in DIAGNOSTICS if k in learner})
+                    log.log(point["env_steps"], {EVAL_RETURN: point["return"], EVAL_SCORE: point["score"],
+                                                 **learner_scalars(learner)})
 
-        progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
-                              record, cfg.checkpoint_every)
-    finally:
-        algo.stop()
+                if not progress:
+                    progress = {"iteration": 0, "curve": [], "env_steps": 0}
+                    _start(algo, method, start_weights, optimizer_states)
+                    if method.balanced_replay or seed_episodes:
+                        _seed_replay(algo, dataset_dir, meta, None if method.balanced_replay else seed_episodes,
+                                     console)
+                    ret = evaluation_return(algo.evaluate())
+                    progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
+                    evaluated(progress["curve"][-1], {})
+                    bar.update(0, f"{format_eval(ret, cfg.score(ret))} ({cfg.method}, {method.start} start)")
+
+                def record(progress: dict, result: dict) -> str:
+                    ret = evaluation_return(result)
+                    steps = algo.env_steps_sampled
+                    progress["env_steps"] = steps
+                    progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
+                    learner = result.get("learners", {}).get("default_policy", {})
+                    evaluated(progress["curve"][-1], learner)
+                    stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f} td_rms "
+                             f"{learner['td_error_rms']:.2f} KL(pi||pi0) {learner['kl_to_reference']:.2f} "
+                             f"|a-a0| {learner['mean_action_shift']:.3f} |W_a| "
+                             f"{learner['critic_action_weight_norm']:.2f}"
+                             if "alpha" in learner else " (no updates yet)")
+                    if "reference_weight" in learner:
+                        stats = f" w {learner['reference_weight']:.3f}" + stats
+                    if "density_ratio_online" in learner:  # balanced replay: how well w separates the two
+                        stats += (f" density ratio online {learner['density_ratio_online']:.2f} "
+                                  f"offline {learner['density_ratio_offline']:.2f}")
+                    return format_eval(ret, cfg.score(ret)) + stats
+
+                progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
+                                      record, cfg.checkpoint_every, bar, lambda p: p["env_steps"])
+        finally:
+            algo.stop()
     curve = progress["curve"]
-    return mark_done(stage_dir, {
+    summary = mark_done(stage_dir, {
         "curve": curve,
         "dip": dip(curve, cfg.online_steps),
         "final_score": curve[-1]["score"],
@@ -124,10 +137,26 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
         "env_steps": progress["env_steps"],
         "seconds": time.perf_counter() - start,
     })
+    dip_score = "" if summary["dip"] is None else f", dip {summary['dip']:.1f}"
+    final = format_eval(summary["final_return"], summary["final_score"])
+    console.saved("online", stage_dir, f"{cfg.method}, final {final}{dip_score}, {summary['seconds']:.0f}s")
+    return summary
 
 
-def _fmt_eval(ret: float, score: float | None) -> str:
-    return f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
+def _start(algo, method, start_weights: dict | None, optimizer_states: dict | None) -> None:
+    """A fresh online stage: the start module (aligned, offline or random), its reference policy and Adam."""
+    if start_weights is not None:
+        if method.fresh_critic:  # ablation: keep this algorithm's random R, not the aligned one
+            initial = algo.call_learner(lambda learner: learner.get_module_weights())
+            start_weights = {k: initial[k] if k.split(".")[0] in ("critic", "target_critic") else v
+                             for k, v in start_weights.items()}
+        algo.call_learner(lambda learner: learner.set_module_weights(start_weights))
+    if method.start != "aligned":  # KL(pi || pi0) is then measured against the start policy
+        algo.call_learner(lambda learner: learner.module["default_policy"].unwrapped()
+                          .freeze_reference_policy())
+    if optimizer_states is not None:
+        algo.call_learner(lambda learner: learner.set_optimizer_states(optimizer_states))
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
 
 
 def dip(curve: list[dict], online_steps: int) -> float | None:
@@ -138,11 +167,11 @@ def dip(curve: list[dict], online_steps: int) -> float | None:
     return min(early) if early else None
 
 
-def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int | None) -> None:
+def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int | None, console: Console) -> None:
     """Protected offline rows in the buffer: the k highest-return episodes, or (None) the whole dataset."""
     transitions, _ = read_dataset(dataset_dir)
     rows = transitions if k is None else top_k_episodes(transitions, k)
     algo.replay.add_transitions(rows, np.asarray(meta.action_low, np.float32),
                                 np.asarray(meta.action_high, np.float32), protected=True)
     what = "the offline dataset" if k is None else f"the {k} highest-return offline episodes"
-    print(f"online stage: seeded the replay buffer with {what} ({len(rows['rewards'])} transitions)", flush=True)
+    console.line(f"online stage: seeded the replay buffer with {what} ({len(rows['rewards'])} transitions)")

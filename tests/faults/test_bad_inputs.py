@@ -111,7 +111,7 @@ def test_run_rejects_a_dataset_path_that_is_not_a_dataset(tmp_path, capsys, no_r
         path.write_text("obs,actions\n")
     out = tmp_path / "run"
     message = _run_error(capsys, ["--dataset", str(path), "--env", "Pendulum-v1", "--out", str(out)])
-    expected = {"missing": "no such Minari dataset directory", "empty_dir": "no dataset.json",
+    expected = {"missing": "no such file or directory", "empty_dir": "no dataset.json",
                 "regular_file": "not a dataset directory, a D4RL .hdf5/.h5 file or a Minari dataset"}[kind]
     assert message.startswith(str(path)) and expected in message, message
     assert not out.exists()
@@ -274,3 +274,40 @@ def test_checks_write_nothing_even_on_success(tmp_path, pendulum_data):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     check_before_training(PipelineConfig(dataset=str(dataset), out=str(tmp_path / "a" / "b" / "run")))
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+JOB_ENV = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["--out", "runs/hm"], "out"),                                     # would vanish with the job
+    (["--out", "ABS", "--dataset", "data/hopper-medium"], "dataset"),  # git-ignored: never uploaded
+    (["--out", "ABS"], None),
+    (["--out", "runs/hm", "--storage-path", "ABS/storage"], None),     # mirrored: a relative --out is fine
+])
+def test_a_working_dir_job_refuses_paths_it_would_lose(tmp_path, monkeypatch, args, refused):
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.preflight import check_job_paths, in_uploaded_working_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", JOB_ENV)
+    assert in_uploaded_working_dir()
+    values = dict(zip((a[2:].replace("-", "_") for a in args[::2]),
+                      (v.replace("ABS", str(tmp_path)) for v in args[1::2])))
+    cfg = PipelineConfig(**values)
+    if refused is None:
+        check_job_paths(cfg)
+    else:
+        with pytest.raises(ValueError, match=f"^--{refused} "):
+            check_job_paths(cfg)
+
+
+def test_outside_a_job_relative_paths_are_fine(monkeypatch):
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.preflight import check_job_paths, in_uploaded_working_dir
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert not in_uploaded_working_dir()
+    check_job_paths(PipelineConfig(out="runs/hm", dataset="data/missing"))
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {}}))  # a job without upload
+    assert not in_uploaded_working_dir()

@@ -7,12 +7,14 @@ the last test damages a real online checkpoint of a killed run and resumes it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
 import pytest
 
 from rllib_o2o.checkpoints import CheckpointError
+from rllib_o2o.console import Console
 from rllib_o2o.stages.common import (
     CHECKPOINT_DIR,
     CORRUPT_DIR,
@@ -210,7 +212,8 @@ def test_a_training_crash_names_the_checkpoint_to_resume_from(tmp_path, capsys):
     algo = FakeAlgo(fail_at=3)
     progress = {"iteration": 0}
     with pytest.raises(RuntimeError, match="injected learner fault"):
-        train_loop(algo, stage, progress, lambda p: p["iteration"] >= 5, lambda p, r: f"it {p['iteration']}", 1)
+        train_loop(algo, stage, progress, lambda p: p["iteration"] >= 5, lambda p, r: f"it {p['iteration']}", 1,
+                   Console(io.StringIO()).progress("online", 5, "iterations"), lambda p: p["iteration"])
     err = capsys.readouterr().err
     assert (f"ERROR: online stage failed in training iteration 3 (RuntimeError: injected learner fault); "
             f"the last complete checkpoint is {stage / CHECKPOINT_DIR} (iteration 2). "
@@ -225,7 +228,7 @@ def test_real_checkpoint_damaged_after_a_kill_resumes_from_the_previous(tmp_path
     copy_stages(finished_stages, out, ("offline", "alignment"))
     args = run_command(fault_dataset, out, write_config(tmp_path))
     proc = PipelineProcess(args)
-    assert proc.wait_for(r"^checkpoint saved \(online, iteration 2\)"), proc.output[-3000:]
+    assert proc.wait_for(r"^online 400/600 env steps"), proc.output[-3000:]  # printed once iteration 2 is saved
     proc.kill()
     latest, previous = out / "online" / CHECKPOINT_DIR, out / "online" / PREVIOUS_DIR
     assert read_checkpoint(latest)["env_steps"] == 400 and read_checkpoint(previous)["env_steps"] == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from ray.rllib.algorithms.sac import SAC, SACConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     LEARNER_RESULTS,
@@ -131,6 +133,15 @@ class O2OSACConfig(SACConfig):
         self.normalize_actions = False  # the module emits env-unit actions itself
         self.clip_actions = False
         self.env_runner_cls = O2OEnvRunner  # sizes torch's threads in each EnvRunner process
+        # The algorithm's log directory outside Tune (the pipeline: the stage directory); None: none.
+        # RLlib's default is a new, empty ~/ray_results/<timestamp> directory per build.
+        self.log_dir = None
+        # None: the algorithm leaves the "ray.rllib" logger's level to the process (the pipeline
+        # quietens it unless verbose); RLlib's default resets it to WARN on every build.
+        self.log_level = None
+        # System-usage stats are for Tune's results (unused here); on, they start a polling thread
+        # per build and warn "Install gputil".
+        self.log_sys_usage = False
 
     def o2o(
         self,
@@ -159,6 +170,7 @@ class O2OSACConfig(SACConfig):
         hidden=NotProvided,
         actor_activation=NotProvided,
         torch_threads=NotProvided,
+        log_dir=NotProvided,
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
 
@@ -197,6 +209,8 @@ class O2OSACConfig(SACConfig):
             evaluation runners; a custom `env_runner_cls` must size itself, see O2OEnvRunner).
             An int sets that many threads in all of them. torch's own default (every core, in
             every process) makes the processes of a run contend for the same cores.
+        log_dir: the algorithm's log directory (`Algorithm.logdir`) when it is not a Tune trial;
+            None (default): none is made.
         """
         for name, value in locals().items():
             if name != "self" and value is not NotProvided:
@@ -280,6 +294,17 @@ class O2OSAC(SAC):
             self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
         self._recorder: list[dict] | None = None
+
+    @override(SAC)
+    def _setup_logdir(self) -> None:
+        """A Tune trial keeps Tune's trial directory; otherwise `log_dir` or no directory, instead of
+        RLlib's empty ~/ray_results/<timestamp> per build (nothing of this family writes there)."""
+        if self._storage is not None:
+            super()._setup_logdir()
+            return
+        self._logdir = self.config.log_dir
+        if self._logdir:
+            os.makedirs(self._logdir, exist_ok=True)
 
     def _size_torch_threads(self) -> None:
         """torch threads of the driver and a remote learner from their allocations (rllib_o2o/threads.py).

@@ -1,0 +1,197 @@
+"""What one pipeline run computes and where it lives: `PipelineConfig`, documented field by field.
+
+Each field is declared with its help text (`option`), and that declaration is the whole
+interface: `rllib-o2o run` derives one flag per field from it (`rllib_o2o.flags`), a
+`--config` file and `rllib_o2o.run(**options)` take the same names. Stdlib and light
+modules only, so building the command line never imports Ray or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import Field, asdict, dataclass, field, fields
+
+from rllib_o2o.methods import METHODS, get_method
+from rllib_o2o.presets import PRESETS, get_preset
+from rllib_o2o.suggest import UnknownNameError
+from rllib_o2o.threads import resolve_torch_threads
+
+EMBEDDED_ENV = "Pendulum-v1"
+
+
+def option(default, help: str, **flag) -> Field:
+    """A config field with its flag's help declared beside it, and optionally `choices`, `metavar`
+    and `check` (a function raising ValueError on a bad value; `validate` and the flag run it).
+
+    Fields with a list or dict type are declared with `field(metadata={"help": ...})` itself.
+    """
+    return field(default=default, metadata={"help": help, **flag})
+
+
+def _check_torch_threads(value) -> None:
+    resolve_torch_threads(value, 1)  # "auto" or a positive int
+
+
+@dataclass
+class PipelineConfig:
+    """One run of offline pre-training -> alignment -> online fine-tuning.
+
+    Field names are the config-file keys and, with dashes, the `rllib-o2o run` flags. A
+    preset field left at None takes the value of the dataset's preset (rllib_o2o/presets.py).
+    `validate()` refuses impossible values; `rllib_o2o.preflight` checks the rest (paths,
+    dataset, env, checkpoint) before anything trains.
+    """
+
+    dataset: str | None = option(
+        None, "dataset directory, D4RL .hdf5/.h5 file, local Minari id, or URI of a dataset directory "
+              "(s3://, gs://, ...); none runs the embedded default on Pendulum-v1 medium data made here")
+    env: str | None = option(None, "gymnasium env id; none: the dataset's (a run without a dataset is "
+                                   "Pendulum-v1 only)")
+    out: str = option("runs/o2o", "run directory (re-running the same command resumes it)")
+    preset: str | None = option(None, "ACA's per-dataset settings; none: guessed from the dataset name",
+                                choices=tuple(PRESETS))
+    offline_steps: int = option(20_000, "stage 1 gradient steps")
+    align_steps: int = option(10_000, "stage 2 Z-fit steps")
+    online_steps: int = option(20_000, "stage 3 env steps (one update per step)")
+    eval_every: int = option(1_000, "online env steps between evaluations")
+    eval_episodes: int = option(10, "episodes per evaluation (mean action)")
+    offline_eval_every: int = option(5_000, "offline updates between evaluations (one training iteration)")
+    checkpoint_every: int = option(1, "training iterations between stage checkpoints")
+    num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")
+    num_envs_per_env_runner: int = option(1, "vectorised envs per EnvRunner")
+    num_gpus_per_learner: float = option(0, "1 puts the learner on a GPU")
+    align_num_cpus: float = option(1, "CPUs of the alignment Ray task")
+    align_num_gpus: float = option(0, "GPUs of the alignment Ray task (> 0 fits Z on cuda)")
+    align_lr: float = option(3e-4, "Adam learning rate of the Z fit")
+    batch_size: int = option(256, "minibatch size of every stage")
+    hidden: list = field(default_factory=lambda: [256, 256],
+                         metadata={"help": "hidden layer sizes of the actor and critic MLPs"})
+    replay_capacity: int = option(1_000_000, "online replay buffer size (transitions)")
+    alpha_bc: float = option(30.0, "stage 1 (SAC+ML) behaviour-cloning scale: lambda = alpha_bc / mean|Q|")
+    clip_beta: float | None = option(None, "preset override: beta of the clip of log pi0 (l's threshold)")
+    w_schedule: list | None = field(
+        default=None, metadata={"help": "preset override: the reference weight's schedule [w0, T, w_min]"})
+    seed_episodes: int | None = option(None, "preset override: highest-return offline episodes seeded into "
+                                             "the online buffer")
+    entropy_scale: float | None = option(None, "preset override: c_H, the scale of the target entropy")
+    max_episode_steps: int | None = option(None, "time limit override for the env")
+    seed: int = option(0, "seed of every stage")
+    ref_min_score: float | None = option(None, "return that normalises to 0; none: the dataset's, else the "
+                                               "env's known reference")
+    ref_max_score: float | None = option(None, "return that normalises to 100 (as ref_min_score)")
+    offline_checkpoint: str | None = option(None, "skip stage 1: align this checkpoint (this project's, or "
+                                                  "RLlib CQL/SAC)")
+    alpha_off: float | None = option(None, "temperature of the Z target when the offline checkpoint carries "
+                                           "none (methods with z_temperature online use 1)")
+    custom_resources_per_env_runner: dict | None = field(default=None, metadata={
+        "help": "custom Ray resources per EnvRunner, e.g. {worker_node: 0.1} to place EnvRunners on nodes "
+                "started with that resource (docs/cluster.md)"})
+    method: str = option("aca", "aca, an ACA ablation or a baseline (docs/pipeline.md); methods share a run "
+                                "directory's offline stages", choices=tuple(sorted(METHODS)))
+    storage_path: str | None = option(
+        None, "also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a pyarrow URI (s3://, gs://, "
+              "hdfs://, file://); a re-run on any node resumes from it")
+    align_plateau_patience: int = option(
+        0, "stop alignment once Z's held-out Bellman residual has not improved by 1% for this many "
+           "evaluations (every 500 Z steps); 0 runs all align_steps")
+    torch_threads: int | str = option(
+        "auto", "torch intra-op threads of every process of the run (driver with its learner, EnvRunners, "
+                "the alignment task, dataset generation): auto = the CPUs Ray reserves for each process "
+                "(alignment: align_num_cpus; EnvRunners: 1), or a positive int for all (rllib_o2o/threads.py)",
+        metavar="auto|N", check=_check_torch_threads)
+    verbose: bool = option(
+        False, "show Ray's, Ray Data's, RLlib's and Tune's own log lines and the workers' output (off: one "
+               "progress bar per stage and a line per saved output; errors show either way)")
+    wandb_project: str | None = option(
+        None, "also log the metrics written to each stage's tensorboard/ to this Weights & Biases project "
+              "(needs wandb installed; a resumed run appends to its W&B run)")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PipelineConfig:
+        """A config from untyped values (a config file, JSON): unknown keys and wrong types are refused.
+
+        An unknown key raises UnknownNameError naming the nearest known key.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise UnknownNameError("config key(s)", unknown, known, hint="; `rllib-o2o run --help` lists them")
+        for name, value in values.items():
+            check_type(name, value, cls.__dataclass_fields__[name].type)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Refuses values no run can use (the CLI checks this before Ray starts)."""
+        for name in ("offline_steps", "align_steps", "online_steps", "eval_every", "eval_episodes",
+                     "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.clip_beta is not None and self.clip_beta <= 0:
+            raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
+        get_method(self.method)
+        if self.preset is not None:
+            get_preset(self.preset)
+        if self.w_schedule is not None and len(self.w_schedule) != 3:
+            raise ValueError(f"w_schedule is [w0, T, w_min], got {self.w_schedule}")
+        for f in fields(self):
+            if "check" in f.metadata:
+                f.metadata["check"](getattr(self, f.name))
+        if self.dataset is None and self.env not in (None, EMBEDDED_ENV):
+            raise ValueError(f"env {self.env!r} needs a dataset (--dataset): without one the embedded default "
+                             f"makes {EMBEDDED_ENV} data only")
+
+    def env_config(self) -> dict:
+        return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
+
+    def score(self, ret: float | None) -> float | None:
+        if ret is None or self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        from rllib_o2o.data.scores import normalized_score
+
+        return float(normalized_score(ret, self.ref_min_score, self.ref_max_score))
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
+          "dict": (dict,)}
+
+
+def check_type(name: str, value, annotation: str) -> None:
+    """Config files are untyped: reject e.g. offline_steps: "many" with a message naming the key.
+
+    `annotation` is a field's (string) annotation, e.g. "int | None"; a generic such as
+    list[int] is checked as list.
+    """
+    allowed = annotation_kinds(annotation)
+    if value is None and "None" in allowed:
+        return
+    types = tuple(t for a in allowed for t in _TYPES.get(a, ()))
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        raise ValueError(f"config key {name!r} must be {annotation}, got {value!r}")
+
+
+def annotation_kinds(annotation: str) -> set[str]:
+    """{"int", "None"} for "int | None": the type names of a field's annotation, generics dropped."""
+    return {part.split("[")[0] for part in annotation.replace(" ", "").split("|")}
+
+
+def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfig:
+    """Small enough for a laptop: Pendulum-v1 medium data made here, a few minutes in all."""
+    return PipelineConfig(
+        out=out, env=EMBEDDED_ENV, offline_steps=3_000, offline_eval_every=1_000, align_steps=2_000,
+        online_steps=5_000, eval_every=1_000, eval_episodes=5, replay_capacity=100_000,
+    )
+
+
+def config_from_options(values: dict) -> PipelineConfig:
+    """The run that options describe, from flags, a config file or `rllib_o2o.run(**options)`.
+
+    Without a dataset (none given, or `dataset: null`) the options apply on top of the
+    embedded default, wherever they come from: `rllib-o2o run`, `run --config f.yaml`
+    and `run(**options)` without a dataset are the same small Pendulum-v1 run. With a
+    dataset they apply on top of the field defaults.
+    """
+    if values.get("dataset") is None:
+        return PipelineConfig.from_dict({**asdict(embedded_default_config()), **values})
+    return PipelineConfig.from_dict(values)
