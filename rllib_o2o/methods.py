@@ -63,6 +63,9 @@ METHODS = {
                            description="ACA, no offline data online"),
     "aca-no-align": Method("sacml", "aligned", "aca", fresh_critic=True,
                            description="ablation: R from a random initialisation instead of Z"),
+    "aca-offline-critic": Method("sacml", "offline", "aca",
+                                 description="ablation: ACA's online losses from the offline actor and critic "
+                                             "(no alignment: the critic keeps its action dependence)"),
     "aca-no-clip": Method("sacml", "aligned", "aca", use_log_prob_clip=False,
                           description="ablation: raw log pi0, no lower clip"),
     "aca-fixed-w": Method("sacml", "aligned", "aca", fixed_w=True, description="ablation: w fixed at w0"),

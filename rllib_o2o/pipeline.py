@@ -288,6 +288,8 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
                          f"({meta.get('algorithm')}) has no {sorted(missing)}")
     weights = dict(weights)
     weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
+    if method.online_mode == "aca":  # ACA's online stage starts at temperature 1, whatever its critic
+        weights["log_alpha"] = weights["log_alpha"] * 0
     return weights, meta.get("actor_activation", "relu")
 
 

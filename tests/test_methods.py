@@ -22,7 +22,7 @@ def test_every_method_is_a_known_combination():
         assert method.start in ("aligned", "offline", "scratch"), name
         assert method.online_mode in ("aca", "sac"), name
         assert (method.start == "scratch") == (method.offline is None), name
-        assert (method.online_mode == "aca") == (method.start == "aligned"), name
+        assert method.start == "aligned" or name == "aca-offline-critic" or method.online_mode == "sac", name
         assert not method.balanced_replay or (method.offline and method.online_mode == "sac"), name
     assert needs_alignment("aca-no-clip") and not needs_alignment("naive")
     with pytest.raises(ValueError, match="unknown method 'td3'"):
@@ -44,6 +44,10 @@ def test_naive_starts_from_the_whole_offline_module_with_its_update_count_reset(
     np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
     assert float(got["log_alpha"]) == -1.5  # the offline temperature travels with the critic
     assert online_start_weights(PipelineConfig(method="sac-scratch"), tmp_path) == (None, "relu")
+    # the ablation with ACA's online losses keeps the offline critic but starts at ACA's temperature 1
+    got, _ = online_start_weights(PipelineConfig(method="aca-offline-critic"), tmp_path)
+    np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
+    assert float(got["log_alpha"]) == 0.0 and int(got["num_updates"]) == 0
 
     save_module_checkpoint(tmp_path / "offline" / "module", {"actor.head.weight": weights["actor.head.weight"]},
                            {"stage": "offline"})  # e.g. an imported policy: no critic to transfer
