@@ -24,6 +24,7 @@ import numpy as np
 
 WEIGHTS_FILE = "module.pt"
 META_FILE = "meta.json"
+MODULE_DIR = "module"  # a stage's finished module checkpoint, inside its stage dir
 OPTIMIZERS_FILE = "optimizers.pt"  # optional: Adam states of the stage's learner
 MANIFEST_FILE = "manifest.json"
 

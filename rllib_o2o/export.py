@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from rllib_o2o.checkpoints import (
+    MODULE_DIR,
     CheckpointError,
     atomic_dir,
     commit_dir,
     load_module_checkpoint,
 )
+from rllib_o2o.config import RUN_CONFIG_FILE
 from rllib_o2o.methods import get_method
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.policy_import import RLLIB_MODULE_SUBDIR
@@ -42,8 +44,6 @@ from rllib_o2o.stages.common import (
 POLICY_FILE = "policy.json"
 ACTOR_FILE = "actor.pt"
 FORMAT_VERSION = 1
-RUN_CONFIG_FILE = "config.json"  # written by pipeline.prepare: what makes a directory a run
-MODULE_DIR = "module"
 RLLIB_STATE_FILE = "module_state.pkl"  # RLlib's pickled RLModule state, beside its metadata.json
 STAGES = ("online", "offline")
 # Stage 1 as trained here builds the default actor; imported actors have their own module/ meta.

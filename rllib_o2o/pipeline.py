@@ -18,12 +18,13 @@ from pathlib import Path
 import ray
 
 from rllib_o2o.checkpoints import (
+    MODULE_DIR,
     load_module_checkpoint,
     load_optimizer_states,
     save_module_checkpoint,
     write_json_atomic,
 )
-from rllib_o2o.config import EMBEDDED_ENV, PipelineConfig
+from rllib_o2o.config import EMBEDDED_ENV, RUN_CONFIG_FILE, PipelineConfig
 from rllib_o2o.console import Console, quiet_libraries, ray_init_options
 from rllib_o2o.data.scores import reference_scores
 from rllib_o2o.methods import alignment_dir_name, get_method
@@ -99,11 +100,11 @@ def prepare(cfg: PipelineConfig):
         refs = (meta.ref_min_score, meta.ref_max_score)
         cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
     cfg.preset = cfg.preset or preset_for_dataset(Path(cfg.dataset).name if cfg.dataset else dataset_dir.name)
-    saved = run_dir / "config.json"
+    saved = run_dir / RUN_CONFIG_FILE
     if saved.exists():
         _refuse_other_run(json.loads(saved.read_text()), cfg, str(run_dir))
     if uri is not None:
-        _refuse_other_run(read_remote_json(run_dir, "config.json"), cfg, uri)
+        _refuse_other_run(read_remote_json(run_dir, RUN_CONFIG_FILE), cfg, uri)
     if not saved.exists():
         write_json_atomic(saved, asdict(cfg))
     sync_run(run_dir)  # with storage: what the run dir lacks comes down, what storage lacks goes up
@@ -150,7 +151,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     align_dir = run_dir / alignment_dir_name(cfg.method)
     alignment = stage_done(align_dir)
     if alignment is None:
-        offline_weights, offline_meta = load_module_checkpoint(stage_dir / "module", expect={"stage": "offline"})
+        offline_weights, offline_meta = load_module_checkpoint(stage_dir / MODULE_DIR, expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
         alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         if method.z_temperature == "online":
@@ -174,14 +175,14 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
 
             bar.start(0)
             report = align_in_task(actor, data, tuple(cfg.hidden), settings, cfg.align_num_gpus, on_point)
-        save_module_checkpoint(align_dir / "module", report.pop("weights"), {
+        save_module_checkpoint(align_dir / MODULE_DIR, report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
             "actor_activation": settings.actor_activation})
         alignment = mark_done(align_dir, report)
         curve = report["z_loss_curve"]
         plateau = ", stopped at the plateau" if report["stopped_at_plateau"] else ""
-        console.saved("alignment", align_dir / "module",
+        console.saved("alignment", align_dir / MODULE_DIR,
                       f"{report['z_steps_done']} Z steps in {report['seconds']:.1f}s{plateau}, z_loss "
                       f"{curve[0]['z_loss']:.3f} -> {curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = "
                       f"{report['surgery_max_abs_error']:.2g}")
@@ -277,10 +278,10 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     if method.start == "scratch":
         return None, "relu"
     if method.start == "aligned":
-        weights, meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / "module",
+        weights, meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
                                                expect={"stage": "aligned"})
         return weights, meta.get("actor_activation", "relu")
-    weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / "module",
+    weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / MODULE_DIR,
                                            expect={"stage": "offline"})
     missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
     if missing:
@@ -298,7 +299,7 @@ def online_optimizer_states(cfg: PipelineConfig, run_dir: Path) -> dict | None:
     stage_dir = offline_stage_dir(run_dir, cfg.method)
     if not get_method(cfg.method).carry_optimizer_state or stage_dir is None:
         return None
-    states = load_optimizer_states(stage_dir / "module")
+    states = load_optimizer_states(stage_dir / MODULE_DIR)
     if states is None:
         raise ValueError(f"method {cfg.method!r} carries the offline optimizer state, but {stage_dir / 'module'} "
                          "holds none (an imported policy, or an offline stage from before it was saved)")
@@ -328,14 +329,14 @@ def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path, console: Co
                          activation=ref.activation)
     returns = evaluate_policy(cfg.env, policy, cfg.eval_episodes, cfg.seed + 10_000, cfg.max_episode_steps)
     weights = {f"actor.{k}": v for k, v in actor.items()}
-    save_module_checkpoint(stage_dir / "module", weights, {
+    save_module_checkpoint(stage_dir / MODULE_DIR, weights, {
         "stage": "offline", "algorithm": f"imported:{kind}", "env_id": cfg.env, "obs_dim": meta.obs_dim,
         "act_dim": meta.act_dim, "hidden": list(ref.hidden), "alpha_off": alpha_off,
         "actor_activation": ref.activation, "source": str(cfg.offline_checkpoint)})
     ret = float(returns.mean())
     summary = mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
                                     "seconds": 0.0, "alpha_off": alpha_off, "source": str(cfg.offline_checkpoint)})
-    console.saved("offline", stage_dir / "module", f"{kind} policy imported from {cfg.offline_checkpoint}, "
+    console.saved("offline", stage_dir / MODULE_DIR, f"{kind} policy imported from {cfg.offline_checkpoint}, "
                   f"return {ret:.1f}")
     return summary
 

@@ -335,7 +335,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from rllib_o2o.algorithms.o2o_sac import O2OSAC
-    from rllib_o2o.checkpoints import load_module_checkpoint, write_json_atomic
+    from rllib_o2o.checkpoints import MODULE_DIR, load_module_checkpoint, write_json_atomic
     from rllib_o2o.data.schema import read_dataset, top_k_episodes
     from rllib_o2o.storage import push_file
 
@@ -351,7 +351,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
         base[key] = value
     trial_cfg, preset, _ = trial_settings(base, {})
     trial_cfg.validate()
-    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / "alignment" / "module",
+    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / "alignment" / MODULE_DIR,
                                                            expect={"stage": "aligned"})
     actor_activation = aligned_meta.get("actor_activation", "relu")
 
@@ -513,11 +513,11 @@ def config_from_args(args, load_file, flags: dict) -> tuple:
 
     `flags`: the pipeline flags given on the command line (rllib_o2o.flags.given_values).
     """
-    from rllib_o2o.config import PipelineConfig, config_from_options
+    from rllib_o2o.config import RUN_CONFIG_FILE, PipelineConfig, config_from_options
 
     flags = dict(flags)
     if args.from_run:
-        saved = Path(args.from_run) / "config.json"
+        saved = Path(args.from_run) / RUN_CONFIG_FILE
         storage_path = flags.pop("storage_path", None)
         if storage_path and not saved.exists():  # a fresh node: the run is on storage only
             from rllib_o2o.storage import attach, sync_run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rllib_o2o.checkpoints import save_module_checkpoint
+from rllib_o2o.checkpoints import MODULE_DIR, save_module_checkpoint
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
@@ -83,7 +83,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         finally:
             algo.stop()
     alpha_off = float(np.exp(weights["log_alpha"]))
-    save_module_checkpoint(stage_dir / "module", weights, {
+    save_module_checkpoint(stage_dir / MODULE_DIR, weights, {
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
         "actor_activation": "relu",
@@ -94,6 +94,6 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         "alpha_off": alpha_off, "updates": num_iterations * cfg.offline_eval_every,
         "seconds": time.perf_counter() - start,
     })
-    console.saved("offline", stage_dir / "module", f"{mode}, {format_eval(last['return'], last['score'])}, "
+    console.saved("offline", stage_dir / MODULE_DIR, f"{mode}, {format_eval(last['return'], last['score'])}, "
                   f"alpha_off {alpha_off:.3f}, {summary['seconds']:.0f}s")
     return summary
