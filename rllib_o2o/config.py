@@ -132,7 +132,9 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_beta is not None and self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
-        get_method(self.method)
+        if get_method(self.method).distill_baseline and self.offline_checkpoint:
+            raise ValueError(f"method {self.method!r} distils Z from the offline critic, and an imported "
+                             f"--offline-checkpoint carries an actor only; use --method aca")
         if self.preset is not None:
             get_preset(self.preset)
         if self.w_schedule is not None and len(self.w_schedule) != 3:

@@ -175,6 +175,16 @@ def z_loss(log_pi0: torch.Tensor, z_values: torch.Tensor, y: torch.Tensor) -> to
     return (err * err).mean(-1).sum()
 
 
+def critic_value_of_policy(q_sampled: torch.Tensor) -> torch.Tensor:
+    """The offline critic's value of pi0, the target of a distilled baseline Z.
+
+    Z_off(s) = E_{a~pi0(.|s)}[ min_i Q_off,i(s, a) ] ~= (1/K) sum_k min_i Q_off,i(s, a_k),  a_k ~ pi0(.|s).
+
+    q_sampled: [E, K, B] values of K sampled actions per state; returns [B], detached.
+    """
+    return q_sampled.min(0).values.mean(0).detach()
+
+
 def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Twin-critic regression: sum_i MSE(Q_i(s,a), y), q_values [E, B], y [B].
 

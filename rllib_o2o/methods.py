@@ -31,6 +31,10 @@ class Method:
     # True (spec): the critic fits R + w l and Z is fitted with log pi0 (docs/method.md).
     critic_includes_reference: bool = False
     carry_optimizer_state: bool = False  # online Adam starts from the offline moments (reference code)
+    # True: Z is distilled from the offline critic's value of pi0, E_{a~pi0}[min_i Q_off,i(s, a)],
+    # instead of fitted by TD on the data's actions (which estimates the behaviour policy's value).
+    # Needs an offline stage with a critic (not an imported policy) and critic_includes_reference=False.
+    distill_baseline: bool = False
     description: str = ""
 
     def alignment_tag(self) -> str:
@@ -41,6 +45,8 @@ class Method:
             parts.append(f"{self.z_temperature}-temperature")
         if self.critic_includes_reference != default.critic_includes_reference:
             parts.append("with-log-pi0" if self.critic_includes_reference else "z-only")
+        if self.distill_baseline:
+            parts.append("distilled")
         return "-".join(parts)
 
 
@@ -57,6 +63,9 @@ METHODS = {
                                    critic_includes_reference=True, carry_optimizer_state=True,
                                    description="ablation: aca-paper with online Adam starting from the "
                                                "offline moments (the reference code's load_model)"),
+    "aca-distilled-z": Method("sacml", "aligned", "aca", distill_baseline=True,
+                              description="aca with Z distilled from the offline critic's value of pi0 "
+                                          "instead of fitted by TD on the data (docs/method.md)"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,

@@ -163,18 +163,29 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  device="cuda" if cfg.align_num_gpus else "cpu",
                                  actor_activation=offline_meta.get("actor_activation", "relu"),
                                  num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads)
-        console.line(f"alignment: fitting Z for {cfg.align_steps} steps in a Ray task")
+        critic = None
+        if method.distill_baseline:
+            critic = {k[len("critic."):]: v for k, v in offline_weights.items() if k.startswith("critic.")}
+            if not critic:
+                raise ValueError(f"method {cfg.method!r} distils Z from the offline critic, but "
+                                 f"{stage_dir / MODULE_DIR} holds an actor only (an imported policy?); "
+                                 f"use --method aca, which fits Z by TD on the data")
+        verb = "distilling Z from the offline critic" if critic else "fitting Z"
+        console.line(f"alignment: {verb} for at most {cfg.align_steps} steps in a Ray task")
         data = ray.put(read_dataset(dataset_dir))  # through the object store: any node can run the task
         with (console.progress("alignment", cfg.align_steps, "Z steps") as bar,
               metrics.stage(align_dir, None) as log):  # no checkpoints: a re-run fits Z from the start
 
             def on_point(point: dict) -> None:
                 log.log(point["step"], {Z_LOSS: point["z_loss"], HELDOUT_RESIDUAL: point["heldout_residual"]})
-                bar.update(point["step"], f"z_loss {point['z_loss']:.4f}, held-out Bellman residual "
+                distilled = point.get("heldout_distill_error")
+                prefix = "" if distilled is None else f"held-out distillation error {distilled:.4f}, "
+                bar.update(point["step"], f"{prefix}z_loss {point['z_loss']:.4f}, held-out Bellman residual "
                                           f"{point['heldout_residual']:.4f}")
 
             bar.start(0)
-            report = align_in_task(actor, data, tuple(cfg.hidden), settings, cfg.align_num_gpus, on_point)
+            report = align_in_task(actor, data, tuple(cfg.hidden), settings, cfg.align_num_gpus, on_point,
+                                   offline_critic=critic)
         save_module_checkpoint(align_dir / MODULE_DIR, report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),

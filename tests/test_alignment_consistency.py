@@ -95,3 +95,87 @@ def test_offline_temperature_in_y_z_leaves_a_gap_of_gamma_times_the_entropy():
     assert abs(gamma_entropy) > 10 * TOLERANCE  # precondition: pi0's entropy makes the gap measurable
     assert gap == pytest.approx(gamma_entropy, abs=TOLERANCE)
     assert math.copysign(1, gap) == math.copysign(1, gamma_entropy)
+
+
+# The same MDP with data from a behaviour policy beta != pi0. A state baseline fitted by TD on the
+# data's actions is beta's value, Z = E_beta[r] / (1 - gamma), so at t = 0 the online target (pi0
+# acting) misses it by E_pi0[r] - E_beta[r]. Distilled from a critic that is pi0's Q, Z is pi0's value
+# and the gap closes.
+BETA_MEAN, BETA_LOG_STD = [-0.5, 0.5], [-1.0, -1.0]
+
+
+def behaviour_dataset(num: int = 4096):
+    torch.manual_seed(4)
+    mean, log_std = torch.tensor(BETA_MEAN).expand(num, 2), torch.tensor(BETA_LOG_STD).expand(num, 2)
+    actions, _ = maths.tanh_gaussian_rsample(mean, log_std)
+    obs = OBS.expand(num, 2).numpy().copy()
+    transitions = {"obs": obs, "actions": actions.numpy(), "rewards": reward(actions).numpy(),
+                   "new_obs": obs.copy(), "terminateds": np.zeros(num, bool)}
+    meta = DatasetMeta(env_id=None, obs_shape=(2,), action_shape=(2,), action_low=[-1.0, -1.0],
+                       action_high=[1.0, 1.0], source="test", num_transitions=num, num_episodes=1)
+    return transitions, meta
+
+
+def mean_reward(mean, log_std, seed: int) -> float:
+    torch.manual_seed(seed)
+    actions, _ = maths.tanh_gaussian_rsample(torch.tensor(mean).expand(SAMPLES, 2),
+                                             torch.tensor(log_std).expand(SAMPLES, 2))
+    return float(reward(actions).mean())
+
+
+def pi0_q_critic(value_pi0: float) -> dict:
+    """A twin critic fitted to pi0's true Q(s, a) = r(a) + gamma V^pi0 on actions uniform in [-1, 1]^2."""
+    torch.manual_seed(5)
+    critic = EnsembleMLP(2, 4, 1, HIDDEN)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    for _ in range(3000):
+        actions = torch.rand(256, 2) * 2 - 1
+        target = reward(actions) + GAMMA * value_pi0
+        loss = maths.critic_loss(critic(torch.cat([OBS.expand(256, 2), actions], -1)).squeeze(-1), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.detach().numpy() for k, v in critic.state_dict().items()}
+
+
+def td_gap_from_behaviour_data(offline_critic: dict | None) -> float:
+    """E_{a ~ pi0}[y(s, a)] - Z(s) at t = 0 for the project's aca (the critic fits R alone)."""
+    pi0 = state_independent_pi0()
+    actor_state = {k: v.numpy() for k, v in pi0.state_dict().items()}
+    settings = AlignSettings(z_steps=3000, batch_size=256, lr=3e-3, gamma=GAMMA, alpha_off=1.0, curve_every=500,
+                             seed=0, z_includes_log_pi0=False)
+    report = align(actor_state, behaviour_dataset(), HIDDEN, settings, offline_critic=offline_critic)
+    assert report["z_source"] == ("offline critic" if offline_critic else "td")
+    critic = EnsembleMLP(2, 4, 1, HIDDEN)
+    critic.load_state_dict({k[len("critic."):]: torch.tensor(v) for k, v in report["weights"].items()
+                            if k.startswith("critic.")})
+    module = SimpleNamespace(ref_actor=pi0, q_values=lambda o, a: critic(torch.cat([o, a], -1)).squeeze(-1))
+    config = SimpleNamespace(clip_beta=7.0, use_log_prob_clip=True)
+    obs = OBS.expand(SAMPLES, 2)
+    with torch.no_grad():
+        actions, _ = pi0_samples(SAMPLES, seed=2)
+        next_actions, next_log_pi = pi0_samples(SAMPLES, seed=3)
+        next_q = module.q_values(obs, next_actions).min(0).values
+        next_q = next_q + O2OSACTorchLearner._reference_term(module, config, obs, next_actions)
+        y = maths.soft_q_target(reward(actions), torch.zeros(SAMPLES), GAMMA, next_q, next_log_pi, 1.0)
+        z = module.q_values(obs, actions).min(0).values
+    return float(y.mean() - z.mean())
+
+
+def test_td_fitted_baseline_is_the_behaviours_value_and_misses_the_target_by_the_reward_gap():
+    reward_gap = mean_reward(PI0_MEAN, PI0_LOG_STD, 6) - mean_reward(BETA_MEAN, BETA_LOG_STD, 7)
+    assert abs(reward_gap) > 10 * TOLERANCE  # precondition: beta and pi0 earn measurably different rewards
+    assert td_gap_from_behaviour_data(None) == pytest.approx(reward_gap, abs=2 * TOLERANCE)
+
+
+def test_baseline_distilled_from_pi0s_critic_meets_the_expected_td_target():
+    value_pi0 = mean_reward(PI0_MEAN, PI0_LOG_STD, 6) / (1 - GAMMA)
+    assert abs(td_gap_from_behaviour_data(pi0_q_critic(value_pi0))) < TOLERANCE
+
+
+def test_distillation_refuses_the_log_pi0_parameterisation():
+    pi0 = state_independent_pi0()
+    settings = AlignSettings(z_steps=10, batch_size=16, z_includes_log_pi0=True)
+    with pytest.raises(ValueError, match="z_includes_log_pi0=False"):
+        align({k: v.numpy() for k, v in pi0.state_dict().items()}, behaviour_dataset(64), HIDDEN, settings,
+              offline_critic=pi0_q_critic(0.0))

@@ -189,6 +189,17 @@ def test_z_loss_by_hand_and_trains_only_z():
     torch.testing.assert_close(z.grad, t(0.0, 0.0, 1.0, -2.0, -4.0, -5.0).view(2, 3) / 3)
 
 
+def test_critic_value_of_policy_is_the_mean_over_samples_of_the_min_over_critics():
+    # E = 2 critics, K = 2 sampled actions, B = 2 states
+    # state 0: min over critics (1, 4) -> 1 and (3, 2) -> 2: mean 1.5
+    # state 1: (-1, 0) -> -1 and (5, 7) -> 5: mean 2.0
+    q = t(1.0, -1.0, 3.0, 5.0,   # critic 0: [K, B]
+          4.0, 0.0, 2.0, 7.0).view(2, 2, 2).requires_grad_()
+    value = M.critic_value_of_policy(q)
+    torch.testing.assert_close(value, t(1.5, 2.0))
+    assert not value.requires_grad
+
+
 def test_critic_loss_is_sum_of_member_mse():
     # member 0: errors (0, 1, 2) -> 5/3; member 1: (1, 1, 1) -> 1
     q = t(1.0, 2.0, 3.0, 2.0, 2.0, 2.0).view(2, 3)

@@ -34,6 +34,12 @@ def test_config_refuses_an_unknown_method():
         PipelineConfig(method="nope").validate()
 
 
+def test_config_refuses_to_distil_z_from_an_imported_policy():
+    PipelineConfig(method="aca-distilled-z").validate()
+    with pytest.raises(ValueError, match="actor only; use --method aca"):
+        PipelineConfig(method="aca-distilled-z", offline_checkpoint="/some/ckpt").validate()
+
+
 def test_naive_starts_from_the_whole_offline_module_with_its_update_count_reset(tmp_path):
     weights = {"actor.head.weight": np.ones((2, 3), np.float32), "critic.weights.0": np.full((2, 4, 5), 2.0),
                "target_critic.weights.0": np.zeros((2, 4, 5)), "log_alpha": np.array(-1.5, np.float32),
@@ -85,7 +91,7 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
 
 @pytest.mark.slow
 def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
-    methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam")
+    methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam", "aca-distilled-z")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
@@ -93,15 +99,21 @@ def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_pa
     finally:
         ray.shutdown()
     assert sorted(p.name for p in tmp_path.glob("alignment*")) == [
-        "alignment", "alignment-offline-temperature-with-log-pi0", "alignment-with-log-pi0"]
-    done = {p.name: json.loads((p / "DONE.json").read_text())["settings"] for p in tmp_path.glob("alignment*")}
+        "alignment", "alignment-distilled", "alignment-offline-temperature-with-log-pi0", "alignment-with-log-pi0"]
+    reports = {p.name: json.loads((p / "DONE.json").read_text()) for p in tmp_path.glob("alignment*")}
+    done = {name: report["settings"] for name, report in reports.items()}
+    assert {name: r["z_source"] for name, r in reports.items()} == {
+        "alignment": "td", "alignment-distilled": "offline critic",
+        "alignment-offline-temperature-with-log-pi0": "td", "alignment-with-log-pi0": "td"}
+    assert all("heldout_distill_error" in p for p in reports["alignment-distilled"]["z_loss_curve"])
+    assert done["alignment-distilled"]["z_includes_log_pi0"] is False
     alpha_off = json.loads((tmp_path / "offline" / "DONE.json").read_text())["alpha_off"]
     assert done["alignment"]["alpha_off"] == 1.0 and done["alignment"]["z_includes_log_pi0"] is False
     assert done["alignment-with-log-pi0"]["alpha_off"] == 1.0
     assert done["alignment-with-log-pi0"]["z_includes_log_pi0"] is True
     paper = done["alignment-offline-temperature-with-log-pi0"]
     assert paper["alpha_off"] == alpha_off != 1.0 and paper["z_includes_log_pi0"] is True
-    # one offline stage served all four; the carried-Adam ablation reuses aca-paper's alignment
+    # one offline stage served all five; the carried-Adam ablation reuses aca-paper's alignment
     start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
     assert len({round(v, 6) for v in start.values()}) == 1
     assert results["aca-paper-carry-adam"]["alignment"] == results["aca-paper"]["alignment"]

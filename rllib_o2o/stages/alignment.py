@@ -3,7 +3,8 @@
 Runs as its own Ray task (`align_remote`) with an explicit resource request and
 retries, so it can be placed anywhere in a cluster and survives a dead worker.
 Input: any stochastic tanh-Gaussian actor pi0 (stage 1's, or converted from
-RLlib's CQL) and the offline dataset. Output: the full O2OSAC module state for
+RLlib's CQL) and the offline dataset; optionally the offline critic, from which Z is then
+distilled instead of fitted by TD (`align(offline_critic=...)`). Output: the full O2OSAC module state for
 ACA: actor = pi0, frozen ref_actor = pi0, critics R_i built from the fitted
 baselines Z_i with zeroed action columns, targets = R, log alpha = 0.
 """
@@ -50,6 +51,9 @@ class AlignSettings:
     num_cpus: float = 1
     # "auto" (num_cpus threads, at least 1) or a positive int (rllib_o2o/threads.py).
     torch_threads: int | str = AUTO
+    # Distillation only (`align(offline_critic=...)`): actions sampled from pi0 per state to estimate
+    # the target E_{a~pi0}[min_i Q_off,i(s, a)].
+    distill_samples: int = 16
 
 
 class AlignmentError(RuntimeError):
@@ -61,11 +65,19 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
-          progress: Callable[[dict], None] | None = None) -> dict:
+          progress: Callable[[dict], None] | None = None, offline_critic: dict | None = None) -> dict:
     """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights.
 
+    Z is fitted by TD on the data (L_Z, spec stage 2.1) or, when `offline_critic` (the offline
+    twin critic's state dict) is given, distilled from it: Z_i(s) regressed on the offline
+    critic's value of pi0, E_{a~pi0}[min_j Q_off,j(s, a)] (`maths.critic_value_of_policy`). The
+    TD fit of a state value from the data's actions estimates the behaviour policy's value, not
+    pi0's; the offline critic was trained by TD on pi0's own actions for the whole offline stage
+    (as the reference code trains Z jointly with it). Distillation needs z_includes_log_pi0=False.
+
     `progress` receives each point of the Z-loss curve as it is measured (every
-    `curve_every` steps: step, z_loss, heldout_residual).
+    `curve_every` steps: step, z_loss, heldout_residual; when distilling also heldout_distill_error,
+    the held-out regression MSE that the plateau rule then watches).
 
     Sets this process's torch threads first (`settings.torch_threads`, by default the task's
     `num_cpus`), whatever OMP_NUM_THREADS the worker inherited.
@@ -86,26 +98,47 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
     optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)
 
     holdout_batch = {k: torch.from_numpy(v).to(device) for k, v in holdout.items()}
+    distill = None
+    if offline_critic is not None:
+        if settings.z_includes_log_pi0:
+            raise ValueError("Z distilled from the offline critic is a state value (z_includes_log_pi0=False); "
+                             "the spec's log pi0(a|s) + Z(s) parameterisation is fitted by TD only")
+        distill = _DistillTargets(pi0, offline_critic, obs_dim, act_dim, hidden, settings, device)
+        holdout_batch["z_target"] = distill.of(holdout_batch["obs"])
+        fit_obs = torch.from_numpy(replay.get_state()["arrays"]["obs"][:len(replay)]).to(device)
+        fit_target = distill.of(fit_obs)  # once: the critic and pi0 are frozen
+        rows = torch.Generator().manual_seed(settings.seed)
     curve, window, start = [], [], time.perf_counter()
     best, since_best, stopped_early, step = math.inf, 0, False, 0
     chunk = 1000
     for first in range(0, settings.z_steps, chunk):
         num = min(chunk, settings.z_steps - first)
-        batches = {k: torch.from_numpy(v).to(device) for k, v in replay.sample(num, settings.batch_size).items()}
+        if distill is None:
+            batches = {k: torch.from_numpy(v).to(device) for k, v in replay.sample(num, settings.batch_size).items()}
+        else:
+            index = torch.randint(len(fit_obs), (num, settings.batch_size), generator=rows).to(device)
+            batches = {"obs": fit_obs[index], "z_target": fit_target[index]}
         for u in range(num):
             b = {k: v[u] for k, v in batches.items()}
-            loss = z_fit_step(pi0, z, optimizer, b, settings)
+            if distill is None:
+                loss = z_fit_step(pi0, z, optimizer, b, settings)
+            else:
+                loss = z_distill_step(z, optimizer, b["obs"], b["z_target"])
             window.append(loss)
             step = first + u + 1
             if step % settings.curve_every == 0 or step == settings.z_steps:
                 residual = bellman_residual(pi0, z, holdout_batch, settings)
                 curve.append({"step": step, "z_loss": float(torch.stack(window).mean()),
                               "heldout_residual": residual})
+                watched = residual
+                if distill is not None:
+                    watched = distill_error(z, holdout_batch)
+                    curve[-1]["heldout_distill_error"] = watched
                 window = []
                 if progress:
                     progress(curve[-1])
-                if residual < best * (1.0 - settings.plateau_tolerance):
-                    best, since_best = residual, 0
+                if watched < best * (1.0 - settings.plateau_tolerance):
+                    best, since_best = watched, 0
                 else:
                     since_best += 1
                 if settings.plateau_patience and since_best >= settings.plateau_patience:
@@ -135,8 +168,48 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
         "seconds": time.perf_counter() - start,
         "z_steps_per_s": step / max(time.perf_counter() - start, 1e-9),
         "torch_threads": torch.get_num_threads(),  # what the Z fit ran with
+        "z_source": "offline critic" if distill is not None else "td",
         "settings": asdict(settings),
     }
+
+
+class _DistillTargets:
+    """E_{a~pi0}[min_j Q_off,j(s, a)] for batches of states, with the offline critic frozen."""
+
+    def __init__(self, pi0, critic_state: dict, obs_dim: int, act_dim: int, hidden: tuple,
+                 settings: AlignSettings, device):
+        self.pi0, self.samples = pi0, settings.distill_samples
+        self.critic = EnsembleMLP(2, obs_dim + act_dim, 1, hidden).to(device)
+        self.critic.load_state_dict({k: torch.tensor(np.array(v)) for k, v in critic_state.items()})
+        self.critic.requires_grad_(False)
+
+    @torch.no_grad()
+    def of(self, obs: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """[B] targets of states [B, obs_dim], `chunk` states (times `distill_samples` actions) at a time."""
+        return torch.cat([self._of(obs[i:i + chunk]) for i in range(0, len(obs), chunk)])
+
+    def _of(self, obs: torch.Tensor) -> torch.Tensor:
+        k, (num, obs_dim) = self.samples, obs.shape
+        mean, log_std = self.pi0(obs)
+        actions, _ = maths.tanh_gaussian_rsample(mean.expand(k, *mean.shape), log_std.expand(k, *log_std.shape))
+        pairs = torch.cat([obs.expand(k, num, obs_dim), actions], -1).reshape(k * num, -1)
+        q = self.critic(pairs).squeeze(-1)  # [E, K * B]
+        return maths.critic_value_of_policy(q.reshape(q.shape[0], k, num))
+
+
+def z_distill_step(z, optimizer, obs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One regression step of Z_i(s) onto the offline critic's value of pi0; returns the detached loss."""
+    loss = maths.critic_loss(z(obs).squeeze(-1), target)  # sum_i MSE(Z_i(s), target): the same regression
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def distill_error(z, heldout: dict) -> float:
+    """Mean over critics of the held-out MSE of Z_i(s) against the distillation target."""
+    return float(maths.critic_loss(z(heldout["obs"]).squeeze(-1), heldout["z_target"])) / z.num_members
 
 
 def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplayBuffer, dict]:
@@ -210,7 +283,7 @@ def align_remote(num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3)
 
 
 def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSettings, num_gpus: float,
-                  on_point: Callable[[dict], None]) -> dict:
+                  on_point: Callable[[dict], None], offline_critic: dict | None = None) -> dict:
     """`align` as its Ray task (`settings.num_cpus`, `num_gpus`), each curve point handed to `on_point`
     on the driver while the fit runs. The points travel through a Ray queue, so the task may run
     on any node; a retried task (a dead worker) sends its points again from the start."""
@@ -219,7 +292,7 @@ def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSetting
     queue = Queue(actor_options={"num_cpus": 0})
     try:
         task = align_remote(num_cpus=settings.num_cpus, num_gpus=num_gpus)
-        result = task.remote(actor_state, data, hidden, settings, progress=queue.put)
+        result = task.remote(actor_state, data, hidden, settings, progress=queue.put, offline_critic=offline_critic)
         while True:
             finished = ray.wait([result], timeout=1.0)[0]
             waiting = queue.qsize()  # all points are queued before the task returns (`put` blocks)
