@@ -47,7 +47,12 @@ def pi0_samples(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def one_state_dataset(num: int = 4096):
-    actions, _ = pi0_samples(num, seed=1)
+    return dataset_of(pi0_samples(num, seed=1)[0])
+
+
+def dataset_of(actions: torch.Tensor):
+    """The one-state MDP's transitions for these actions, with their dataset meta."""
+    num = len(actions)
     obs = OBS.expand(num, 2).numpy().copy()
     transitions = {"obs": obs, "actions": actions.numpy(), "rewards": reward(actions).numpy(),
                    "new_obs": obs.copy(), "terminateds": np.zeros(num, bool)}
@@ -107,13 +112,7 @@ BETA_MEAN, BETA_LOG_STD = [-0.5, 0.5], [-1.0, -1.0]
 def behaviour_dataset(num: int = 4096):
     torch.manual_seed(4)
     mean, log_std = torch.tensor(BETA_MEAN).expand(num, 2), torch.tensor(BETA_LOG_STD).expand(num, 2)
-    actions, _ = maths.tanh_gaussian_rsample(mean, log_std)
-    obs = OBS.expand(num, 2).numpy().copy()
-    transitions = {"obs": obs, "actions": actions.numpy(), "rewards": reward(actions).numpy(),
-                   "new_obs": obs.copy(), "terminateds": np.zeros(num, bool)}
-    meta = DatasetMeta(env_id=None, obs_shape=(2,), action_shape=(2,), action_low=[-1.0, -1.0],
-                       action_high=[1.0, 1.0], source="test", num_transitions=num, num_episodes=1)
-    return transitions, meta
+    return dataset_of(maths.tanh_gaussian_rsample(mean, log_std)[0])
 
 
 def mean_reward(mean, log_std, seed: int) -> float:
