@@ -28,6 +28,7 @@ from pendulum_values import discounted_return, load_module, observation, pendulu
 
 from rllib_o2o.data.schema import read_dataset  # noqa: E402
 from rllib_o2o.networks import EnsembleMLP, critic_from_baseline  # noqa: E402
+from rllib_o2o.stages.alignment import z_distill_step  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -70,10 +71,7 @@ def main(argv=None) -> None:
     optimizer = torch.optim.Adam(z.parameters(), lr=1e-3)
     for _ in range(args.fit_steps):
         rows = torch.randint(len(states), (256,))
-        loss = ((z(states[rows]).squeeze(-1) - value[rows]) ** 2).mean(-1).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        z_distill_step(z, optimizer, states[rows], value[rows])  # the same regression as aca-distilled-z's
     with torch.no_grad():
         rmse = float((z(states).squeeze(-1).min(0).values - value).pow(2).mean().sqrt())
     r = critic_from_baseline(z, 1)

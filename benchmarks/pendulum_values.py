@@ -108,11 +108,11 @@ def check(run_dir: Path, num_states: int, rollouts: int, grid: int, horizon: int
         values = aligned(torch.cat([flat, torch.zeros(len(flat), 1)], -1)).min(0).values.squeeze(-1)
         return values.reshape(obs.shape[:-1])
 
-    def z_off(obs):
+    def z_off(obs):  # the target of aca-distilled-z's Z, 16 actions per state
         flat = obs.reshape(-1, 3)
-        values = torch.stack([offline_critic(torch.cat([flat, policy_torque(actor, flat)[:, None] / MAX_TORQUE], -1))
-                              .min(0).values.squeeze(-1) for _ in range(16)]).mean(0)
-        return values.reshape(obs.shape[:-1])
+        q = torch.stack([offline_critic(torch.cat([flat, policy_torque(actor, flat)[:, None] / MAX_TORQUE], -1))
+                         .squeeze(-1) for _ in range(16)], 1)  # [E, K, B]
+        return maths.critic_value_of_policy(q).reshape(obs.shape[:-1])
 
     episodes = 16  # states pi0 visits: stochastic episodes from Pendulum's reset distribution
     theta, theta_dot = torch.empty(episodes).uniform_(-math.pi, math.pi), torch.empty(episodes).uniform_(-1, 1)
