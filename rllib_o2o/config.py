@@ -55,7 +55,8 @@ class PipelineConfig:
     align_steps: int = option(10_000, "stage 2 Z-fit steps")
     online_steps: int = option(20_000, "stage 3 env steps (one update per step)")
     eval_every: int = option(1_000, "online env steps between evaluations")
-    eval_episodes: int = option(10, "episodes per evaluation (mean action)")
+    eval_episodes: int = option(10, "episodes per evaluation (mean action, all at once); episode i of every "
+                                "evaluation starts from reset(seed=10000 * (seed + 1) + i)")
     offline_eval_every: int = option(5_000, "offline updates between evaluations (one training iteration)")
     checkpoint_every: int = option(1, "training iterations between stage checkpoints")
     num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")

@@ -13,14 +13,17 @@ class ActorPolicy:
     """obs (env units) -> action (env units); the mean action unless `stochastic`."""
 
     def __init__(self, actor_state: dict, obs_dim: int, act_dim: int, hidden, low, high,
-                 stochastic: bool = False, seed: int = 0, activation: str = "relu"):
+                 stochastic: bool = False, seed: int | None = 0, activation: str = "relu"):
+        """`seed`: seeds torch's global generator (what stochastic actions draw from); None leaves it
+        as it is, for a policy built inside a training process."""
         self.actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden), activation)
         self.actor.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
         self.actor.eval()
         self.low = np.asarray(low, np.float32)
         self.high = np.asarray(high, np.float32)
         self.stochastic = stochastic
-        torch.manual_seed(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
 
     @classmethod
     def from_module_weights(cls, weights: dict, **kwargs) -> ActorPolicy:

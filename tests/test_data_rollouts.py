@@ -52,9 +52,9 @@ def test_terminating_env_keeps_termination_separate():
 
 
 def test_evaluate_policy():
-    returns = evaluate_policy("Pendulum-v1", lambda obs: np.zeros(1), num_episodes=3, seed=0)
+    returns = evaluate_policy("Pendulum-v1", lambda obs: np.zeros((len(obs), 1)), num_episodes=3, seed=0)
     assert returns.shape == (3,) and (returns < 0).all()
-    again = evaluate_policy("Pendulum-v1", lambda obs: np.zeros(1), num_episodes=3, seed=0)
+    again = evaluate_policy("Pendulum-v1", lambda obs: np.zeros((len(obs), 1)), num_episodes=3, seed=0)
     np.testing.assert_array_equal(returns, again)
     assert len(np.unique(returns)) == 3  # episode i is reset with seed + i
 

@@ -14,6 +14,7 @@ import numpy as np
 from rllib_o2o.data.schema import DatasetError, DatasetMeta, Transitions
 from rllib_o2o.suggest import UnknownNameError
 
+# obs -> action in env units; evaluation calls it on a batch [k, obs_dim] and expects [k, act_dim].
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
@@ -117,18 +118,51 @@ def collect_transitions(env_id: str, num_transitions: int, policy: Policy | None
 
 
 def evaluate_policy(env_id: str, policy: Policy, num_episodes: int, seed: int,
-                    max_episode_steps: int | None = None) -> np.ndarray:
+                    max_episode_steps: int | None = None, num_envs: int = 1) -> np.ndarray:
     """Undiscounted returns of `num_episodes` full episodes (episode i reset with seed + i)."""
-    env = make_env(env_id, max_episode_steps)
+    return run_episodes(env_id, policy, num_episodes, seed, max_episode_steps, num_envs)[0]
+
+
+def run_episodes(env_id: str, policy: Policy, num_episodes: int, seed: int,
+                 max_episode_steps: int | None = None, num_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of `num_episodes` full episodes, episode i reset with seed + i.
+
+    Up to `num_envs` episodes run side by side with one policy call per step on the
+    batch [k, obs_dim] of their observations (a free env takes the next episode), so
+    a deterministic policy gets the same returns whatever `num_envs` is: each
+    episode's start state comes from its own seed, not from the episodes before it.
+    """
+    if num_episodes < 1 or num_envs < 1:
+        raise ValueError(f"num_episodes and num_envs must be >= 1, got {num_episodes}, {num_envs}")
+    envs = [make_env(env_id, max_episode_steps) for _ in range(min(num_envs, num_episodes))]
     returns = np.zeros(num_episodes, dtype=np.float64)
+    lengths = np.zeros(num_episodes, dtype=np.int64)
     try:
-        for ep in range(num_episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            done = False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(_act(env, policy, obs))
+        space = envs[0].action_space
+        episode_of = list(range(len(envs)))  # the episode each env runs, None once there is none left
+        obs = [np.asarray(env.reset(seed=seed + ep)[0], np.float32) for env, ep in zip(envs, episode_of)]
+        next_episode = len(envs)
+        while True:
+            live = [i for i, ep in enumerate(episode_of) if ep is not None]
+            if not live:
+                break
+            batch = np.stack([obs[i].ravel() for i in live])
+            actions = np.asarray(policy(batch), dtype=np.float32).reshape(len(live), *space.shape)
+            actions = np.clip(actions, space.low, space.high)  # what is counted is what the env ran
+            for i, action in zip(live, actions):
+                ob, reward, terminated, truncated, _ = envs[i].step(action)
+                ep = episode_of[i]
                 returns[ep] += float(reward)
-                done = terminated or truncated
+                lengths[ep] += 1
+                if not (terminated or truncated):
+                    obs[i] = np.asarray(ob, np.float32)
+                elif next_episode < num_episodes:
+                    episode_of[i] = next_episode
+                    obs[i] = np.asarray(envs[i].reset(seed=seed + next_episode)[0], np.float32)
+                    next_episode += 1
+                else:
+                    episode_of[i] = None
     finally:
-        env.close()
-    return returns
+        for env in envs:
+            env.close()
+    return returns, lengths

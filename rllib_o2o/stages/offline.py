@@ -28,6 +28,7 @@ from rllib_o2o.storage import ray_data_path, ray_data_read_args
 
 def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml", log_dir: Path | None = None):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+    from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
 
     return (
         O2OSACConfig()
@@ -40,7 +41,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
-                    evaluation_config={"explore": False})
+                    evaluation_config={"explore": False}, custom_evaluation_function=batched_evaluation)
         .debugging(seed=cfg.seed)
     )
 

@@ -27,6 +27,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay).
     `log_dir`: the algorithm's log directory (the stage directory)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+    from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
     from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
@@ -50,7 +51,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .learners(num_learners=0, num_gpus_per_learner=cfg.num_gpus_per_learner)
         .evaluation(evaluation_interval=1, evaluation_duration=cfg.eval_episodes,
                     evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
-                    evaluation_config={"explore": False})
+                    evaluation_config={"explore": False}, custom_evaluation_function=batched_evaluation)
         .fault_tolerance(restart_failed_env_runners=True)
         .debugging(seed=cfg.seed)
     )

@@ -27,6 +27,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
+from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
@@ -115,6 +116,7 @@ class O2OSACConfig(SACConfig):
         self.density_lr = 3e-4
         self.hidden = (256, 256)
         self.actor_activation = "relu"
+        self.evaluation_num_envs = None
         self.actor_lr = 3e-4
         self.critic_lr = 3e-4
         self.alpha_lr = 3e-4
@@ -170,6 +172,7 @@ class O2OSACConfig(SACConfig):
         hidden=NotProvided,
         actor_activation=NotProvided,
         torch_threads=NotProvided,
+        evaluation_num_envs=NotProvided,
         log_dir=NotProvided,
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
@@ -209,6 +212,10 @@ class O2OSACConfig(SACConfig):
             evaluation runners; a custom `env_runner_cls` must size itself, see O2OEnvRunner).
             An int sets that many threads in all of them. torch's own default (every core, in
             every process) makes the processes of a run contend for the same cores.
+        evaluation_num_envs: with `custom_evaluation_function=batched_evaluation`
+            (evaluation.py), the episodes of an evaluation run side by side in this many envs
+            with one batched forward per step; None (default): one env per episode. The
+            returns do not depend on it (each episode is reset with its own seed).
         log_dir: the algorithm's log directory (`Algorithm.logdir`) when it is not a Tune trial;
             None (default): none is made.
         """
@@ -357,6 +364,15 @@ class O2OSAC(SAC):
             lambda learner: (learner.module["default_policy"].observation_space,
                              learner.module["default_policy"].action_space)
         )
+
+    def mean_action_policy(self) -> ActorPolicy:
+        """The learner's current actor as a numpy policy (mean action, env units), for evaluation."""
+        weights = self.call_learner(lambda learner: learner.get_module_weights())
+        obs_space, _ = self._spaces()
+        return ActorPolicy.from_module_weights(
+            weights, obs_dim=int(np.prod(obs_space.shape)), act_dim=int(self._action_low.size),
+            hidden=self.config.hidden, low=self._action_low, high=self._action_high, seed=None,
+            activation=self.config.actor_activation)
 
     def call_learner(self, func):
         """Runs `func(learner)` on the (single) learner and returns its result."""
