@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rllib_o2o.bench_profiles import PROFILES
-from rllib_o2o.methods import METHODS
+from rllib_o2o.methods import METHODS, needs_alignment
 
 
 class CLIError(Exception):
@@ -180,8 +180,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from rllib_o2o.tune import config_from_args, run_tune, settings_from_args, summary_table
 
-    if args.method not in (None, "aca"):
-        raise CLIError("tune searches ACA's online knobs; --method must be aca")
+    if args.method is not None and not needs_alignment(args.method):
+        raise CLIError(f"tune searches ACA's online knobs from an aligned critic; --method {args.method} has no "
+                       "alignment stage (use aca-distilled-z, the default, or aca)")
 
     try:
         from rllib_o2o.config import PipelineConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import Field, asdict, dataclass, field, fields
 
-from rllib_o2o.methods import METHODS, get_method
+from rllib_o2o.methods import DEFAULT_METHOD, DEFAULT_METHOD_FOR_IMPORTED_POLICY, METHODS, get_method
 from rllib_o2o.presets import PRESETS, get_preset
 from rllib_o2o.suggest import UnknownNameError
 from rllib_o2o.threads import resolve_torch_threads
@@ -88,8 +88,11 @@ class PipelineConfig:
     custom_resources_per_env_runner: dict | None = field(default=None, metadata={
         "help": "custom Ray resources per EnvRunner, e.g. {worker_node: 0.1} to place EnvRunners on nodes "
                 "started with that resource (docs/cluster.md)"})
-    method: str = option("aca", "aca, an ACA ablation or a baseline (docs/pipeline.md); methods share a run "
-                                "directory's offline stages", choices=tuple(sorted(METHODS)))
+    method: str | None = option(None, f"ACA, an ablation or a baseline (docs/pipeline.md); methods share a run "
+                                      f"directory's offline stages. Default: {DEFAULT_METHOD} (Z distilled from "
+                                      f"the offline critic), or {DEFAULT_METHOD_FOR_IMPORTED_POLICY} (Z fitted by "
+                                      f"TD, as the paper does) with --offline-checkpoint, whose actor comes "
+                                      f"without a critic", choices=tuple(sorted(METHODS)))
     storage_path: str | None = option(
         None, "also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a pyarrow URI (s3://, gs://, "
               "hdfs://, file://); a re-run on any node resumes from it")
@@ -107,6 +110,10 @@ class PipelineConfig:
     wandb_project: str | None = option(
         None, "also log the metrics written to each stage's tensorboard/ to this Weights & Biases project "
               "(needs wandb installed; a resumed run appends to its W&B run)")
+
+    def __post_init__(self):
+        if self.method is None:
+            self.method = DEFAULT_METHOD_FOR_IMPORTED_POLICY if self.offline_checkpoint else DEFAULT_METHOD
 
     @classmethod
     def from_dict(cls, values: dict) -> PipelineConfig:
@@ -184,7 +191,7 @@ def annotation_kinds(annotation: str) -> set[str]:
 def embedded_default_config(out: str = "runs/embedded-default") -> PipelineConfig:
     """Small enough for a laptop: Pendulum-v1 medium data made here, a few minutes in all."""
     return PipelineConfig(
-        out=out, env=EMBEDDED_ENV, offline_steps=3_000, offline_eval_every=1_000, align_steps=2_000,
+        out=out, env=EMBEDDED_ENV, offline_steps=3_000, offline_eval_every=1_000, align_steps=5_000,
         online_steps=5_000, eval_every=1_000, eval_episodes=5, replay_capacity=100_000,
     )
 
@@ -195,8 +202,9 @@ def config_from_options(values: dict) -> PipelineConfig:
     Without a dataset (none given, or `dataset: null`) the options apply on top of the
     embedded default, wherever they come from: `rllib-o2o run`, `run --config f.yaml`
     and `run(**options)` without a dataset are the same small Pendulum-v1 run. With a
-    dataset they apply on top of the field defaults.
+    dataset they apply on top of the field defaults. The method, unless given, follows
+    from the options (PipelineConfig.__post_init__).
     """
-    if values.get("dataset") is None:
-        return PipelineConfig.from_dict({**asdict(embedded_default_config()), **values})
-    return PipelineConfig.from_dict(values)
+    base = asdict(embedded_default_config()) if values.get("dataset") is None else {}
+    base.pop("method", None)
+    return PipelineConfig.from_dict({**base, **values})

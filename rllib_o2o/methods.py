@@ -89,6 +89,15 @@ METHODS = {
 }
 
 
+# What `rllib-o2o run` runs unless told otherwise: aca with Z distilled from the offline critic.
+# The TD-fitted Z of `aca` (the paper's alignment) estimates the behaviour policy's value, and on
+# the embedded Pendulum-v1 default that made aca's online start dip (docs/benchmarks.md, "A task
+# where aca dipped"); distilled, it held pi0 there and matched aca on the medium profile.
+DEFAULT_METHOD = "aca-distilled-z"
+# An imported --offline-checkpoint carries an actor only: no critic to distil Z from.
+DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca"
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise UnknownNameError("method", [name], METHODS, hint=f"; choose from {sorted(METHODS)}")

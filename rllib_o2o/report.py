@@ -14,6 +14,8 @@ import math
 import statistics
 from pathlib import Path
 
+from rllib_o2o.methods import DEFAULT_METHOD
+
 # Two-sided 95% Student-t critical values by degrees of freedom (1..30); the normal value beyond.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -110,7 +112,7 @@ def plot_curves(runs: list[dict], out_dir: Path) -> list[Path]:
             mean = [statistics.fmean(v) for v in by_step]
             std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in by_step]
             line, = ax.plot(steps, mean, label=f"{method} (n={len(curves)})",
-                            linewidth=2.2 if method == "aca" else 1.3)
+                            linewidth=2.2 if method in ("aca", DEFAULT_METHOD) else 1.3)
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=line.get_color(), alpha=0.15)
         ax.set_title(dataset)

@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rllib_o2o.methods import alignment_dir_name, needs_alignment
+
 KNOBS = ("clip_beta", "w0", "w_T", "w_min", "actor_lr", "critic_lr", "alpha_lr", "entropy_scale",
          "seed_episodes", "seed")
 
@@ -264,9 +266,13 @@ def ensure_aligned(cfg):
     from rllib_o2o.pipeline import prepare, run_offline_and_alignment
     from rllib_o2o.stages.common import stage_done
 
+    if not needs_alignment(cfg.method):
+        raise ValueError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method!r} "
+                         f"has no alignment stage")
     run_dir, dataset_dir, meta, _ = prepare(cfg)
-    if stage_done(run_dir / "alignment") is not None:
-        print(f"tune: using the aligned checkpoint in {run_dir / 'alignment'}", flush=True)
+    align_dir = run_dir / alignment_dir_name(cfg.method)
+    if stage_done(align_dir) is not None:
+        print(f"tune: using the aligned checkpoint in {align_dir}", flush=True)
     else:
         from rllib_o2o.console import Console
         from rllib_o2o.metrics_log import MetricsLog
@@ -351,7 +357,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
         base[key] = value
     trial_cfg, preset, _ = trial_settings(base, {})
     trial_cfg.validate()
-    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / "alignment" / MODULE_DIR,
+    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
                                                            expect={"stage": "aligned"})
     actor_activation = aligned_meta.get("actor_activation", "relu")
 

@@ -68,6 +68,31 @@ def test_options_without_a_dataset_start_from_the_embedded_default():
     assert asdict(with_data) == {**asdict(PipelineConfig()), "dataset": "data/x", "seed": 4}
 
 
+def test_the_default_method_distils_z_unless_an_imported_policy_has_no_critic():
+    from rllib_o2o.methods import DEFAULT_METHOD, get_method
+
+    assert DEFAULT_METHOD == "aca-distilled-z" and get_method(DEFAULT_METHOD).distill_baseline
+    assert PipelineConfig().method == DEFAULT_METHOD == embedded_default_config().method
+    assert PipelineConfig(offline_checkpoint="ckpt").method == "aca"
+    for values in ({}, {"dataset": "data/x"}):
+        assert config_from_options(values).method == DEFAULT_METHOD
+        assert config_from_options({**values, "offline_checkpoint": "ckpt"}).method == "aca"
+        assert config_from_options({**values, "offline_checkpoint": "ckpt", "method": "naive"}).method == "naive"
+    PipelineConfig(offline_checkpoint="ckpt").validate()
+    with pytest.raises(ValueError, match="actor only; use --method aca"):
+        PipelineConfig(offline_checkpoint="ckpt", method=DEFAULT_METHOD).validate()
+
+
+def test_tune_refuses_a_method_without_an_alignment_stage(no_ray, tmp_path):
+    from rllib_o2o.cli import main
+    from rllib_o2o.tune import ensure_aligned
+
+    assert main(["tune", "--method", "naive", "--out", str(tmp_path / "run")]) == 2
+    with pytest.raises(ValueError, match="no alignment stage"):
+        ensure_aligned(PipelineConfig(method="naive", out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_env_other_than_the_embedded_one_needs_a_dataset():
     with pytest.raises(ValueError, match="dataset"):
         config_from_options({"env": "Hopper-v5"}).validate()

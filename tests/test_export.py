@@ -77,7 +77,7 @@ def run_dir(tmp_path):
     """A finished aca run: offline module, aligned module (pi0 unchanged), online checkpoints."""
     run = tmp_path / "run"
     cfg = PipelineConfig(env=ENV, out=str(run), hidden=HIDDEN, ref_min_score=-1230.0, ref_max_score=-150.0,
-                         max_episode_steps=20)
+                         max_episode_steps=20, method="aca")
     write_json_atomic(run / "config.json", asdict(cfg))
     offline = _actor_weights(0)
     critic = {"critic.weights.0": np.zeros((2, OBS + ACT, 4), np.float32), "log_alpha": np.zeros((), np.float32),

@@ -19,6 +19,8 @@ from rllib_o2o.metrics_log import (
     TENSORBOARD_DIR,
     Z_LOSS,
 )
+from rllib_o2o.methods import DEFAULT_METHOD, alignment_dir_name
+from rllib_o2o.pipeline import online_stage_dir, results_path
 from tests.tensorboard_events import scalars
 
 pytestmark = pytest.mark.slow
@@ -56,12 +58,15 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     home = tmp_path / "home"  # where RLlib's Trainable would leave ~/ray_results/<timestamp> per algorithm
     home.mkdir()
     env = {**os.environ, "HOME": str(home)}
+    # The default method's stage directories and results file.
+    align_dir, online_dir = out / alignment_dir_name(DEFAULT_METHOD), online_stage_dir(out, DEFAULT_METHOD)
+    results_file = results_path(out, DEFAULT_METHOD)
 
     # 1) killed in stage 3 right after its first checkpoint (its line follows the checkpoint).
     log = run_until(cmd, "online 200/600 env steps", env=env)
     assert "online 200/600 env steps" in log, log[-3000:]
-    assert (out / "offline" / "DONE.json").exists() and (out / "alignment" / "DONE.json").exists()
-    assert not (out / "online" / "DONE.json").exists() and not (out / "results.json").exists()
+    assert (out / "offline" / "DONE.json").exists() and (align_dir / "DONE.json").exists()
+    assert not (online_dir / "DONE.json").exists() and not results_file.exists()
 
     # 2) re-run: stages 1-2 skipped, stage 3 resumed (not restarted), finished.
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -71,7 +76,7 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     assert "online stage: resumed at" in done.stdout
     assert "online 0/600" not in done.stdout and "online 200/600" not in done.stdout
 
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads(results_file.read_text())
     for key in ("offline_score", "dip", "final_score", "offline", "alignment", "online"):
         assert key in results
     steps = [p["env_steps"] for p in results["online"]["curve"]]
@@ -104,11 +109,11 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     offline = scalars(out / "offline" / TENSORBOARD_DIR)
     assert [s for s, _ in offline[EVAL_RETURN]] == [100, 200] and [s for s, _ in offline[EVAL_SCORE]] == [100, 200]
     assert {"critic_loss", "alpha", "q_mean"} <= {t[len(LEARNER_PREFIX):] for t in offline if t.startswith(LEARNER_PREFIX)}
-    alignment = scalars(out / "alignment" / TENSORBOARD_DIR)
+    alignment = scalars(align_dir / TENSORBOARD_DIR)
     assert [s for s, _ in alignment[Z_LOSS]] == [100] == [s for s, _ in alignment[HELDOUT_RESIDUAL]]
     assert alignment[Z_LOSS][0][1] == pytest.approx(results["alignment"]["z_loss_curve"][-1]["z_loss"])
-    online = scalars(out / "online" / TENSORBOARD_DIR)
-    assert len(list((out / "online" / TENSORBOARD_DIR).glob("events.out.tfevents.*"))) == 2
+    online = scalars(online_dir / TENSORBOARD_DIR)
+    assert len(list((online_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))) == 2
     assert online[EVAL_RETURN] == [(p["env_steps"], pytest.approx(p["return"])) for p in results["online"]["curve"]]
     for name in ("kl_to_reference", "reference_weight", "alpha", "critic_loss"):  # learner, w, diagnostics
         assert [s for s, _ in online[LEARNER_PREFIX + name]] == [400, 600], name

@@ -215,7 +215,8 @@ def test_run_resumes_from_storage_on_a_fresh_node(tmp_path, pendulum_dir):
     config_file = tmp_path / "tiny.json"
     config_file.write_text(json.dumps(TINY))
     out, store = tmp_path / "node-a" / "run", tmp_path / "store"
-    first = subprocess.run(command(pendulum_dir, out, config_file) + ["--storage-path", str(store)],
+    aca = ["--method", "aca"]  # storage is what is tested: aca's stage names (online/, results.json)
+    first = subprocess.run(command(pendulum_dir, out, config_file) + aca + ["--storage-path", str(store)],
                            capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for path in ("config.json", "results.json", "offline/DONE.json", "offline/module/module.pt",
@@ -228,7 +229,7 @@ def test_run_resumes_from_storage_on_a_fresh_node(tmp_path, pendulum_dir):
 
     shutil.rmtree(out.parent)  # the driver lands on a fresh node: no local run dir
     fresh = tmp_path / "node-b" / "run"
-    again = subprocess.run(command(pendulum_dir, fresh, config_file) + ["--storage-path", store.as_uri()],
+    again = subprocess.run(command(pendulum_dir, fresh, config_file) + aca + ["--storage-path", store.as_uri()],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for stage in ("offline", "alignment", "online"):
@@ -249,13 +250,14 @@ def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(t
     config_file = tmp_path / "tiny.json"
     config_file.write_text(json.dumps(TINY))
     store = tmp_path / "store"
-    cmd = command(pendulum_dir, tmp_path / "node-a" / "run", config_file) + ["--storage-path", str(store)]
+    aca = ["--method", "aca"]  # storage is what is tested: aca's stage names (online/, results.json)
+    cmd = command(pendulum_dir, tmp_path / "node-a" / "run", config_file) + aca + ["--storage-path", str(store)]
     log = run_until(cmd, "online 200/600 env steps")  # SIGKILL in the online stage, after its first checkpoint
     assert "storage: uploaded online/checkpoint" in log, log[-3000:]
     shutil.rmtree(tmp_path / "node-a")
 
     fresh = tmp_path / "node-b" / "run"
-    done = subprocess.run(command(pendulum_dir, fresh, config_file) + ["--storage-path", str(store)],
+    done = subprocess.run(command(pendulum_dir, fresh, config_file) + aca + ["--storage-path", str(store)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "storage: downloaded online/checkpoint <- " in done.stdout

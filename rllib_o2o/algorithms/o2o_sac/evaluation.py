@@ -41,7 +41,7 @@ def evaluation_seed(run_seed: int) -> int:
 
 def batched_evaluation(algo, eval_env_runner_group=None) -> tuple[dict, int, int]:
     """RLlib's `custom_evaluation_function`: `evaluation_duration` episodes of the learner's
-    mean action (`algo.mean_action_policy()`), `evaluation_num_envs` (default: all of them) at once.
+    mean action (`algo.mean_action_policy()`), `eval_num_envs` (default: all of them) at once.
 
     Returns (results, env steps, agent steps) as RLlib's hook expects; results hold the
     keys of RLlib's own evaluation under "env_runners" (also logged to `algo.metrics`, where
@@ -59,7 +59,7 @@ def batched_evaluation(algo, eval_env_runner_group=None) -> tuple[dict, int, int
         policy = algo.mean_action_policy()
         returns, lengths = run_episodes(config.env, policy, episodes, evaluation_seed(config.seed or 0),
                                         (config.env_config or {}).get("max_episode_steps"),
-                                        num_envs=config.evaluation_num_envs or episodes)
+                                        num_envs=config.eval_num_envs or episodes)
     steps = int(lengths.sum())
     # RLlib's new stack reads evaluation results from the algorithm's metrics, not from the
     # hook's return value: log them as an (evaluation) EnvRunner would, one value each.

@@ -116,7 +116,7 @@ class O2OSACConfig(SACConfig):
         self.density_lr = 3e-4
         self.hidden = (256, 256)
         self.actor_activation = "relu"
-        self.evaluation_num_envs = None
+        self.eval_num_envs = None
         self.actor_lr = 3e-4
         self.critic_lr = 3e-4
         self.alpha_lr = 3e-4
@@ -172,7 +172,7 @@ class O2OSACConfig(SACConfig):
         hidden=NotProvided,
         actor_activation=NotProvided,
         torch_threads=NotProvided,
-        evaluation_num_envs=NotProvided,
+        eval_num_envs=NotProvided,
         log_dir=NotProvided,
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
@@ -212,10 +212,11 @@ class O2OSACConfig(SACConfig):
             evaluation runners; a custom `env_runner_cls` must size itself, see O2OEnvRunner).
             An int sets that many threads in all of them. torch's own default (every core, in
             every process) makes the processes of a run contend for the same cores.
-        evaluation_num_envs: with `custom_evaluation_function=batched_evaluation`
+        eval_num_envs: with `custom_evaluation_function=batched_evaluation`
             (evaluation.py), the episodes of an evaluation run side by side in this many envs
             with one batched forward per step; None (default): one env per episode. The
-            returns do not depend on it (each episode is reset with its own seed).
+            returns do not depend on it (each episode is reset with its own seed). Not named
+            `evaluation_*`: RLlib routes such keys of a config dict to `.evaluation()`.
         log_dir: the algorithm's log directory (`Algorithm.logdir`) when it is not a Tune trial;
             None (default): none is made.
         """
