@@ -2,7 +2,8 @@
 
 Everything is measured in ONE process on the same sizes (Hopper-v5: obs 11,
 act 3; MLPs 256x256; batch 256) with the same torch thread setting (--threads,
-default 1):
+default 1; `auto`: the project's default, each algorithm build sizes the process
+to its allocation), optionally beside N competing busy processes (--load N):
 
 * learner updates/s, interleaved in short rounds so that machine load hits every
   contender alike: the pure-torch reference loop (`benchmarks/reference_sac.py`),
@@ -33,11 +34,13 @@ the reference): the median over rounds of the ratio of adjacent blocks, and
 
     python benchmarks/throughput.py --quick --json throughput.json   # < 5 min on 2 cores
     python benchmarks/throughput.py --json throughput.json           # more repetitions
+    python benchmarks/throughput.py --quick --threads auto --load 1   # the defaults, one core taken
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import datetime
@@ -47,6 +50,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,6 +118,14 @@ def quiet() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray.data", "ray.rllib", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def busy_processes(n: int) -> list[subprocess.Popen]:
+    """`n` competing processes that spin one core each (`--load`), as other work on a shared machine;
+    killed at the end of the run, and at exit whatever happened before."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    atexit.register(lambda: [p.kill() for p in procs])
+    return procs
 
 
 def median(xs):
@@ -396,14 +408,17 @@ def run(args) -> dict:
                 "sample_steps", "runners", "z_steps", "raw_env_steps"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
-    torch.set_num_threads(args.threads)
+    if args.threads != "auto":
+        torch.set_num_threads(args.threads)
+    competitors = busy_processes(args.load)
     out: dict = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "ray_version": ray.__version__, "python": platform.python_version(),
         "env": ENV_ID, "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "hidden": list(HIDDEN), "batch_size": BATCH,
-        "settings": s, "loadavg_start": loadavg(),
+        "settings": s, "loadavg_start": loadavg(), "threads_setting": args.threads,
+        "competing_busy_processes": args.load,
     }
     t_start = time.perf_counter()
     log(f"torch threads {torch.get_num_threads()}, load average {out['loadavg_start']}, settings {s}")
@@ -461,7 +476,8 @@ def run(args) -> dict:
         # ACA: a frozen reference policy that differs from the actor (a few SAC updates, then freeze, then more).
         aca._learn(20)
         aca.call_learner(lambda l: l.module["default_policy"].unwrapped().freeze_reference_policy())
-        torch.set_num_threads(args.threads)
+        if args.threads != "auto":  # auto: what the algorithms' own sizing left (their allocation)
+            torch.set_num_threads(args.threads)
         out["torch_threads_after_build"] = torch.get_num_threads()
         out["params"] = {"reference": reference_params(), "o2o": module_params(sac), "stock_rllib_sac": module_params(stock)}
         log(f"parameters: {out['params']}")
@@ -598,6 +614,9 @@ def run(args) -> dict:
             with contextlib.suppress(Exception):
                 algo.stop()
         ray.shutdown()
+        for proc in competitors:
+            proc.kill()
+            proc.wait()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
@@ -673,9 +692,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 5 min on 2 cores)")
     parser.add_argument("--json", type=Path, help="write the results as one JSON object here")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=lambda v: v if v == "auto" else int(v), default=1,
                         help="torch.set_num_threads for the reference and the learner (default 1: on a loaded "
-                             "2-core machine a second intra-op thread only adds contention)")
+                             "2-core machine a second intra-op thread only adds contention); auto: the "
+                             "project's default, each algorithm sizes the process to its allocation")
+    parser.add_argument("--load", type=int, default=0,
+                        help="start this many busy processes (one core each) for the whole run, stopped at its end")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--block", type=int, help="updates per contender per round")
     parser.add_argument("--stock-block", type=int, help="stock SAC updates per round (= updates per train())")

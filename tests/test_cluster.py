@@ -187,7 +187,10 @@ def test_pipeline_job_runs_its_env_runners_on_the_worker_node(pipeline_job, loop
     info = pipeline_job["client"].get_job_info(pipeline_job["job_id"])
     assert info.entrypoint.startswith(sys.executable)
 
-    results = json.loads((pipeline_job["out"] / "results.json").read_text())
+    from rllib_o2o.methods import DEFAULT_METHOD
+    from rllib_o2o.pipeline import results_path
+
+    results = json.loads(results_path(pipeline_job["out"], DEFAULT_METHOD).read_text())
     steps = [p["env_steps"] for p in results["online"]["curve"]]
     assert steps == list(range(0, ONLINE_STEPS + 1, EVAL_EVERY))
     assert results["alignment"]["surgery_max_abs_error"] == 0.0

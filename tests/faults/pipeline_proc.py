@@ -38,7 +38,7 @@ def run_command(dataset: Path, out: Path, config_file: Path, online_steps: int =
     return ["-m", "rllib_o2o.cli", "run", "--dataset", str(dataset), "--env", "Pendulum-v1", "--out", str(out),
             "--offline-steps", str(OFFLINE_STEPS), "--align-steps", str(ALIGN_STEPS),
             "--online-steps", str(online_steps), "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1",
-            "--config", str(config_file), *extra]
+            "--config", str(config_file), "--method", "aca", *extra]  # aca: the stage names asserted on
 
 
 def child_env() -> dict:
