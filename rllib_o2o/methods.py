@@ -92,7 +92,8 @@ METHODS = {
 # What `rllib-o2o run` runs unless told otherwise: aca with Z distilled from the offline critic.
 # The TD-fitted Z of `aca` (the paper's alignment) estimates the behaviour policy's value, and on
 # the embedded Pendulum-v1 default that made aca's online start dip (docs/benchmarks.md, "A task
-# where aca dipped"); distilled, it held pi0 there and matched aca on the medium profile.
+# where aca dipped"); distilled, it held pi0 there, and on the medium profile it held pi0 as aca
+# did and ended higher on the mean (docs/benchmarks.md, "The `medium` profile").
 DEFAULT_METHOD = "aca-distilled-z"
 # An imported --offline-checkpoint carries an actor only: no critic to distil Z from.
 DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca"
