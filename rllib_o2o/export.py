@@ -96,6 +96,10 @@ class ExportedPolicy:
 
     __call__ = act  # a Policy for rllib_o2o.data.rollouts
 
+    @property
+    def stochastic(self) -> bool:
+        return self._policy.stochastic
+
 
 # ---------------------------------------------------------------- export
 
@@ -336,7 +340,9 @@ def evaluate(policy: ExportedPolicy, env_id: str | None = None, episodes: int = 
         raise ValueError(f"the policy maps {spec.obs_dim} -> {spec.act_dim} dims, env {env_id} has "
                          f"{env.obs_dim} -> {env.act_dim}")
     limit = max_episode_steps or (spec.max_episode_steps if env_id == spec.env_id else None)
-    returns = evaluate_policy(env_id, policy, episodes, seed, limit)
+    # The mean action runs the episodes side by side (same returns); a stochastic policy runs them one
+    # by one, so that its draws, and so its returns, do not depend on how many run at once.
+    returns = evaluate_policy(env_id, policy, episodes, seed, limit, num_envs=1 if policy.stochastic else episodes)
     refs = spec.reference_scores if env_id == spec.env_id and spec.reference_scores else reference_scores(env_id)
     mean = float(returns.mean())
     return {"env_id": env_id, "episodes": episodes, "seed": seed, "max_episode_steps": limit,
