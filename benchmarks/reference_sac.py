@@ -48,11 +48,11 @@ class Actor(nn.Module):
 
 
 class SAC:
-    def __init__(self, obs_dim: int, act_dim: int):
-        self.actor = Actor(obs_dim, act_dim)
-        self.q1, self.q2 = mlp(obs_dim + act_dim, 1), mlp(obs_dim + act_dim, 1)
+    def __init__(self, obs_dim: int, act_dim: int, device: str = "cpu"):
+        self.actor = Actor(obs_dim, act_dim).to(device)
+        self.q1, self.q2 = mlp(obs_dim + act_dim, 1).to(device), mlp(obs_dim + act_dim, 1).to(device)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        self.log_alpha = torch.zeros((), requires_grad=True)
+        self.log_alpha = torch.zeros((), requires_grad=True, device=device)
         self.target_entropy = -float(act_dim)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=LR)
         self.critic_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=LR)
@@ -92,31 +92,39 @@ class SAC:
 
 
 def reference_ms_per_update(
-    obs_dim: int = 3, act_dim: int = 1, batch_size: int = 256, num_updates: int = 300, warmup: int = 30, seed: int = 0
+    obs_dim: int = 3, act_dim: int = 1, batch_size: int = 256, num_updates: int = 300, warmup: int = 30, seed: int = 0,
+    device: str = "cpu",
 ) -> float:
     """Mean wall-clock milliseconds per SAC update (critic, actor, alpha, targets), after `warmup` updates.
 
-    Uses torch's current thread setting; the caller chooses it.
+    Uses torch's current thread setting; the caller chooses it. On "cuda" the buffer lives on
+    the GPU too, and the clock stops after the device has finished (synchronize).
     """
     torch.manual_seed(seed)
-    sac = SAC(obs_dim, act_dim)
+    sac = SAC(obs_dim, act_dim, device)
     buffer = {
-        "obs": torch.randn(BUFFER_SIZE, obs_dim),
-        "act": torch.rand(BUFFER_SIZE, act_dim) * 2 - 1,
-        "rew": torch.randn(BUFFER_SIZE),
-        "next_obs": torch.randn(BUFFER_SIZE, obs_dim),
-        "done": (torch.rand(BUFFER_SIZE) < 0.01).float(),
+        "obs": torch.randn(BUFFER_SIZE, obs_dim, device=device),
+        "act": torch.rand(BUFFER_SIZE, act_dim, device=device) * 2 - 1,
+        "rew": torch.randn(BUFFER_SIZE, device=device),
+        "next_obs": torch.randn(BUFFER_SIZE, obs_dim, device=device),
+        "done": (torch.rand(BUFFER_SIZE, device=device) < 0.01).float(),
     }
 
     def step() -> None:
-        idx = torch.randint(BUFFER_SIZE, (batch_size,))
+        idx = torch.randint(BUFFER_SIZE, (batch_size,), device=device)
         sac.update(*(v[idx] for v in buffer.values()))
+
+    def sync() -> None:
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(warmup):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(num_updates):
         step()
+    sync()
     return (time.perf_counter() - start) * 1e3 / num_updates
 
 
@@ -127,12 +135,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-updates", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    ms = reference_ms_per_update(args.obs_dim, args.act_dim, args.batch_size, args.num_updates)
+    ms = reference_ms_per_update(args.obs_dim, args.act_dim, args.batch_size, args.num_updates, device=args.device)
     print(
-        f"reference SAC obs_dim={args.obs_dim} act_dim={args.act_dim} batch={args.batch_size} "
+        f"reference SAC obs_dim={args.obs_dim} act_dim={args.act_dim} batch={args.batch_size} device={args.device} "
         f"threads={torch.get_num_threads()}: {ms:.3f} ms/update ({1e3 / ms:.0f} updates/s)"
     )
 

@@ -239,7 +239,7 @@ def round_ratios(ref_ms: list[float], ms: list[float]) -> list[float]:
 # ----------------------------------------------------------------------------- builders
 def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
               updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0,
-              balanced_replay: bool = False, threads: int | str = "auto"):
+              balanced_replay: bool = False, threads: int | str = "auto", gpus_per_learner: float = 0):
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     config = (
@@ -251,7 +251,7 @@ def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_
              replay_capacity=200_000, actor_grad_clip=0.25 if mode == "aca" else None,
              balanced_replay=balanced_replay, torch_threads=threads)
         .training(train_batch_size_per_learner=BATCH, initial_alpha=1.0)
-        .learners(num_learners=0)
+        .learners(num_learners=0, num_gpus_per_learner=gpus_per_learner)
         .debugging(seed=seed, log_level="ERROR")
     )
     if dataset_dir is not None:

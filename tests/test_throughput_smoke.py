@@ -45,3 +45,17 @@ def test_throughput_json_has_every_figure(tmp_path):
     assert set(result["online_e2e"]) == {"0", "1"}
     assert all(isinstance(v["met"], bool) for v in result["targets"].values())
     assert "targets:" in proc.stdout  # the readable table was printed
+
+
+@pytest.mark.slow
+def test_device_check_runs_on_the_cpu_and_writes_its_figures(tmp_path):
+    """benchmarks/device_check.py is meant for a GPU; its code path is the same with --device cpu."""
+    out = tmp_path / "device.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--device", "cpu",
+                           "--updates", "4", "--warmup", "2", "--rows", "300", "--threads", "1", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu"
+    for key in ("reference_ms_per_update", "sac_ms_per_update", "aca_ms_per_update", "sac_ratio", "aca_ratio"):
+        assert positive(result[key]), (key, result[key])
