@@ -56,6 +56,8 @@ def main(argv=None) -> dict:
             out = Path(tmp) / f"{dataset}-{seed}-{method}"
             export_policy(run_dir, out, stage="online", method=method)
             result = evaluate(load_policy(out), episodes=args.episodes, seed=args.seed)
+            if result["reference_scores"] is None:
+                raise SystemExit(f"{run_dir}: no reference scores for {result['env_id']}, so no normalised score")
             lo, hi = result["reference_scores"]
             scores = [100.0 * (r - lo) / (hi - lo) for r in result["returns"]]
             sd = statistics.stdev(scores)
