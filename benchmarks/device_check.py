@@ -25,11 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import reference_sac  # noqa: E402
-from benchmarks.throughput import ACT_DIM, BATCH, ENV_ID, OBS_DIM, build_o2o  # noqa: E402
+from benchmarks.throughput import ACT_DIM, BATCH, ENV_ID, OBS_DIM, build_o2o, seed_replay  # noqa: E402
 
 MODES = ("sac", "aca")
 
@@ -40,9 +39,7 @@ def learner_ms_per_update(mode: str, device: str, updates: int, warmup: int, row
 
     algo = build_o2o(mode, threads=threads, gpus_per_learner=1 if torch.device(device).type == "cuda" else 0)
     try:
-        meta = env_meta(ENV_ID)
-        algo.replay.add_transitions(collect_transitions(ENV_ID, rows, seed=0), np.asarray(meta.action_low, np.float32),
-                                    np.asarray(meta.action_high, np.float32))
+        seed_replay(algo, collect_transitions(ENV_ID, rows, seed=0), env_meta(ENV_ID))
         if mode == "aca":  # a frozen pi0 that differs from the actor
             algo._learn(max(1, warmup // 2))
             algo.call_learner(lambda l: l.module["default_policy"].unwrapped().freeze_reference_policy())

@@ -36,6 +36,7 @@ def online_stages(bench_dir: Path):
 
 
 def main(argv=None) -> dict:
+    from rllib_o2o.data.scores import normalized_score
     from rllib_o2o.export import evaluate, export_policy, load_policy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,8 +59,7 @@ def main(argv=None) -> dict:
             result = evaluate(load_policy(out), episodes=args.episodes, seed=args.seed)
             if result["reference_scores"] is None:
                 raise SystemExit(f"{run_dir}: no reference scores for {result['env_id']}, so no normalised score")
-            lo, hi = result["reference_scores"]
-            scores = [100.0 * (r - lo) / (hi - lo) for r in result["returns"]]
+            scores = normalized_score(result["returns"], *result["reference_scores"]).tolist()
             sd = statistics.stdev(scores)
             row = {"dataset": dataset, "seed": seed, "method": method, "scores": scores,
                    "mean": statistics.fmean(scores), "episode_std": sd,
