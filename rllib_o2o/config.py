@@ -61,6 +61,10 @@ class PipelineConfig:
     checkpoint_every: int = option(1, "training iterations between stage checkpoints")
     num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")
     num_envs_per_env_runner: int = option(1, "vectorised envs per EnvRunner")
+    rollout_fragment_length: int = option(
+        50, "stage 3 env steps each env of an EnvRunner takes per sample call; the learner then makes the "
+            "updates those steps owe (one per env step), so the acting policy is up to this many updates "
+            "behind (1: one update after every env step, as the paper's code)")
     num_gpus_per_learner: float = option(0, "1 puts the learner on a GPU")
     align_num_cpus: float = option(1, "CPUs of the alignment Ray task")
     align_num_gpus: float = option(0, "GPUs of the alignment Ray task (> 0 fits Z on cuda)")
@@ -132,7 +136,8 @@ class PipelineConfig:
     def validate(self) -> None:
         """Refuses values no run can use (the CLI checks this before Ray starts)."""
         for name in ("offline_steps", "align_steps", "online_steps", "eval_every", "eval_episodes",
-                     "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity"):
+                     "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity",
+                     "rollout_fragment_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):

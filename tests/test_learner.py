@@ -749,3 +749,27 @@ def test_optimizer_states_carry_over_by_position_and_keep_the_learning_rates():
     states["critic"]["state"][0]["exp_avg"] = torch.zeros(7)
     with pytest.raises(ValueError, match="critic optimizer state 0.exp_avg has shape"):
         O2OSACTorchLearner.set_optimizer_states(online, states)
+
+
+def test_the_online_stage_samples_in_fragments_of_rollout_fragment_length(ray_session):
+    """`rollout_fragment_length` reaches RLlib: each sample call takes that many env steps, and the
+    learner owes one update per step once learning starts (1: an update after every step)."""
+    from rllib_o2o.pipeline import PipelineConfig
+    from rllib_o2o.presets import get_preset
+    from rllib_o2o.stages.online import online_config
+
+    assert PipelineConfig().rollout_fragment_length == 50
+    with pytest.raises(ValueError, match="rollout_fragment_length"):
+        PipelineConfig(rollout_fragment_length=0).validate()
+    cfg = PipelineConfig(env="Pendulum-v1", rollout_fragment_length=1, eval_every=300, hidden=[16, 16],
+                         batch_size=32, max_episode_steps=100, torch_threads=1)
+    config = online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
+    assert config.rollout_fragment_length == 1
+    algo = config.build_algo()
+    try:
+        assert sum(len(e) for e in algo.env_runner.sample()) == 1
+        algo.training_step()
+        updates = algo.call_learner(lambda learner: int(learner.module["default_policy"].unwrapped().num_updates))
+    finally:
+        algo.stop()
+    assert updates == 300 - 100 + 1  # one per env step from the 100th on (the sample above was not learned)

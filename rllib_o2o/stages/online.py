@@ -37,6 +37,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
+                     rollout_fragment_length=cfg.rollout_fragment_length,
                      custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
