@@ -54,10 +54,12 @@ class PipelineConfig:
     offline_steps: int = option(20_000, "stage 1 gradient steps")
     align_steps: int = option(10_000, "stage 2 Z-fit steps")
     online_steps: int = option(20_000, "stage 3 env steps (one update per step)")
-    eval_every: int = option(1_000, "online env steps between evaluations")
+    eval_every: int = option(1_000, "online env steps between evaluations (one training iteration; the last "
+                                         "one ends at online_steps)")
     eval_episodes: int = option(10, "episodes per evaluation (mean action, all at once); episode i of every "
                                 "evaluation starts from reset(seed=10000 * (seed + 1) + i)")
-    offline_eval_every: int = option(5_000, "offline updates between evaluations (one training iteration)")
+    offline_eval_every: int = option(5_000, "offline updates between evaluations (one training iteration; the last "
+                                                  "one ends at offline_steps)")
     checkpoint_every: int = option(1, "training iterations between stage checkpoints")
     num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")
     num_envs_per_env_runner: int = option(1, "vectorised envs per EnvRunner")

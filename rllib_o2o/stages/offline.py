@@ -35,6 +35,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
         .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+             max_updates=cfg.offline_steps,
              hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
         .training(train_batch_size_per_learner=cfg.batch_size)
@@ -57,9 +58,9 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
     num_iterations = math.ceil(cfg.offline_steps / cfg.offline_eval_every)
 
     def updates(progress: dict) -> int:
-        return progress["iteration"] * cfg.offline_eval_every
+        return min(progress["iteration"] * cfg.offline_eval_every, cfg.offline_steps)
 
-    with console.progress("offline", num_iterations * cfg.offline_eval_every, "updates") as bar:
+    with console.progress("offline", cfg.offline_steps, "updates") as bar:
         algo = offline_config(cfg, dataset_dir, meta, mode, log_dir=stage_dir).build_algo()
         try:
             progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
@@ -92,7 +93,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
     last = progress["curve"][-1]
     summary = mark_done(stage_dir, {
         "return": last["return"], "score": last["score"], "curve": progress["curve"],
-        "alpha_off": alpha_off, "updates": num_iterations * cfg.offline_eval_every,
+        "alpha_off": alpha_off, "updates": cfg.offline_steps,
         "seconds": time.perf_counter() - start,
     })
     console.saved("offline", stage_dir / MODULE_DIR, f"{mode}, {format_eval(last['return'], last['score'])}, "

@@ -44,7 +44,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
-             env_steps_per_iteration=cfg.eval_every, updates_per_env_step=1.0,
+             env_steps_per_iteration=cfg.eval_every, max_env_steps=cfg.online_steps, updates_per_env_step=1.0,
              replay_capacity=capacity, balanced_replay=method.balanced_replay,
              hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))

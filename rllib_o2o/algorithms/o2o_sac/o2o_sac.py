@@ -17,6 +17,7 @@ import numpy as np
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.sac import SAC, SACConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
@@ -107,6 +108,8 @@ class O2OSACConfig(SACConfig):
         self.updates_per_env_step = 1.0
         self.updates_per_iteration = 1000
         self.env_steps_per_iteration = 1000
+        self.max_updates = None
+        self.max_env_steps = None
         self.replay_capacity = 1_000_000
         self.offline_buffer_max_rows = 20_000_000
         self.random_warmup_steps = 0
@@ -162,6 +165,8 @@ class O2OSACConfig(SACConfig):
         updates_per_env_step=NotProvided,
         updates_per_iteration=NotProvided,
         env_steps_per_iteration=NotProvided,
+        max_updates=NotProvided,
+        max_env_steps=NotProvided,
         replay_capacity=NotProvided,
         offline_buffer_max_rows=NotProvided,
         random_warmup_steps=NotProvided,
@@ -194,6 +199,10 @@ class O2OSACConfig(SACConfig):
         updates_per_env_step: online update-to-data ratio.
         updates_per_iteration: offline gradient steps per `train()` call.
         env_steps_per_iteration: online env steps per `train()` call.
+        max_updates, max_env_steps: the run's budget of offline updates / online env steps; the
+            `train()` call that reaches it makes only the updates (samples only the env steps,
+            in whole fragments) left, so a budget need not be a multiple of the iteration size.
+            None (default): every call makes a full iteration.
         offline_buffer_max_rows: offline datasets up to this many rows are loaded once into
             memory and sampled uniformly; larger ones are streamed from Ray Data each epoch
             with a local shuffle buffer (approximately uniform).
@@ -347,6 +356,10 @@ class O2OSAC(SAC):
     def env_steps_sampled(self) -> int:
         return self._env_steps_sampled
 
+    def lifetime_updates(self) -> int:
+        """Gradient updates the learner's module has made (restored with it from a checkpoint)."""
+        return self.call_learner(lambda learner: int(learner.module[DEFAULT_MODULE_ID].unwrapped().num_updates))
+
     def start_recording(self) -> None:
         """Keeps every sampled transition in the dataset schema (for medium-replay data)."""
         self._recorder = []
@@ -402,9 +415,15 @@ class O2OSAC(SAC):
     # -- training ----------------------------------------------------------------
     def training_step(self) -> None:
         if self.config.is_offline:
-            self._learn(self.config.updates_per_iteration)
+            num_updates = self.config.updates_per_iteration
+            if self.config.max_updates is not None:
+                num_updates = min(num_updates, self.config.max_updates - self.lifetime_updates())
+            if num_updates > 0:
+                self._learn(num_updates)
             return
         target = self._env_steps_sampled + self.config.env_steps_per_iteration
+        if self.config.max_env_steps is not None:
+            target = min(target, self.config.max_env_steps)
         owed_updates = 0.0
         while self._env_steps_sampled < target:
             num_new = self._sample_into_replay()
