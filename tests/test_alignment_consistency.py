@@ -178,3 +178,33 @@ def test_distillation_refuses_the_log_pi0_parameterisation():
     with pytest.raises(ValueError, match="z_includes_log_pi0=False"):
         align({k: v.numpy() for k, v in pi0.state_dict().items()}, behaviour_dataset(64), HIDDEN, settings,
               offline_critic=pi0_q_critic(0.0))
+
+
+class CountingTargets:
+    """A stand-in for the distillation targets: target(s) = sum(s); counts the states evaluated."""
+
+    def __init__(self):
+        self.evaluated = 0
+
+    def of(self, obs: torch.Tensor) -> torch.Tensor:
+        self.evaluated += len(obs)
+        return obs.sum(-1)
+
+
+@pytest.mark.parametrize("rows_sampled, evaluated_up_front", [(100, 50), (10, 0)])
+def test_distillation_targets_are_computed_once_per_state_and_only_where_the_fit_samples(
+        rows_sampled, evaluated_up_front):
+    """A dataset no bigger than the fit's samples gets every target up front; a bigger one only the
+    sampled states', each once: the set-up cost follows the fit's length, not the dataset's."""
+    from rllib_o2o.stages.alignment import _TargetCache
+
+    obs = torch.arange(100.0).reshape(50, 2)
+    targets = CountingTargets()
+    cache = _TargetCache(targets, obs, rows_sampled)
+    assert targets.evaluated == evaluated_up_front
+    first = torch.tensor([[3, 7, 3], [7, 9, 1]])
+    torch.testing.assert_close(cache.at(first), obs[first].sum(-1))
+    after_first = targets.evaluated
+    assert after_first == (50 if evaluated_up_front else 4)  # states 1, 3, 7, 9
+    torch.testing.assert_close(cache.at(torch.tensor([9, 1, 2])), obs[[9, 1, 2]].sum(-1))
+    assert targets.evaluated == (50 if evaluated_up_front else 5)  # only state 2 is new

@@ -106,7 +106,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
         distill = _DistillTargets(pi0, offline_critic, obs_dim, act_dim, hidden, settings, device)
         holdout_batch["z_target"] = distill.of(holdout_batch["obs"])
         fit_obs = torch.from_numpy(replay.get_state()["arrays"]["obs"][:len(replay)]).to(device)
-        fit_target = distill.of(fit_obs)  # once: the critic and pi0 are frozen
+        fit_target = _TargetCache(distill, fit_obs, settings.z_steps * settings.batch_size)
         rows = torch.Generator().manual_seed(settings.seed)
     curve, window, start = [], [], time.perf_counter()
     best, since_best, stopped_early, step = math.inf, 0, False, 0
@@ -117,7 +117,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
             batches = {k: torch.from_numpy(v).to(device) for k, v in replay.sample(num, settings.batch_size).items()}
         else:
             index = torch.randint(len(fit_obs), (num, settings.batch_size), generator=rows).to(device)
-            batches = {"obs": fit_obs[index], "z_target": fit_target[index]}
+            batches = {"obs": fit_obs[index], "z_target": fit_target.at(index)}
         for u in range(num):
             b = {k: v[u] for k, v in batches.items()}
             if distill is None:
@@ -195,6 +195,34 @@ class _DistillTargets:
         pairs = torch.cat([obs.expand(k, num, obs_dim), actions], -1).reshape(k * num, -1)
         q = self.critic(pairs).squeeze(-1)  # [E, K * B]
         return maths.critic_value_of_policy(q.reshape(q.shape[0], k, num))
+
+
+class _TargetCache:
+    """Each fit state's distillation target, computed once (the critic and pi0 are frozen).
+
+    A dataset with no more states than the fit samples (`z_steps * batch_size`) gets all its
+    targets up front; a bigger one only those of the states sampled so far, on first use, so the
+    cost follows the fit's length rather than the dataset's (16 critic passes per state: minutes
+    for 1M states on a CPU).
+    """
+
+    def __init__(self, distill: _DistillTargets, obs: torch.Tensor, rows_sampled: int):
+        self.distill, self.obs, self.known = distill, obs, None
+        if len(obs) <= rows_sampled:
+            self.targets = distill.of(obs)
+        else:
+            self.targets = torch.full((len(obs),), math.nan, device=obs.device)
+            self.known = torch.zeros(len(obs), dtype=torch.bool, device=obs.device)
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        """The targets of the states at `index` (any shape)."""
+        if self.known is not None:
+            new = index.unique()
+            new = new[~self.known[new]]
+            if len(new):
+                self.targets[new] = self.distill.of(self.obs[new])
+                self.known[new] = True
+        return self.targets[index]
 
 
 def z_distill_step(z, optimizer, obs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
