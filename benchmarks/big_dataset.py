@@ -1,0 +1,185 @@
+"""Big offline datasets: time to the first update and peak memory at 1M and 10M rows (issue 12, item 6).
+
+For each size, a Hopper-v5-shaped dataset (11-d observations, 3-d actions, episodes of 1000 steps,
+synthetic values: only the sizes matter here) is written as Parquet, then:
+
+1. **offline stage set-up**: in a fresh process, Ray starts and the offline stage's algorithm is
+   built on the dataset (`stages.offline.offline_config(...).build_algo()`: RLlib's offline
+   API, Ray Data's read into the in-memory buffer up to `offline_buffer_max_rows`, streaming
+   above it) and makes its first update; seconds from the algorithm build to the end of that update.
+2. **the tiny pipeline** (`rllib-o2o run ... --offline-steps 300 --align-steps 200 --online-steps
+   400 --num-env-runners 1`, the method's default stages): wall time and each stage's seconds.
+
+Memory is the peak, sampled every 0.2 s, of the summed proportional set size (PSS, so the shared
+object store is counted once) of the process and every descendant (Ray's raylet, GCS, workers),
+against the dataset's in-memory size (the issue's target: < 3x).
+
+    python benchmarks/big_dataset.py --rows 1000000 10000000 --json benchmarks/results/big_dataset_<date>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENV_ID = "Hopper-v5"
+OBS_DIM, ACT_DIM, EPISODE = 11, 3, 1000
+TINY = ["--env", ENV_ID, "--preset", "random", "--offline-steps", "300", "--align-steps", "200",
+        "--online-steps", "400", "--num-env-runners", "1"]
+
+
+def log(msg: str) -> None:
+    print(f"[big_dataset] {msg}", flush=True)
+
+
+def write_synthetic(path: Path, rows: int, seed: int = 0) -> tuple[Path, int]:
+    """A dataset of `rows` Hopper-shaped transitions; returns its path and in-memory bytes."""
+    from rllib_o2o.data.rollouts import env_meta
+    from rllib_o2o.data.schema import write_dataset
+
+    rng = np.random.default_rng(seed)
+    states = rng.standard_normal((rows + 1, OBS_DIM), dtype=np.float32)
+    t = np.arange(rows, dtype=np.int64) % EPISODE
+    tr = {
+        "obs": states[:-1], "new_obs": states[1:],
+        "actions": rng.uniform(-1, 1, (rows, ACT_DIM)).astype(np.float32),
+        "rewards": rng.standard_normal(rows, dtype=np.float32),
+        "terminateds": np.zeros(rows, bool), "truncateds": t == EPISODE - 1,
+        "eps_id": np.arange(rows, dtype=np.int64) // EPISODE, "t": t,
+    }
+    tr["truncateds"][-1] = True
+    nbytes = sum(a.nbytes for a in tr.values())
+    write_dataset(path, tr, env_meta(ENV_ID, source="user"), rows_per_file=1_000_000)
+    return path, nbytes
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def tree_pss_bytes(root: int) -> int:
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(_children(pid))
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+class PeakMemory:
+    """Samples the PSS of a process tree in a thread until stopped; `peak` in bytes."""
+
+    def __init__(self, root: int, interval: float = 0.2):
+        self.root, self.interval, self.peak = root, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_pss_bytes(self.root))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_pss_bytes(self.root))
+
+
+def offline_setup_child(dataset: str) -> None:
+    """In a fresh process: Ray, then the offline algorithm built on `dataset` and its first update."""
+    import ray
+
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.data.schema import read_meta
+    from rllib_o2o.stages.offline import offline_config
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    cfg = PipelineConfig(dataset=dataset, env=ENV_ID, offline_eval_every=1, eval_episodes=1, torch_threads=1)
+    start = time.perf_counter()
+    algo = offline_config(cfg, Path(dataset), read_meta(dataset)).build_algo()
+    built = time.perf_counter()
+    algo.train()
+    print(json.dumps({"build_seconds": built - start, "first_update_seconds": time.perf_counter() - start,
+                      "buffer": type(algo.replay).__name__}), flush=True)
+    algo.stop()
+    ray.shutdown()
+
+
+def run_measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakMemory(proc.pid) as mem:
+        stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return done, time.perf_counter() - start, mem.peak
+
+
+def measure(rows: int, root: Path) -> dict:
+    dataset, nbytes = write_synthetic(root / f"hopper-{rows}", rows)
+    log(f"{rows} rows written ({nbytes / 2**20:.0f} MiB in memory)")
+    done, wall, peak = run_measured([sys.executable, __file__, "--offline-setup-child", str(dataset)])
+    setup = json.loads(done.stdout.strip().splitlines()[-1])
+    setup.update(wall_seconds=wall, peak_pss_bytes=peak, peak_over_dataset=peak / nbytes)
+    log(f"offline set-up: first update after {setup['first_update_seconds']:.1f}s ({setup['buffer']}), "
+        f"peak {peak / 2**20:.0f} MiB = {peak / nbytes:.2f}x the dataset")
+    out = root / f"run-{rows}"
+    cmd = [sys.executable, "-m", "rllib_o2o.cli", "run", "--dataset", str(dataset), *TINY, "--out", str(out)]
+    _, wall, peak = run_measured(cmd)
+    results = json.loads(next(out.glob("results*.json")).read_text())
+    pipeline = {"wall_seconds": wall, "peak_pss_bytes": peak, "peak_over_dataset": peak / nbytes,
+                "stage_seconds": {s: results[s]["seconds"] for s in ("offline", "alignment", "online") if results[s]}}
+    log(f"tiny pipeline: {wall:.1f}s (stages {pipeline['stage_seconds']}), peak {peak / 2**20:.0f} MiB = "
+        f"{peak / nbytes:.2f}x the dataset")
+    return {"rows": rows, "dataset_bytes": nbytes, "offline_setup": setup, "tiny_pipeline": pipeline}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--offline-setup-child", metavar="DATASET", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.offline_setup_child:
+        offline_setup_child(args.offline_setup_child)
+        return {}
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    root = Path(tempfile.mkdtemp(prefix="o2o-big-"))
+    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
+           "python": platform.python_version(), "loadavg_start": os.getloadavg(), "sizes": []}
+    for rows in args.rows:
+        out["sizes"].append(measure(rows, root))
+    out["loadavg_end"] = os.getloadavg()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

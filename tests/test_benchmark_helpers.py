@@ -1,0 +1,47 @@
+"""The data and measurement helpers of benchmarks/startup.py and benchmarks/big_dataset.py, without Ray.
+
+The benchmarks' numbers live in docs/benchmarks.md; these tests only check that what they
+measure on is what they say (a valid dataset of the stated size, memory of a process tree).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import big_dataset  # noqa: E402
+import startup  # noqa: E402
+
+
+def test_the_synthetic_big_dataset_is_a_valid_hopper_shaped_dataset_of_the_stated_size(tmp_path):
+    from rllib_o2o.data.schema import read_dataset
+
+    path, nbytes = big_dataset.write_synthetic(tmp_path / "big", 2_500)
+    tr, meta = read_dataset(path)
+    assert len(tr["obs"]) == 2_500 and meta.obs_dim == 11 and meta.act_dim == 3
+    assert nbytes == sum(a.nbytes for a in tr.values())
+    assert meta.num_episodes == 3 and tr["truncateds"].sum() == 3  # 1000 + 1000 + 500 steps
+    np.testing.assert_array_equal(tr["new_obs"][:-1], tr["obs"][1:])
+
+
+def test_the_memory_of_a_process_tree_counts_this_process():
+    import os
+
+    assert 0 < big_dataset.tree_pss_bytes(os.getpid()) < 2**40
+    with big_dataset.PeakMemory(os.getpid(), interval=0.01) as mem:
+        ballast = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+    assert mem.peak >= ballast.nbytes
+
+
+def test_the_startup_d4rl_file_imports_as_a_dataset(tmp_path):
+    from rllib_o2o.data.d4rl import import_d4rl
+    from rllib_o2o.data.schema import read_dataset
+
+    path = startup.write_d4rl_file(tmp_path / "hopper.hdf5", 1_200, seed=0)
+    tr, meta = read_dataset(import_d4rl(path, startup.ENV_ID, tmp_path / "ds"))
+    assert len(tr["obs"]) == 1_200 and meta.obs_dim == 11
+    assert tr["terminateds"].sum() + tr["truncateds"].sum() == meta.num_episodes
