@@ -236,7 +236,7 @@ def test_run_resumes_from_storage_on_a_fresh_node(tmp_path, pendulum_dir):
         assert f"storage: downloaded {stage} (outputs, DONE.json)" in again.stdout, stage
     for line in ("offline stage: already complete", "alignment: already complete", "online stage: already complete"):
         assert line in again.stdout, line
-    assert "online 0/600" not in again.stdout and "offline 100/" not in again.stdout  # no training
+    assert "online 0/500" not in again.stdout and "offline 100/" not in again.stdout  # no training
     after = json.loads((fresh / "results.json").read_text())
     for results in (before, after):
         results.pop("seconds_this_invocation")
@@ -252,7 +252,7 @@ def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(t
     store = tmp_path / "store"
     aca = ["--method", "aca"]  # storage is what is tested: aca's stage names (online/, results.json)
     cmd = command(pendulum_dir, tmp_path / "node-a" / "run", config_file) + aca + ["--storage-path", str(store)]
-    log = run_until(cmd, "online 200/600 env steps")  # SIGKILL in the online stage, after its first checkpoint
+    log = run_until(cmd, "online 200/500 env steps")  # SIGKILL in the online stage, after its first checkpoint
     assert "storage: uploaded online/checkpoint" in log, log[-3000:]
     shutil.rmtree(tmp_path / "node-a")
 
@@ -262,6 +262,6 @@ def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(t
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "storage: downloaded online/checkpoint <- " in done.stdout
     assert "offline stage: already complete" in done.stdout and "online stage: resumed at" in done.stdout
-    assert "online 200/600" not in done.stdout  # continued after the uploaded checkpoint, not restarted
+    assert "online 200/500" not in done.stdout  # continued after the uploaded checkpoint, not restarted
     steps = [p["env_steps"] for p in json.loads((store / "run" / "results.json").read_text())["online"]["curve"]]
-    assert steps == [0, 200, 400, 600]
+    assert steps == [0, 200, 400, 500]
