@@ -15,6 +15,8 @@ object store is counted once) of the process and every descendant (Ray's raylet,
 against the dataset's in-memory size (the issue's target: < 3x).
 
     python benchmarks/big_dataset.py --rows 1000000 10000000 --json benchmarks/results/big_dataset_<date>.json
+
+The pipeline's peak is also reported per phase, split at the stages' "saved" lines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -86,16 +89,20 @@ def tree_pss_bytes(root: int) -> int:
 
 
 class PeakMemory:
-    """Samples the PSS of a process tree in a thread until stopped; `peak` in bytes."""
+    """Samples the PSS of a process tree in a thread until stopped; `peak` in bytes, `samples` as
+    (seconds since start, bytes)."""
 
     def __init__(self, root: int, interval: float = 0.2):
-        self.root, self.interval, self.peak = root, interval, 0
+        self.root, self.interval, self.peak, self.samples = root, interval, 0, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = time.perf_counter()
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_pss_bytes(self.root))
+            pss = tree_pss_bytes(self.root)
+            self.samples.append((time.perf_counter() - self._start, pss))
+            self.peak = max(self.peak, pss)
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -128,33 +135,53 @@ def offline_setup_child(dataset: str) -> None:
     ray.shutdown()
 
 
-def run_measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, int]:
+# A stage's line once its outputs are saved: the phases of a pipeline run, in order.
+PHASE_ENDS = (("until the offline stage is saved", "offline: saved"),
+              ("alignment", "alignment: saved"), ("online stage", "online: saved"))
+
+
+def run_measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, int, dict]:
+    """Runs `cmd`; returns its outcome, wall seconds, peak tree PSS and the peak within each phase
+    of PHASE_ENDS (by the time the phase's line was printed; the rest is "after the online stage")."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # lines as they are printed
+    lines, ends = [], []
     with PeakMemory(proc.pid) as mem:
-        stdout, stderr = proc.communicate()
-    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        for line in proc.stdout:
+            lines.append(line)
+            if len(ends) < len(PHASE_ENDS) and line.startswith(PHASE_ENDS[len(ends)][1]):
+                ends.append(time.perf_counter() - start)
+        proc.wait()
+    stdout = "".join(lines)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, "")
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return done, time.perf_counter() - start, mem.peak
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{stdout[-4000:]}")
+    bounds = [0.0, *ends, math.inf]
+    names = [name for name, _ in PHASE_ENDS[:len(ends)]] + ["after the online stage" if ends else "all"]
+    phases = {name: max((b for t, b in mem.samples if lo <= t < hi), default=0)
+              for name, lo, hi in zip(names, bounds, bounds[1:])}
+    return done, time.perf_counter() - start, mem.peak, phases
 
 
 def measure(rows: int, root: Path) -> dict:
     dataset, nbytes = write_synthetic(root / f"hopper-{rows}", rows)
     log(f"{rows} rows written ({nbytes / 2**20:.0f} MiB in memory)")
-    done, wall, peak = run_measured([sys.executable, __file__, "--offline-setup-child", str(dataset)])
+    done, wall, peak, _ = run_measured([sys.executable, __file__, "--offline-setup-child", str(dataset)])
     setup = json.loads(done.stdout.strip().splitlines()[-1])
     setup.update(wall_seconds=wall, peak_pss_bytes=peak, peak_over_dataset=peak / nbytes)
     log(f"offline set-up: first update after {setup['first_update_seconds']:.1f}s ({setup['buffer']}), "
         f"peak {peak / 2**20:.0f} MiB = {peak / nbytes:.2f}x the dataset")
     out = root / f"run-{rows}"
     cmd = [sys.executable, "-m", "rllib_o2o.cli", "run", "--dataset", str(dataset), *TINY, "--out", str(out)]
-    _, wall, peak = run_measured(cmd)
+    _, wall, peak, phases = run_measured(cmd)
     results = json.loads(next(out.glob("results*.json")).read_text())
     pipeline = {"wall_seconds": wall, "peak_pss_bytes": peak, "peak_over_dataset": peak / nbytes,
+                "peak_pss_bytes_by_phase": phases,
                 "stage_seconds": {s: results[s]["seconds"] for s in ("offline", "alignment", "online") if results[s]}}
     log(f"tiny pipeline: {wall:.1f}s (stages {pipeline['stage_seconds']}), peak {peak / 2**20:.0f} MiB = "
-        f"{peak / nbytes:.2f}x the dataset")
+        f"{peak / nbytes:.2f}x the dataset; by phase (MiB): "
+        + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in phases.items()))
     return {"rows": rows, "dataset_bytes": nbytes, "offline_setup": setup, "tiny_pipeline": pipeline}
 
 
