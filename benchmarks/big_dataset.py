@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ENV_ID = "Hopper-v5"
+from startup import ENV_ID, TINY  # the same tiny pipeline (this directory is on sys.path as a script's)
+
 OBS_DIM, ACT_DIM, EPISODE = 11, 3, 1000
-TINY = ["--env", ENV_ID, "--preset", "random", "--offline-steps", "300", "--align-steps", "200",
-        "--online-steps", "400", "--num-env-runners", "1"]
 
 
 def log(msg: str) -> None:

@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 
 ENV_ID = "Hopper-v5"
-TINY = ["--env", ENV_ID, "--preset", "random", "--offline-steps", "300", "--align-steps", "200",
-        "--online-steps", "400", "--num-env-runners", "1"]
+# The tiny pipeline's options (beside --dataset and --out), as `rllib_o2o.run` keywords and as flags.
+TINY_OPTIONS = {"env": ENV_ID, "preset": "random", "offline_steps": 300, "align_steps": 200, "online_steps": 400,
+                "num_env_runners": 1}
+TINY = [arg for key, value in TINY_OPTIONS.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
 
 # (label, file suffix, function name): the cumulative time of each, summed over its calls.
 PARTS = (
@@ -97,11 +99,9 @@ def command_seconds(dataset: Path, out: Path) -> float:
 def profiled_parts(dataset: Path, out: Path, dump: Path | None = None) -> dict:
     from rllib_o2o.api import run
 
-    options = dict(zip((a.lstrip("-").replace("-", "_") for a in TINY[::2]), TINY[1::2]))
-    options = {k: (int(v) if v.isdigit() else v) for k, v in options.items()}
     profile = cProfile.Profile()
     profile.enable()
-    run(dataset=str(dataset), out=str(out), **options)
+    run(dataset=str(dataset), out=str(out), **TINY_OPTIONS)
     profile.disable()
     if dump:
         profile.dump_stats(dump)

@@ -50,8 +50,8 @@ DEFAULT_SPACE = {
 
 # Online-stage options a tune run may change relative to the aligned run it starts from.
 ONLINE_FIELDS = ("online_steps", "eval_every", "eval_episodes", "num_env_runners", "num_envs_per_env_runner",
-                 "rollout_fragment_length", "num_gpus_per_learner", "seed", "preset", "max_episode_steps", "checkpoint_every",
-                 "torch_threads")
+                 "rollout_fragment_length", "num_gpus_per_learner", "seed", "preset", "max_episode_steps",
+                 "checkpoint_every", "torch_threads")
 
 
 @dataclass
