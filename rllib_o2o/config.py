@@ -62,11 +62,16 @@ class PipelineConfig:
                                                   "one ends at offline_steps)")
     checkpoint_every: int = option(1, "training iterations between stage checkpoints")
     num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")
-    num_envs_per_env_runner: int = option(1, "vectorised envs per EnvRunner")
+    num_envs_per_env_runner: int = option(
+        10, "vectorised envs per EnvRunner (the driver too when num_env_runners is 0), stepped in lockstep "
+            "with one batched policy call per step: about 3x the env steps/s of one env; env steps, the "
+            "one update per env step and evaluation stay counted per env step, but the data interleaves "
+            "this many episodes (1: one episode at a time, as the paper's code)")
     rollout_fragment_length: int = option(
-        50, "stage 3 env steps each env of an EnvRunner takes per sample call; the learner then makes the "
-            "updates those steps owe (one per env step), so the acting policy is up to this many updates "
-            "behind (1: one update after every env step, as the paper's code)")
+        50, "stage 3 env steps an EnvRunner takes per sample call, all its envs together (per env: this / "
+            "num_envs_per_env_runner, rounded up); the learner then makes the updates those steps owe (one "
+            "per env step), so the acting policy is up to this many updates behind (1 with one env: an "
+            "update after every env step, as the paper's code)")
     num_gpus_per_learner: float = option(0, "1 puts the learner on a GPU")
     align_num_cpus: float = option(1, "CPUs of the alignment Ray task")
     align_num_gpus: float = option(0, "GPUs of the alignment Ray task (> 0 fits Z on cuda)")
@@ -142,6 +147,8 @@ class PipelineConfig:
                      "rollout_fragment_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.num_envs_per_env_runner < 1:
+            raise ValueError(f"num_envs_per_env_runner must be >= 1, got {self.num_envs_per_env_runner}")
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

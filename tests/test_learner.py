@@ -761,8 +761,8 @@ def test_the_online_stage_samples_in_fragments_of_rollout_fragment_length(ray_se
     assert PipelineConfig().rollout_fragment_length == 50
     with pytest.raises(ValueError, match="rollout_fragment_length"):
         PipelineConfig(rollout_fragment_length=0).validate()
-    cfg = PipelineConfig(env="Pendulum-v1", rollout_fragment_length=1, eval_every=300, hidden=[16, 16],
-                         batch_size=32, max_episode_steps=100, torch_threads=1)
+    cfg = PipelineConfig(env="Pendulum-v1", rollout_fragment_length=1, num_envs_per_env_runner=1, eval_every=300,
+                         hidden=[16, 16], batch_size=32, max_episode_steps=100, torch_threads=1)
     config = online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
     assert config.rollout_fragment_length == 1
     algo = config.build_algo()
@@ -773,3 +773,43 @@ def test_the_online_stage_samples_in_fragments_of_rollout_fragment_length(ray_se
     finally:
         algo.stop()
     assert updates == 300 - 100 + 1  # one per env step from the 100th on (the sample above was not learned)
+
+
+def test_the_fragment_counts_env_steps_of_all_envs_of_an_env_runner():
+    """rollout_fragment_length is env steps per sample call, whatever the number of envs: RLlib's
+    per-env fragment is that divided by the envs, rounded up (by hand)."""
+    from rllib_o2o.stages.online import fragment_per_env
+
+    assert fragment_per_env(50, 1) == 50
+    assert fragment_per_env(50, 10) == 5
+    assert fragment_per_env(50, 4) == 13  # 12.5 rounded up: 52 steps per call
+    assert fragment_per_env(1, 10) == 1
+
+
+def test_vectorised_sampling_adds_exactly_the_iterations_env_steps(ray_session):
+    """With 4 envs in lockstep a sample call takes 12 steps (3 each), so an iteration of 301 env steps
+    ends 11 steps past its budget: those are held back and added first by the next iteration, and the
+    replay buffer, the env-step count and the updates owed follow exactly 301 steps per iteration."""
+    from rllib_o2o.pipeline import PipelineConfig
+    from rllib_o2o.presets import get_preset
+    from rllib_o2o.stages.online import online_config
+
+    assert PipelineConfig().num_envs_per_env_runner == 10
+    with pytest.raises(ValueError, match="num_envs_per_env_runner"):
+        PipelineConfig(num_envs_per_env_runner=0).validate()
+    cfg = PipelineConfig(env="Pendulum-v1", num_envs_per_env_runner=4, rollout_fragment_length=10, eval_every=301,
+                         hidden=[16, 16], batch_size=32, max_episode_steps=100, torch_threads=1)
+    config = online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
+    assert (config.num_envs_per_env_runner, config.rollout_fragment_length) == (4, 3)
+    algo = config.build_algo()
+    try:
+        counts = []
+        for _ in range(2):
+            algo.training_step()
+            updates = algo.call_learner(lambda learner: int(learner.module["default_policy"].unwrapped().num_updates))
+            held_back = 0 if algo._held_back is None else len(algo._held_back[2])
+            counts.append((algo.env_steps_sampled, len(algo.replay), held_back, updates))
+    finally:
+        algo.stop()
+    # 26 calls of 12 steps = 312 sampled for 301; then 11 held + 25 calls (300) = 311 for the next 301
+    assert counts == [(301, 301, 11, 301 - 96), (602, 602, 10, 602 - 96)]

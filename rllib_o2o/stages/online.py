@@ -37,7 +37,8 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
-                     rollout_fragment_length=cfg.rollout_fragment_length,
+                     rollout_fragment_length=fragment_per_env(cfg.rollout_fragment_length,
+                                                              cfg.num_envs_per_env_runner),
                      custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
@@ -56,6 +57,17 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .fault_tolerance(restart_failed_env_runners=True)
         .debugging(seed=cfg.seed)
     )
+
+
+def fragment_per_env(fragment: int, num_envs: int) -> int:
+    """RLlib's per-env fragment for `fragment` env steps per sample call of an EnvRunner.
+
+    RLlib steps an EnvRunner's vectorised envs in lockstep, `rollout_fragment_length`
+    steps each, so a call takes that times `num_envs`. The run's option counts the
+    call's env steps (how far the acting policy lags the learner), whatever the number
+    of envs: 50 with 5 envs is 10 steps each; a fragment that does not divide rounds up.
+    """
+    return max(1, -(-fragment // num_envs))
 
 
 DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",

@@ -310,6 +310,7 @@ class O2OSAC(SAC):
         else:
             self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
+        self._held_back: tuple[np.ndarray, ...] | None = None  # sampled past an iteration's end
         self._recorder: list[dict] | None = None
 
     @override(SAC)
@@ -426,7 +427,7 @@ class O2OSAC(SAC):
             target = min(target, self.config.max_env_steps)
         owed_updates = 0.0
         while self._env_steps_sampled < target:
-            num_new = self._sample_into_replay()
+            num_new = self._sample_into_replay(limit=target - self._env_steps_sampled)
             if num_new == 0:
                 self._recover_env_runners()
             if len(self.replay) < self.config.num_steps_sampled_before_learning_starts:
@@ -457,7 +458,31 @@ class O2OSAC(SAC):
             time.sleep(1.0)
         logger.warning("restarted failed EnvRunner(s) mid-iteration; sampling continues")
 
-    def _sample_into_replay(self) -> int:
+    def _sample_into_replay(self, limit: int | None = None) -> int:
+        """Samples a fragment from every EnvRunner into the replay buffer; returns the env steps added.
+
+        Vectorised envs step in lockstep and a reset step counts no env step, so a call can
+        return a few steps more than `limit` (the env steps left in the iteration). Those wait
+        in `_held_back` and are the first rows of the next call, so each iteration adds, and
+        counts, exactly its env steps (a resumed run loses the few held back, never counted).
+        """
+        rows = [self._held_back] if self._held_back is not None else []
+        if limit is None or self._held_back is None or len(self._held_back[2]) < limit:
+            rows += self._sample_transitions()
+        self._held_back = None
+        if not rows:
+            return 0
+        columns = [np.concatenate(parts) for parts in zip(*rows)]
+        num_new = len(columns[2]) if limit is None else min(len(columns[2]), limit)
+        if num_new < len(columns[2]):
+            self._held_back = tuple(c[num_new:] for c in columns)
+        self.replay.add(*(c[:num_new] for c in columns))
+        self._env_steps_sampled += num_new
+        return num_new
+
+    def _sample_transitions(self) -> list[tuple[np.ndarray, ...]]:
+        """One fragment from every EnvRunner as (obs, normalised actions, rewards, new_obs,
+        terminateds) per episode chunk, in the replay buffer's units."""
         random = self._env_steps_sampled < self.config.random_warmup_steps
         episodes, runner_metrics = synchronous_parallel_sample(
             worker_set=self.env_runner_group,
@@ -468,7 +493,7 @@ class O2OSAC(SAC):
             _return_metrics=True,
         )
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
-        num_new = 0
+        chunks = []
         for episode in episodes:
             n = len(episode)
             if n == 0:
@@ -476,7 +501,7 @@ class O2OSAC(SAC):
             observations = np.asarray(episode.get_observations(slice(0, n + 1)), np.float32)
             terminateds = np.zeros(n, np.float32)
             terminateds[-1] = float(episode.is_terminated)
-            self.replay.add(
+            chunks.append((
                 observations[:-1].reshape(n, -1),
                 normalize_actions(
                     np.asarray(episode.get_actions(slice(0, n)), np.float32).reshape(n, -1),
@@ -485,12 +510,10 @@ class O2OSAC(SAC):
                 np.asarray(episode.get_rewards(slice(0, n)), np.float32),
                 observations[1:].reshape(n, -1),
                 terminateds,
-            )
-            num_new += n
+            ))
             if self._recorder is not None:
                 self._record(episode, observations, n)
-        self._env_steps_sampled += num_new
-        return num_new
+        return chunks
 
     def _record(self, episode, observations: np.ndarray, n: int) -> None:
         eps = self._episode_ids.setdefault(episode.id_, len(self._episode_ids))
