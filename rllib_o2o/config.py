@@ -63,10 +63,12 @@ class PipelineConfig:
     checkpoint_every: int = option(1, "training iterations between stage checkpoints")
     num_env_runners: int = option(0, "parallel sampling workers in stage 3 (0: sample in the driver)")
     num_envs_per_env_runner: int = option(
-        10, "vectorised envs per EnvRunner (the driver too when num_env_runners is 0), stepped in lockstep "
-            "with one batched policy call per step: about 3x the env steps/s of one env; env steps, the "
-            "one update per env step and evaluation stay counted per env step, but the data interleaves "
-            "this many episodes (1: one episode at a time, as the paper's code)")
+        1, "vectorised envs per EnvRunner (the driver too when num_env_runners is 0), stepped in lockstep "
+           "with one batched policy call per step: 10 sample about 3x the env steps/s of one; env steps, "
+           "the one update per env step and evaluation stay counted per env step, but the early online "
+           "data then holds only the first steps of K episodes, and with 10 ACA lost pi0's score early "
+           "on 2 of 3 Pendulum seeds (docs/benchmarks.md, 'Sampling'): 1 (one episode at a time, as the "
+           "paper's code) keeps the hand-over safe")
     rollout_fragment_length: int = option(
         50, "stage 3 env steps an EnvRunner takes per sample call, all its envs together (per env: this / "
             "num_envs_per_env_runner, rounded up); the learner then makes the updates those steps owe (one "

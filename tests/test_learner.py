@@ -794,7 +794,7 @@ def test_vectorised_sampling_adds_exactly_the_iterations_env_steps(ray_session):
     from rllib_o2o.presets import get_preset
     from rllib_o2o.stages.online import online_config
 
-    assert PipelineConfig().num_envs_per_env_runner == 10
+    assert PipelineConfig().num_envs_per_env_runner == 1
     with pytest.raises(ValueError, match="num_envs_per_env_runner"):
         PipelineConfig(num_envs_per_env_runner=0).validate()
     cfg = PipelineConfig(env="Pendulum-v1", num_envs_per_env_runner=4, rollout_fragment_length=10, eval_every=301,
