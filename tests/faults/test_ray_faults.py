@@ -27,11 +27,14 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 def test_killed_env_runner_is_restarted_and_the_run_finishes(tmp_path, fault_dataset, finished_stages):
     """SIGKILL the (only) EnvRunner's process in stage 3: RLlib restarts the actor, O2OSAC picks it up
-    mid-iteration (it would otherwise sample from no one forever) and the run completes."""
+    mid-iteration (it would otherwise sample from no one forever) and the run completes. The run is
+    long (2000 steps) so that on a fast machine the kill still lands iterations before the check."""
     out = tmp_path / "run"
+    online_steps = 2000
     copy_stages(finished_stages, out, ("offline", "alignment"))
-    args = run_command(fault_dataset, out, write_config(tmp_path), extra=("--num-env-runners", "1"))
-    point = KillPoint.draw(random.Random(6101), r"^online 200/600 env steps", (1, 1), 0.5)
+    args = run_command(fault_dataset, out, write_config(tmp_path), online_steps=online_steps,
+                       extra=("--num-env-runners", "1"))
+    point = KillPoint.draw(random.Random(6101), rf"^online 200/{online_steps} env steps", (1, 1), 0.5)
     proc = PipelineProcess(args)
     try:
         assert proc.wait_for(point.pattern), proc.output[-3000:]
@@ -39,7 +42,7 @@ def test_killed_env_runner_is_restarted_and_the_run_finishes(tmp_path, fault_dat
         runners = env_runner_pids(proc.proc.pid)
         assert len(runners) == 1, runners
         os.kill(runners[0], signal.SIGKILL)
-        assert proc.wait_for(r"^online 400/600 env steps"), proc.output[-4000:]
+        assert proc.wait_for(rf"^online 1000/{online_steps} env steps"), proc.output[-4000:]
         restarted = env_runner_pids(proc.proc.pid)
         rc = proc.finish()
     finally:
@@ -47,7 +50,7 @@ def test_killed_env_runner_is_restarted_and_the_run_finishes(tmp_path, fault_dat
             proc.kill()
     assert rc == 0, proc.output[-4000:]
     assert restarted and runners[0] not in restarted, (runners, restarted)
-    check_results(out)
+    check_results(out, online_steps)
 
 
 INJECT_LEARNER_FAULT = """
