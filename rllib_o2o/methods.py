@@ -93,7 +93,9 @@ METHODS = {
 # The TD-fitted Z of `aca` (the paper's alignment) estimates the behaviour policy's value, and on
 # the embedded Pendulum-v1 default that made aca's online start dip (docs/benchmarks.md, "A task
 # where aca dipped"); distilled, it held pi0 there, and on the medium profile it held pi0 as aca
-# did and ended higher on the mean (docs/benchmarks.md, "The `medium` profile").
+# did and ended higher on the mean (docs/benchmarks.md, "The `medium` profile"). On the same
+# recipe's data regenerated on another machine it held on Hopper but not on HalfCheetah (docs/benchmarks.md,
+# "Medium datasets regenerated on a new box"): still the best-measured default, not a settled one.
 DEFAULT_METHOD = "aca-distilled-z"
 # An imported --offline-checkpoint carries an actor only: no critic to distil Z from.
 DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca"
