@@ -24,25 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.throughput import raw_env_rate  # noqa: E402
+
 DEFAULT = "default"
-
-
-def raw_env_rate(env_id: str, steps: int, seed: int = 0) -> float:
-    """Env steps/s of `env.step` with random actions in this process (the sampling limit)."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    env.reset(seed=seed)
-    actions = [env.action_space.sample() for _ in range(1000)]
-    start = time.perf_counter()
-    for i in range(steps):
-        _, _, terminated, truncated, _ = env.step(actions[i % 1000])
-        if terminated or truncated:
-            env.reset()
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
 
 
 def parse_contender(text: str) -> dict:
@@ -94,7 +78,7 @@ def main(argv=None) -> dict:
 
     ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False)
     try:
-        raw = raw_env_rate(args.env, args.raw_steps)
+        raw = raw_env_rate(args.raw_steps, env_id=args.env)
         print(f"raw {args.env} env.step, one process: {raw:.0f} steps/s", flush=True)
         results = {}
         for name, counts in contenders.items():

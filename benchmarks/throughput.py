@@ -325,10 +325,11 @@ def hopper_dataset(root: Path, rows: int, seed: int):
     return path, tr, meta
 
 
-def raw_env_rate(steps: int, seed: int = 0) -> float:
+def raw_env_rate(steps: int, seed: int = 0, env_id: str = ENV_ID) -> float:
+    """Env steps/s of `env.step` with random actions in this process (the sampling limit)."""
     import gymnasium as gym
 
-    env = gym.make(ENV_ID)
+    env = gym.make(env_id)
     env.action_space.seed(seed)
     env.reset(seed=seed)
     actions = [env.action_space.sample() for _ in range(1000)]

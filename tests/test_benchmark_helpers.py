@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -45,3 +46,15 @@ def test_the_startup_d4rl_file_imports_as_a_dataset(tmp_path):
     tr, meta = read_dataset(import_d4rl(path, startup.ENV_ID, tmp_path / "ds"))
     assert len(tr["obs"]) == 1_200 and meta.obs_dim == 11
     assert tr["terminateds"].sum() + tr["truncateds"].sum() == meta.num_episodes
+
+
+def test_sampling_contenders_parse_runners_by_envs():
+    """benchmarks/sampling.py: 'RxE' is R EnvRunners with E envs each; 'default' leaves the run's defaults."""
+    from benchmarks.sampling import parse_contender
+
+    assert parse_contender("1x10") == {"num_env_runners": 1, "num_envs_per_env_runner": 10}
+    assert parse_contender("0x1") == {"num_env_runners": 0, "num_envs_per_env_runner": 1}
+    assert parse_contender("default") == {}
+    for bad in ("1x0", "x8", "two", "1x"):
+        with pytest.raises(ValueError, match="RUNNERSxENVS"):
+            parse_contender(bad)
