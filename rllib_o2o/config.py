@@ -146,11 +146,9 @@ class PipelineConfig:
         """Refuses values no run can use (the CLI checks this before Ray starts)."""
         for name in ("offline_steps", "align_steps", "online_steps", "eval_every", "eval_episodes",
                      "offline_eval_every", "checkpoint_every", "batch_size", "replay_capacity",
-                     "rollout_fragment_length"):
+                     "rollout_fragment_length", "num_envs_per_env_runner"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.num_envs_per_env_runner < 1:
-            raise ValueError(f"num_envs_per_env_runner must be >= 1, got {self.num_envs_per_env_runner}")
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
