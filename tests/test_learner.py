@@ -751,25 +751,32 @@ def test_optimizer_states_carry_over_by_position_and_keep_the_learning_rates():
         O2OSACTorchLearner.set_optimizer_states(online, states)
 
 
-def test_the_online_stage_samples_in_fragments_of_rollout_fragment_length(ray_session):
-    """`rollout_fragment_length` reaches RLlib: each sample call takes that many env steps, and the
-    learner owes one update per step once learning starts (1: an update after every step)."""
+def _tiny_online_config(**sampling):
+    """The online stage's config on Pendulum (100-step episodes, tiny nets), learning from the 100th step."""
     from rllib_o2o.pipeline import PipelineConfig
     from rllib_o2o.presets import get_preset
     from rllib_o2o.stages.online import online_config
 
+    cfg = PipelineConfig(env="Pendulum-v1", hidden=[16, 16], batch_size=32, max_episode_steps=100, torch_threads=1,
+                         **sampling)
+    return online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
+
+
+def test_the_online_stage_samples_in_fragments_of_rollout_fragment_length(ray_session):
+    """`rollout_fragment_length` reaches RLlib: each sample call takes that many env steps, and the
+    learner owes one update per step once learning starts (1: an update after every step)."""
+    from rllib_o2o.pipeline import PipelineConfig
+
     assert PipelineConfig().rollout_fragment_length == 50
     with pytest.raises(ValueError, match="rollout_fragment_length"):
         PipelineConfig(rollout_fragment_length=0).validate()
-    cfg = PipelineConfig(env="Pendulum-v1", rollout_fragment_length=1, num_envs_per_env_runner=1, eval_every=300,
-                         hidden=[16, 16], batch_size=32, max_episode_steps=100, torch_threads=1)
-    config = online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
+    config = _tiny_online_config(rollout_fragment_length=1, num_envs_per_env_runner=1, eval_every=300)
     assert config.rollout_fragment_length == 1
     algo = config.build_algo()
     try:
         assert sum(len(e) for e in algo.env_runner.sample()) == 1
         algo.training_step()
-        updates = algo.call_learner(lambda learner: int(learner.module["default_policy"].unwrapped().num_updates))
+        updates = algo.lifetime_updates()
     finally:
         algo.stop()
     assert updates == 300 - 100 + 1  # one per env step from the 100th on (the sample above was not learned)
@@ -791,22 +798,18 @@ def test_vectorised_sampling_adds_exactly_the_iterations_env_steps(ray_session):
     ends 11 steps past its budget: those are held back and added first by the next iteration, and the
     replay buffer, the env-step count and the updates owed follow exactly 301 steps per iteration."""
     from rllib_o2o.pipeline import PipelineConfig
-    from rllib_o2o.presets import get_preset
-    from rllib_o2o.stages.online import online_config
 
     assert PipelineConfig().num_envs_per_env_runner == 1
     with pytest.raises(ValueError, match="num_envs_per_env_runner"):
         PipelineConfig(num_envs_per_env_runner=0).validate()
-    cfg = PipelineConfig(env="Pendulum-v1", num_envs_per_env_runner=4, rollout_fragment_length=10, eval_every=301,
-                         hidden=[16, 16], batch_size=32, max_episode_steps=100, torch_threads=1)
-    config = online_config(cfg, get_preset("medium")).training(num_steps_sampled_before_learning_starts=100)
+    config = _tiny_online_config(num_envs_per_env_runner=4, rollout_fragment_length=10, eval_every=301)
     assert (config.num_envs_per_env_runner, config.rollout_fragment_length) == (4, 3)
     algo = config.build_algo()
     try:
         counts = []
         for _ in range(2):
             algo.training_step()
-            updates = algo.call_learner(lambda learner: int(learner.module["default_policy"].unwrapped().num_updates))
+            updates = algo.lifetime_updates()
             held_back = 0 if algo._held_back is None else len(algo._held_back[2])
             counts.append((algo.env_steps_sampled, len(algo.replay), held_back, updates))
     finally:
