@@ -64,6 +64,26 @@ def tanh_gaussian_rsample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[to
     return torch.tanh(u), (gauss - _tanh_log_det(u)).sum(-1)
 
 
+def tanh_gaussian_rsample_path_only(
+    mean: torch.Tensor, log_std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As `tanh_gaussian_rsample`, with the log-density's gradient through the sample only
+    ("sticking the landing", Roeder, Wu & Duvenaud 2017).
+
+    u = mean + std * eps;  a = tanh(u);
+    log pi(a|s) = sum_d [ log N(u_d; [mean_d], [std_d]) - log(1 - tanh(u_d)^2) ],  [.] = no gradient.
+
+    Same value as `tanh_gaussian_rsample`. The dropped term is the score
+    d/dtheta log pi_theta(a) at fixed a, which has zero mean, so gradients of
+    E[log pi] - E[log pi0] stay unbiased; at pi = pi0 they are zero for every
+    sample instead of zero on average (d/dmean: -eps/std + 2 tanh(u) here,
+    against 2 tanh(u) with the score term).
+    """
+    eps = torch.randn_like(mean)
+    u = mean + torch.exp(log_std) * eps
+    return torch.tanh(u), _squashed_log_prob_at(mean.detach(), log_std.detach(), u)
+
+
 def tanh_gaussian_log_prob(
     mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -284,8 +304,11 @@ def tanh_gaussian_kl(
     return (ref_log_std - log_std + 0.5 * (var_ratio + shift * shift) - 0.5).sum(-1)
 
 
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """SAC temperature: -E[ log alpha (log pi(a|s) + H_target) ], raising alpha while entropy < H_target."""
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: Scalar) -> torch.Tensor:
+    """SAC temperature: -E[ log alpha (log pi(a|s) + H_target) ], raising alpha while entropy < H_target.
+
+    H_target is a constant (-c_H |A|) or, per state, a sample of -log pi0(a0|s), a0 ~ pi0 (ACA with
+    `reference_entropy_target`: stationary in expectation at pi = pi0)."""
     return -(log_alpha * (log_prob + target_entropy).detach()).mean()
 
 

@@ -35,6 +35,11 @@ class Method:
     # instead of fitted by TD on the data's actions (which estimates the behaviour policy's value).
     # Needs an offline stage with a critic (not an imported policy) and critic_includes_reference=False.
     distill_baseline: bool = False
+    # True: the actor's log pi takes its gradient through the sample only (sticking the landing), so
+    # the KL(pi || pi0) term's gradient is zero at pi0 for every sample, not only on average.
+    path_only_log_prob: bool = False
+    # True: the temperature's target entropy is pi0's (per batch state) instead of -c_H |A|.
+    reference_entropy_target: bool = False
     description: str = ""
 
     def alignment_tag(self) -> str:
@@ -66,6 +71,16 @@ METHODS = {
     "aca-distilled-z": Method("sacml", "aligned", "aca", distill_baseline=True,
                               description="aca with Z distilled from the offline critic's value of pi0 "
                                           "instead of fitted by TD on the data (docs/method.md)"),
+    "aca-path-only": Method("sacml", "aligned", "aca", distill_baseline=True, path_only_log_prob=True,
+                            description="aca-distilled-z with the actor's log pi differentiated through the "
+                                        "sample only (sticking the landing): pi0 is a zero-noise fixed point"),
+    "aca-reference-entropy": Method("sacml", "aligned", "aca", distill_baseline=True,
+                                    reference_entropy_target=True,
+                                    description="aca-distilled-z with pi0's entropy as the temperature's target"),
+    "aca-path-only-reference-entropy": Method("sacml", "aligned", "aca", distill_baseline=True,
+                                              path_only_log_prob=True, reference_entropy_target=True,
+                                              description="aca-path-only with pi0's entropy as the "
+                                                          "temperature's target"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,

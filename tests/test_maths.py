@@ -61,6 +61,45 @@ def test_rsample_is_reparameterised_and_finite_when_saturated():
     torch.testing.assert_close(grad, torch.full((4, 2), 2.0), rtol=0, atol=1e-4)
 
 
+def test_path_only_rsample_by_hand():
+    """Same sample and value as tanh_gaussian_rsample; d log pi / d mean = -eps/std + 2 tanh(u) (the path
+    through u) where the full reparameterised form gives 2 tanh(u): its Gaussian part is -eps^2/2 - log std."""
+    mean = torch.tensor([0.3], dtype=F64, requires_grad=True)
+    log_std = torch.tensor([math.log(2.0)], dtype=F64, requires_grad=True)
+    torch.manual_seed(7)
+    action, lp = M.tanh_gaussian_rsample_path_only(mean, log_std)
+    torch.manual_seed(7)
+    action_full, lp_full = M.tanh_gaussian_rsample(mean, log_std)
+    torch.manual_seed(7)
+    eps = float(torch.randn(1, dtype=F64))
+    u = 0.3 + 2.0 * eps
+    assert float(action) == pytest.approx(math.tanh(u), abs=1e-12) and float(action_full) == float(action)
+    hand = -0.5 * eps * eps - math.log(2.0) - 0.9189385332 + 2.0 * math.log(math.cosh(u))
+    assert float(lp) == pytest.approx(hand, abs=1e-9) and float(lp_full) == pytest.approx(hand, abs=1e-9)
+    (g_mean, g_log_std) = torch.autograd.grad(lp, (mean, log_std))
+    (f_mean, f_log_std) = torch.autograd.grad(lp_full, (mean, log_std))
+    assert float(g_mean) == pytest.approx(-eps / 2.0 + 2.0 * math.tanh(u), abs=1e-9)
+    assert float(f_mean) == pytest.approx(2.0 * math.tanh(u), abs=1e-9)
+    # d/d log_std: path through u = mean + e^{log_std} eps is (-eps/std + 2 tanh u) * std * eps;
+    # the full form adds the score's -1 + eps^2.
+    assert float(g_log_std) == pytest.approx((-eps / 2.0 + 2.0 * math.tanh(u)) * 2.0 * eps, abs=1e-9)
+    assert float(f_log_std) == pytest.approx(2.0 * math.tanh(u) * 2.0 * eps - 1.0, abs=1e-9)
+
+
+def test_path_only_kl_gradient_is_zero_per_sample_at_the_reference():
+    """log pi(a) - log pi0(a) at pi = pi0: with the score dropped every sample's gradient is 0
+    (the full form's is the score, zero only on average)."""
+    torch.manual_seed(0)
+    mean = torch.randn(64, 3, dtype=F64, requires_grad=True)
+    log_std = (torch.rand(64, 3, dtype=F64) - 1.0).requires_grad_(True)
+    for sample, expect_zero in ((M.tanh_gaussian_rsample_path_only, True), (M.tanh_gaussian_rsample, False)):
+        action, lp = sample(mean, log_std)
+        kl_sample = lp - M.tanh_gaussian_log_prob(mean.detach(), log_std.detach(), action)
+        grads = torch.autograd.grad(kl_sample.sum(), (mean, log_std))
+        largest = max(float(g.abs().max()) for g in grads)
+        assert (largest < 1e-8) if expect_zero else (largest > 0.1)
+
+
 def test_log_prob_of_boundary_action_is_finite():
     # a = +-1 (common in D4RL) is clamped to 1 - eps: u = atanh(1 - 1e-6) = 7.254329
     lp = M.tanh_gaussian_log_prob(t(0.0), t(0.0), t(1.0))
@@ -319,6 +358,13 @@ def test_temperature_loss_gradient():
     loss.backward()
     assert log_alpha.grad.item() == pytest.approx(2.25)
     assert lp.grad is None
+
+
+def test_temperature_loss_with_a_per_state_target():
+    # target -log pi0(a0|s) per state: d/d log_alpha = -mean(-1 + 1.5, -2 + 1.0) = 0.25
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    M.temperature_loss(log_alpha, torch.tensor([-1.0, -2.0]), torch.tensor([1.5, 1.0])).backward()
+    assert log_alpha.grad.item() == pytest.approx(0.25)
 
 
 def test_polyak_update_in_place():

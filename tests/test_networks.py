@@ -118,10 +118,10 @@ def test_critic_from_baseline_copies_parameters_and_zeroes_action_rows():
 # ---------------------------------------------------------------- fixed point at t = 0
 
 
-def _actor_gradients(actor, pi0, critic_r, critic_q, obs):
+def _actor_gradients(actor, pi0, critic_r, critic_q, obs, sample=M.tanh_gaussian_rsample):
     """(ACA, SAC) actor-loss gradients on the same reparameterised samples."""
     mean, log_std = actor(obs)
-    action, log_prob = M.tanh_gaussian_rsample(mean, log_std)
+    action, log_prob = sample(mean, log_std)
     mean0, log_std0 = pi0(obs)
     l = M.clipped_log_prob(
         M.tanh_gaussian_log_prob(mean0, log_std0, action), M.log_prob_clip_threshold(mean0, log_std0, beta=7.0)
@@ -165,3 +165,28 @@ def test_reference_policy_is_a_fixed_point_of_the_aca_actor_loss():
         actor.head.bias[:act_dim] += 0.3
     g_aca_moved, g_sac_moved = _actor_gradients(actor, pi0, critic_r, critic_q, obs[:20_000])
     assert g_aca_moved / g_sac_moved > 0.5  # ~2 measured
+
+
+def test_with_the_path_only_log_prob_the_reference_policy_is_a_noiseless_fixed_point():
+    """The same t = 0 setting on a batch of 256 states: the full reparameterised ACA gradient is the
+    score's noise (what Adam turns into steps away from pi0 online), the path-only one is zero up to
+    float error (the clip at beta = 7 std-devs is inactive), and both follow a moved policy back."""
+    torch.manual_seed(0)
+    obs_dim, act_dim, hidden = 5, 2, (32, 32)
+    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden)
+    with torch.no_grad():
+        pi0.head.weight[act_dim:] *= 0.1
+        pi0.head.bias[act_dim:] = math.log(0.4)
+    actor = copy.deepcopy(pi0)
+    pi0.requires_grad_(False)
+    critic_r = critic_from_baseline(EnsembleMLP(2, obs_dim, 1, hidden), act_dim)
+    critic_q = EnsembleMLP(2, obs_dim + act_dim, 1, hidden)
+    obs = torch.randn(256, obs_dim)
+    g_full, g_sac = _actor_gradients(actor, pi0, critic_r, critic_q, obs)
+    g_path, _ = _actor_gradients(actor, pi0, critic_r, critic_q, obs, M.tanh_gaussian_rsample_path_only)
+    assert g_path / g_sac < 1e-5 and g_full / g_sac > 0.05
+    with torch.no_grad():
+        actor.head.bias[:act_dim] += 0.3
+    g_path_moved, g_sac_moved = _actor_gradients(actor, pi0, critic_r, critic_q, obs,
+                                                 M.tanh_gaussian_rsample_path_only)
+    assert g_path_moved / g_sac_moved > 0.5

@@ -104,6 +104,8 @@ class O2OSACConfig(SACConfig):
         self.critic_includes_reference = True
         self.w_schedule = (1.0, 40.0, 0.5)
         self.entropy_scale = 1.0
+        self.reference_entropy_target = False
+        self.path_only_log_prob = False
         self.actor_grad_clip = None
         self.updates_per_env_step = 1.0
         self.updates_per_iteration = 1000
@@ -161,6 +163,8 @@ class O2OSACConfig(SACConfig):
         critic_includes_reference=NotProvided,
         w_schedule=NotProvided,
         entropy_scale=NotProvided,
+        reference_entropy_target=NotProvided,
+        path_only_log_prob=NotProvided,
         actor_grad_clip=NotProvided,
         updates_per_env_step=NotProvided,
         updates_per_iteration=NotProvided,
@@ -195,6 +199,15 @@ class O2OSACConfig(SACConfig):
             a KL(pi || pi0)-regularised SAC whose prior the critic cannot absorb.
         w_schedule: ACA's [w0, T, w_min]; w drops by w0/(T*1000) per update.
         entropy_scale: c_H; the target entropy is -c_H * |A|.
+        reference_entropy_target: "aca" mode: the target entropy is instead pi0's on the batch's
+            states, -E_{a~pi0}[log pi0(a|s)] (one sample per state), so that the temperature, like
+            the actor, is stationary at pi = pi0; -c_H * |A| lets alpha fall from the first update
+            whenever pi0's entropy exceeds it.
+        path_only_log_prob: the actor's log pi(a|s) takes its gradient through the sample only
+            ("sticking the landing"): the same expected gradient, and with ACA's
+            KL(pi || pi0) term a zero one at pi = pi0 for every sample, where the full
+            reparameterised gradient is zero only on average and Adam turns its noise into
+            steps away from pi0.
         actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.
         updates_per_env_step: online update-to-data ratio.
         updates_per_iteration: offline gradient steps per `train()` call.

@@ -116,7 +116,8 @@ class O2OSACTorchLearner(SACTorchLearner):
         optim["critic"].step()
 
         mean, log_std = module.actor(obs)
-        pi_act, logp = maths.tanh_gaussian_rsample(mean, log_std)
+        sample = maths.tanh_gaussian_rsample_path_only if config.path_only_log_prob else maths.tanh_gaussian_rsample
+        pi_act, logp = sample(mean, log_std)
         q_pi = module.q_values(obs, pi_act).min(0).values
         if aca:
             l_pi = self._reference_term(module, config, obs, pi_act)
@@ -135,6 +136,9 @@ class O2OSACTorchLearner(SACTorchLearner):
             torch.nn.utils.clip_grad_norm_(actor_params, config.actor_grad_clip)
         optim["actor"].step()
 
+        if aca and config.reference_entropy_target:
+            with torch.no_grad():
+                target_entropy = -maths.tanh_gaussian_rsample(*module.ref_actor(obs))[1]
         alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(), target_entropy)
         optim["alpha"].zero_grad(set_to_none=True)
         alpha_loss.backward()
