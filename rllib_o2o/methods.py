@@ -40,6 +40,8 @@ class Method:
     path_only_log_prob: bool = False
     # True: the temperature's target entropy is pi0's (per batch state) instead of -c_H |A|.
     reference_entropy_target: bool = False
+    # Online updates that train the critic only, with the actor and temperature held at the start.
+    actor_warmup_updates: int = 0
     description: str = ""
 
     def alignment_tag(self) -> str:
@@ -81,6 +83,9 @@ METHODS = {
                                               path_only_log_prob=True, reference_entropy_target=True,
                                               description="aca-path-only with pi0's entropy as the "
                                                           "temperature's target"),
+    "aca-critic-warmup": Method("sacml", "aligned", "aca", distill_baseline=True, actor_warmup_updates=5000,
+                                description="aca-distilled-z whose first 5000 online updates train R only "
+                                            "(pi stays pi0 until R has seen 5k env steps)"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,

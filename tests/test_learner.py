@@ -65,7 +65,8 @@ def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPA
 def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
-                  critic_includes_reference=True)
+                  critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
+                  actor_warmup_updates=0)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -166,6 +167,7 @@ def expected_update(module, config, b, weight, seed):
     torch.manual_seed(seed)
     eps_next = torch.randn(BATCH, ACT_DIM)
     eps_pi = torch.randn(BATCH, ACT_DIM)
+    eps_ref = torch.randn(BATCH, ACT_DIM)  # pi0's entropy sample, drawn after the actor's
 
     # critic
     with torch.no_grad():
@@ -190,7 +192,8 @@ def expected_update(module, config, b, weight, seed):
     mean, log_std = actor(obs)
     u = mean + log_std.exp() * eps_pi
     a_pi = torch.tanh(u)
-    logp = squashed_log_prob_at_u(mean, log_std, u)
+    logp = (squashed_log_prob_at_u(mean.detach(), log_std.detach(), u) if config.path_only_log_prob
+            else squashed_log_prob_at_u(mean, log_std, u))
     q_pi = min_q(new_cw, new_cb, obs, a_pi)
     out = {"critic_loss": critic_loss.detach(), "log_prob": logp.detach().mean(), "alpha": alpha,
            "y": y, "data_l": data_l}
@@ -212,6 +215,10 @@ def expected_update(module, config, b, weight, seed):
     out["critic_grads"] = critic_grads
     out["new_critic"] = new_cw + new_cb
     target_entropy = -config.entropy_scale * ACT_DIM
+    if aca and config.reference_entropy_target:  # -log pi0(a0|s), a0 ~ pi0, per state
+        with torch.no_grad():
+            m0, ls0 = ref_actor(obs)
+            target_entropy = -squashed_log_prob_at_u(m0, ls0, m0 + ls0.exp() * eps_ref)
     out["alpha_grad"] = -(logp.detach() + target_entropy).mean()  # d/d log_alpha of -E[log_alpha (logp + H)]
     return out
 
@@ -241,12 +248,14 @@ def _norm(tensors):
 # ---------------------------------------------------------------- losses and gradients
 
 
-@pytest.mark.parametrize("mode, critic_includes_reference",
-                         [("sac", True), ("sacml", True), ("aca", True), ("aca", False)])
-def test_one_update_matches_straightforward_maths(mode, critic_includes_reference):
+@pytest.mark.parametrize("mode, critic_includes_reference, path_only_and_reference_entropy",
+                         [("sac", True, False), ("sacml", True, False), ("aca", True, False), ("aca", False, False),
+                          ("aca", False, True)])
+def test_one_update_matches_straightforward_maths(mode, critic_includes_reference, path_only_and_reference_entropy):
     clip = 0.25 if mode == "aca" else None
     module, config, optim, before, exp, metrics = run_one_update(
-        mode, actor_grad_clip=clip, critic_includes_reference=critic_includes_reference)
+        mode, actor_grad_clip=clip, critic_includes_reference=critic_includes_reference,
+        path_only_log_prob=path_only_and_reference_entropy, reference_entropy_target=path_only_and_reference_entropy)
 
     assert metrics["critic_loss"] == pytest.approx(float(exp["critic_loss"]), rel=1e-5)
     assert metrics["actor_loss"] == pytest.approx(float(exp["actor_loss"]), rel=1e-4, abs=1e-5)
@@ -319,6 +328,23 @@ def test_update_moves_critic_and_actor_not_reference_and_polyak_target(mode):
         assert not torch.equal(after[tname], before[tname])
     assert float(after["log_alpha"]) != pytest.approx(math.log(INITIAL_ALPHA), abs=1e-6)
     assert abs(float(after["log_alpha"]) - math.log(INITIAL_ALPHA)) <= LR * (1 + 1e-4)
+
+
+def test_actor_warmup_trains_the_critic_only_then_everything():
+    torch.manual_seed(100)
+    module = build_module()
+    perturb_reference(module)
+    config = make_config("aca", actor_warmup_updates=3, actor_grad_clip=0.25)
+    fake, _ = fake_learner(module, config)
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    fake.o2o_update(make_batch(3))  # updates 0, 1, 2: inside the warm-up
+    after = module.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("actor.") or k == "log_alpha")
+    assert not torch.equal(after["critic.weights.0"], before["critic.weights.0"])
+    fake.o2o_update(make_batch(1, seed=1))  # update 3: the actor and the temperature train
+    after = module.state_dict()
+    assert not torch.equal(after["actor.head.weight"], before["actor.head.weight"])
+    assert float(after["log_alpha"]) != float(before["log_alpha"])
 
 
 def test_aca_critic_regresses_r_plus_wl_onto_the_target():

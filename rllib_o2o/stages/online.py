@@ -43,6 +43,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
+             actor_warmup_updates=method.actor_warmup_updates,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
              actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,

@@ -106,6 +106,7 @@ class O2OSACConfig(SACConfig):
         self.entropy_scale = 1.0
         self.reference_entropy_target = False
         self.path_only_log_prob = False
+        self.actor_warmup_updates = 0
         self.actor_grad_clip = None
         self.updates_per_env_step = 1.0
         self.updates_per_iteration = 1000
@@ -165,6 +166,7 @@ class O2OSACConfig(SACConfig):
         entropy_scale=NotProvided,
         reference_entropy_target=NotProvided,
         path_only_log_prob=NotProvided,
+        actor_warmup_updates=NotProvided,
         actor_grad_clip=NotProvided,
         updates_per_env_step=NotProvided,
         updates_per_iteration=NotProvided,
@@ -208,6 +210,9 @@ class O2OSACConfig(SACConfig):
             KL(pi || pi0) term a zero one at pi = pi0 for every sample, where the full
             reparameterised gradient is zero only on average and Adam turns its noise into
             steps away from pi0.
+        actor_warmup_updates: the stage's first updates train the critic only: the actor and the
+            temperature stay where the stage started them (ACA: at pi0, alpha = 1) until R has learned
+            from this many updates' worth of online data. 0 (default): from the first update.
         actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.
         updates_per_env_step: online update-to-data ratio.
         updates_per_iteration: offline gradient steps per `train()` call.
@@ -262,6 +267,8 @@ class O2OSACConfig(SACConfig):
                                          and 0 < self.balanced_replay_online_fraction < 1):
             raise ValueError("balanced replay needs balanced_replay_temperature > 0 and "
                              "0 < balanced_replay_online_fraction < 1")
+        if self.actor_warmup_updates < 0:
+            raise ValueError(f"actor_warmup_updates must be >= 0, got {self.actor_warmup_updates}")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
         resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int, else a ValueError

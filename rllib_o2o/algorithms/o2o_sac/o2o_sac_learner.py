@@ -71,7 +71,7 @@ class O2OSACTorchLearner(SACTorchLearner):
             )
             step = self._one_update(
                 module, config, {k: v[u] for k, v in tensors.items()}, weight, target_entropy,
-                optim, actor_params, critic_params,
+                optim, actor_params, critic_params, train_policy=start + u >= config.actor_warmup_updates,
             )
             maths.polyak_update_(target_params, critic_params, config.tau)
             if config.balanced_replay:
@@ -87,7 +87,10 @@ class O2OSACTorchLearner(SACTorchLearner):
             metrics["priorities"] = torch.stack(priorities).cpu().numpy()
         return metrics
 
-    def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params):
+    def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params,
+                    train_policy: bool = True):
+        """One critic step, then (unless `train_policy` is False: the critic's warm-up) one actor
+        and one temperature step."""
         obs, act = b["obs"], b["actions"]
         alpha = module.log_alpha.exp().detach()
         aca = config.o2o_mode == "aca"
@@ -130,19 +133,21 @@ class O2OSACTorchLearner(SACTorchLearner):
             out["data_log_prob"] = data_logp.detach().mean()
         else:
             actor_loss = maths.sac_actor_loss(alpha, logp, q_pi)
-        optim["actor"].zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=actor_params)
-        if config.actor_grad_clip:
-            torch.nn.utils.clip_grad_norm_(actor_params, config.actor_grad_clip)
-        optim["actor"].step()
+        if train_policy:
+            optim["actor"].zero_grad(set_to_none=True)
+            actor_loss.backward(inputs=actor_params)
+            if config.actor_grad_clip:
+                torch.nn.utils.clip_grad_norm_(actor_params, config.actor_grad_clip)
+            optim["actor"].step()
 
         if aca and config.reference_entropy_target:
             with torch.no_grad():
                 target_entropy = -maths.tanh_gaussian_rsample(*module.ref_actor(obs))[1]
         alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(), target_entropy)
-        optim["alpha"].zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        optim["alpha"].step()
+        if train_policy:
+            optim["alpha"].zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            optim["alpha"].step()
 
         if config.balanced_replay:
             out.update(self._density_ratio_step(module, config, b, optim["density"]))
