@@ -73,9 +73,9 @@ def test_path_only_rsample_by_hand():
     torch.manual_seed(7)
     eps = float(torch.randn(1, dtype=F64))
     u = 0.3 + 2.0 * eps
-    assert float(action) == pytest.approx(math.tanh(u), abs=1e-12) and float(action_full) == float(action)
+    assert action.item() == pytest.approx(math.tanh(u), abs=1e-12) and action_full.item() == action.item()
     hand = -0.5 * eps * eps - math.log(2.0) - 0.9189385332 + 2.0 * math.log(math.cosh(u))
-    assert float(lp) == pytest.approx(hand, abs=1e-9) and float(lp_full) == pytest.approx(hand, abs=1e-9)
+    assert lp.item() == pytest.approx(hand, abs=1e-9) and lp_full.item() == pytest.approx(hand, abs=1e-9)
     (g_mean, g_log_std) = torch.autograd.grad(lp, (mean, log_std))
     (f_mean, f_log_std) = torch.autograd.grad(lp_full, (mean, log_std))
     assert float(g_mean) == pytest.approx(-eps / 2.0 + 2.0 * math.tanh(u), abs=1e-9)

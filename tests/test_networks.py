@@ -136,6 +136,20 @@ def _actor_gradients(actor, pi0, critic_r, critic_q, obs, sample=M.tanh_gaussian
     return norm(g_aca), norm(g_sac)
 
 
+def _at_the_hand_over(obs_dim=5, act_dim=2, hidden=(32, 32)):
+    """(actor = pi0, frozen pi0, R with no action dependence, a random Q, obs_dim, act_dim); seed 0."""
+    torch.manual_seed(0)
+    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden)
+    with torch.no_grad():  # moderate std (~0.4), so tanh is not saturated
+        pi0.head.weight[act_dim:] *= 0.1
+        pi0.head.bias[act_dim:] = math.log(0.4)
+    actor = copy.deepcopy(pi0)
+    pi0.requires_grad_(False)
+    critic_r = critic_from_baseline(EnsembleMLP(2, obs_dim, 1, hidden), act_dim)
+    critic_q = EnsembleMLP(2, obs_dim + act_dim, 1, hidden)
+    return actor, pi0, critic_r, critic_q, obs_dim, act_dim
+
+
 def test_reference_policy_is_a_fixed_point_of_the_aca_actor_loss():
     """At t = 0 (w = alpha = 1, R(s,a) = Z(s)) the ACA actor loss is, up to the
     inactive clip, E_s[ KL(pi || pi0) ] - E[Z]. Its gradient at pi = pi0 is exactly
@@ -145,16 +159,7 @@ def test_reference_policy_is_a_fixed_point_of_the_aca_actor_loss():
     O(1/sqrt(N)) (~0.015 of SAC's gradient at N = 80k; ~0.03 at 20k), while plain
     SAC on a random offline Q, or ACA with pi away from pi0, has an O(1) gradient.
     """
-    torch.manual_seed(0)
-    obs_dim, act_dim, hidden = 5, 2, (32, 32)
-    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden)
-    with torch.no_grad():  # moderate std (~0.4), so tanh is not saturated
-        pi0.head.weight[act_dim:] *= 0.1
-        pi0.head.bias[act_dim:] = math.log(0.4)
-    actor = copy.deepcopy(pi0)
-    pi0.requires_grad_(False)
-    critic_r = critic_from_baseline(EnsembleMLP(2, obs_dim, 1, hidden), act_dim)
-    critic_q = EnsembleMLP(2, obs_dim + act_dim, 1, hidden)
+    actor, pi0, critic_r, critic_q, obs_dim, act_dim = _at_the_hand_over()
     obs = torch.randn(4000, obs_dim).repeat(20, 1)  # 80k (state, sample) pairs
 
     g_aca, g_sac = _actor_gradients(actor, pi0, critic_r, critic_q, obs)
@@ -171,16 +176,7 @@ def test_with_the_path_only_log_prob_the_reference_policy_is_a_noiseless_fixed_p
     """The same t = 0 setting on a batch of 256 states: the full reparameterised ACA gradient is the
     score's noise (what Adam turns into steps away from pi0 online), the path-only one is zero up to
     float error (the clip at beta = 7 std-devs is inactive), and both follow a moved policy back."""
-    torch.manual_seed(0)
-    obs_dim, act_dim, hidden = 5, 2, (32, 32)
-    pi0 = TanhGaussianActor(obs_dim, act_dim, hidden)
-    with torch.no_grad():
-        pi0.head.weight[act_dim:] *= 0.1
-        pi0.head.bias[act_dim:] = math.log(0.4)
-    actor = copy.deepcopy(pi0)
-    pi0.requires_grad_(False)
-    critic_r = critic_from_baseline(EnsembleMLP(2, obs_dim, 1, hidden), act_dim)
-    critic_q = EnsembleMLP(2, obs_dim + act_dim, 1, hidden)
+    actor, pi0, critic_r, critic_q, obs_dim, act_dim = _at_the_hand_over()
     obs = torch.randn(256, obs_dim)
     g_full, g_sac = _actor_gradients(actor, pi0, critic_r, critic_q, obs)
     g_path, _ = _actor_gradients(actor, pi0, critic_r, critic_q, obs, M.tanh_gaussian_rsample_path_only)
