@@ -69,26 +69,14 @@ def drift(actor0, obs_all, probe, estimator: str, seed: int, checkpoints: list[i
     return rows, actor
 
 
-def mean_action_return(actor, env_id: str, low, high, episodes: int) -> float:
-    import gymnasium as gym
-    import numpy as np
-    import torch
+def mean_action_return(actor, meta: dict, low, high, episodes: int) -> float:
+    """Mean return of the actor's mean action over `episodes` episodes, episode i reset with seed 1000 + i."""
+    from rllib_o2o.data.rollouts import evaluate_policy
+    from rllib_o2o.policy import ActorPolicy
 
-    env = gym.make(env_id)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=1000 + i)
-        done, total = False, 0.0
-        while not done:
-            with torch.no_grad():
-                mean, _ = actor(torch.as_tensor(obs, dtype=torch.float32)[None])
-            action = low + (torch.tanh(mean)[0].numpy() + 1.0) * 0.5 * (high - low)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
+    policy = ActorPolicy(actor.state_dict(), meta["obs_dim"], meta["act_dim"], meta["hidden"], low, high,
+                         seed=None, activation=meta["actor_activation"])
+    return float(evaluate_policy(meta["env_id"], policy, episodes, seed=1000, num_envs=episodes).mean())
 
 
 def main(argv=None) -> dict:
@@ -130,7 +118,7 @@ def main(argv=None) -> dict:
               "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
               "torch": torch.__version__, "episodes": args.episodes, "runs": []}
     if args.episodes:
-        ret = mean_action_return(actor0, meta["env_id"], low, high, args.episodes)
+        ret = mean_action_return(actor0, meta, low, high, args.episodes)
         result["reference"] = {"return": ret, "score": score(ret)}
         print(f"pi0: return {ret:.1f} score {score(ret)}", flush=True)
     for estimator in args.estimators:
@@ -139,7 +127,7 @@ def main(argv=None) -> dict:
                                 args.grad_clip, args.batch_size)
             run = {"estimator": estimator, "seed": seed, "checkpoints": rows}
             if args.episodes:
-                ret = mean_action_return(actor, meta["env_id"], low, high, args.episodes)
+                ret = mean_action_return(actor, meta, low, high, args.episodes)
                 run.update({"return": ret, "score": score(ret)})
             result["runs"].append(run)
             last = rows[-1]
