@@ -105,7 +105,9 @@ class O2OSACTorchLearner(SACTorchLearner):
             # The spec fits R + w l to y; with critic_includes_reference=False R alone is fitted
             # (w l stays in the actor's objective and in the next-state value of y).
             fits_reference = aca and config.critic_includes_reference
-            data_ref_term = self._reference_term(module, config, obs, act) * weight if fits_reference else 0.0
+            ref_at_obs = module.ref_actor(obs) if aca else None  # pi0 at the batch's states, used up to 3 times
+            data_ref_term = (self._reference_term(module, config, obs, act, ref_at_obs) * weight
+                             if fits_reference else 0.0)
 
         q = module.q_values(obs, act)
         critic_loss = maths.critic_loss(q + data_ref_term, y)
@@ -123,7 +125,7 @@ class O2OSACTorchLearner(SACTorchLearner):
         pi_act, logp = sample(mean, log_std)
         q_pi = module.q_values(obs, pi_act).min(0).values
         if aca:
-            l_pi = self._reference_term(module, config, obs, pi_act)
+            l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
             actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
             out["reference_weight"] = torch.tensor(weight)
         elif config.o2o_mode == "sacml":
@@ -142,7 +144,7 @@ class O2OSACTorchLearner(SACTorchLearner):
 
         if aca and config.reference_entropy_target:
             with torch.no_grad():
-                target_entropy = -maths.tanh_gaussian_rsample(*module.ref_actor(obs))[1]
+                target_entropy = -maths.tanh_gaussian_rsample(*ref_at_obs)[1]
         alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(), target_entropy)
         if train_policy:
             optim["alpha"].zero_grad(set_to_none=True)
@@ -219,9 +221,10 @@ class O2OSACTorchLearner(SACTorchLearner):
         return maths.cql_penalty(q.transpose(1, 2), q_data, config.cql_temperature)
 
     @staticmethod
-    def _reference_term(module, config, obs, act):
-        """l(s, a): pi0's log-likelihood, smoothly clipped from below (or raw, ablation)."""
-        ref_mean, ref_log_std = module.ref_actor(obs)
+    def _reference_term(module, config, obs, act, reference=None):
+        """l(s, a): pi0's log-likelihood, smoothly clipped from below (or raw, ablation); `reference`:
+        pi0's (mean, log_std) at obs, when the caller has it already."""
+        ref_mean, ref_log_std = module.ref_actor(obs) if reference is None else reference
         log_pi0 = maths.tanh_gaussian_log_prob(ref_mean, ref_log_std, act)
         if not config.use_log_prob_clip:
             return log_pi0
