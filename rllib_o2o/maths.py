@@ -205,6 +205,16 @@ def critic_value_of_policy(q_sampled: torch.Tensor) -> torch.Tensor:
     return q_sampled.min(0).values.mean(0).detach()
 
 
+def min_over_members(q_values: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+    """The ensemble's pessimistic value of (s, a): min_{i in M} Q_i(s,a), q_values [E, B], returns [B].
+
+    M = `members` (indices): REDQ's and RLPD's target takes the min over a random subset of an
+    ensemble, drawn afresh per update; None: all E members (SAC's twin min).
+    """
+    chosen = q_values if members is None else q_values.index_select(0, members)
+    return chosen.min(0).values
+
+
 def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Twin-critic regression: sum_i MSE(Q_i(s,a), y), q_values [E, B], y [B].
 

@@ -42,6 +42,11 @@ class Method:
     reference_entropy_target: bool = False
     # Online updates that train the critic only, with the actor and temperature held at the start.
     actor_warmup_updates: int = 0
+    # The online critic ensemble (ACA: R_i, rebuilt from as many Z_i): its size, the random subset whose
+    # min is the TD target (None: all) and how the actor reduces it ("min" or "mean"); O2OSACConfig.o2o.
+    num_critics: int = 2
+    critic_target_members: int | None = None
+    actor_q_reduction: str = "min"
     description: str = ""
 
     def alignment_tag(self) -> str:
@@ -54,6 +59,8 @@ class Method:
             parts.append("with-log-pi0" if self.critic_includes_reference else "z-only")
         if self.distill_baseline:
             parts.append("distilled")
+        if self.num_critics != default.num_critics:
+            parts.append(f"{self.num_critics}-members")
         return "-".join(parts)
 
 
@@ -86,6 +93,10 @@ METHODS = {
     "aca-critic-warmup": Method("sacml", "aligned", "aca", distill_baseline=True, actor_warmup_updates=5000,
                                 description="aca-distilled-z whose first 5000 online updates train R only "
                                             "(pi stays pi0 until R has seen 5k env steps)"),
+    "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+                           num_critics=10, critic_target_members=2, actor_q_reduction="mean",
+                           description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "
+                                       "target's min over a random pair, the actor on the members' mean)"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,

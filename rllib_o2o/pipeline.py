@@ -162,7 +162,8 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  plateau_patience=cfg.align_plateau_patience,
                                  device="cuda" if cfg.align_num_gpus else "cpu",
                                  actor_activation=offline_meta.get("actor_activation", "relu"),
-                                 num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads)
+                                 num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads,
+                                 num_members=method.num_critics)
         critic = None
         if method.distill_baseline:
             critic = {k[len("critic."):]: v for k, v in offline_weights.items() if k.startswith("critic.")}

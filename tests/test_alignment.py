@@ -112,6 +112,16 @@ def test_align_rebuilt_critic_ignores_the_action(report):
     assert q_lo.std() > 0  # depends on the state
 
 
+def test_align_rebuilds_an_ensemble_of_as_many_members_as_asked(dataset_dir, pi0_state):
+    """num_members Z_i, each its own baseline, become as many R_i that ignore the action."""
+    weights = align(pi0_state, str(dataset_dir), HIDDEN, settings(z_steps=20, curve_every=10, num_members=5))["weights"]
+    first = weights["critic.weights.0"]
+    assert first.shape == (5, OBS_DIM + ACT_DIM, HIDDEN[0])
+    assert np.all(first[:, OBS_DIM:] == 0)
+    assert len({first[e].tobytes() for e in range(5)}) == 5
+    np.testing.assert_array_equal(weights["target_critic.weights.0"], first)
+
+
 def test_align_loss_curve_decreases(report):
     curve = report["z_loss_curve"]
     assert [p["step"] for p in curve] == [50, 100, 150, 200, 250, 300]

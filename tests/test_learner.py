@@ -53,10 +53,11 @@ class RecordingAdam(torch.optim.Adam):
 
 
 def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPACE, act_space=ACT_SPACE,
-                 density_ratio=False):
+                 density_ratio=False, num_critics=2):
     module = RLModuleSpec(
         module_class=O2OSACTorchRLModule, observation_space=obs_space, action_space=act_space,
-        model_config={"hidden": list(hidden), "initial_alpha": initial_alpha, "density_ratio": density_ratio},
+        model_config={"hidden": list(hidden), "initial_alpha": initial_alpha, "density_ratio": density_ratio,
+                      "num_critics": num_critics},
     ).build()
     module.make_target_networks()
     return module
@@ -66,7 +67,7 @@ def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
-                  actor_warmup_updates=0)
+                  actor_warmup_updates=0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -88,6 +89,7 @@ def fake_learner(module, config):
         _reference_term=O2OSACTorchLearner._reference_term,
         _density_ratio_step=O2OSACTorchLearner._density_ratio_step,
         _diagnostics=O2OSACTorchLearner._diagnostics,
+        _target_members=O2OSACTorchLearner._target_members,
     )
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
@@ -128,9 +130,14 @@ def member_forward(weights, biases, x, e):
     return h.squeeze(-1)
 
 
-def min_q(weights, biases, obs, act):
+def member_qs(weights, biases, obs, act):
+    """[E, B]: every critic member's value."""
     x = torch.cat([obs, act], -1)
-    return torch.minimum(member_forward(weights, biases, x, 0), member_forward(weights, biases, x, 1))
+    return torch.stack([member_forward(weights, biases, x, e) for e in range(len(weights[0]))])
+
+
+def min_q(weights, biases, obs, act):
+    return member_qs(weights, biases, obs, act).min(0).values
 
 
 def squashed_log_prob_at_u(mean, log_std, u):
@@ -164,8 +171,12 @@ def expected_update(module, config, b, weight, seed):
     tw = [w.detach().clone() for w in module.target_critic.weights]
     tb = [x.detach().clone() for x in module.target_critic.biases]
 
+    num_critics = len(cw[0])
     torch.manual_seed(seed)
     eps_next = torch.randn(BATCH, ACT_DIM)
+    members = list(range(num_critics))  # the target's members: all, or a random subset drawn after a'
+    if config.critic_target_members not in (None, num_critics):
+        members = torch.randperm(num_critics)[:config.critic_target_members].tolist()
     eps_pi = torch.randn(BATCH, ACT_DIM)
     eps_ref = torch.randn(BATCH, ACT_DIM)  # pi0's entropy sample, drawn after the actor's
 
@@ -175,14 +186,16 @@ def expected_update(module, config, b, weight, seed):
         u2 = m2 + ls2.exp() * eps_next
         a2 = torch.tanh(u2)
         logp2 = squashed_log_prob_at_u(m2, ls2, u2)
-        soft_next = min_q(tw, tb, new_obs, a2) - alpha * logp2
+        next_qs = member_qs(tw, tb, new_obs, a2)
+        soft_next = next_qs[members].min(0).values - alpha * logp2
+        subset_matters = not torch.equal(next_qs[members].min(0).values, next_qs.min(0).values)
         if aca:
             soft_next = soft_next + weight * reference_l(ref_actor, new_obs, a2, config.clip_beta)[0]
         y = rew + config.gamma * (1 - done) * soft_next
         fits_l = aca and config.critic_includes_reference
         data_l = weight * reference_l(ref_actor, obs, act, config.clip_beta)[0] if fits_l else 0.0
     x = torch.cat([obs, act], -1)
-    critic_loss = sum(((member_forward(cw, cb, x, e) + data_l - y) ** 2).mean() for e in range(2))
+    critic_loss = sum(((member_forward(cw, cb, x, e) + data_l - y) ** 2).mean() for e in range(num_critics))
     critic_grads = torch.autograd.grad(critic_loss, cw + cb)
     with torch.no_grad():  # Adam's first step: m_hat = g, v_hat = g^2
         new_cw = [w - LR * g / (g.abs() + 1e-8) for w, g in zip(cw, critic_grads[: len(cw)])]
@@ -194,9 +207,10 @@ def expected_update(module, config, b, weight, seed):
     a_pi = torch.tanh(u)
     logp = (squashed_log_prob_at_u(mean.detach(), log_std.detach(), u) if config.path_only_log_prob
             else squashed_log_prob_at_u(mean, log_std, u))
-    q_pi = min_q(new_cw, new_cb, obs, a_pi)
+    q_pi = member_qs(new_cw, new_cb, obs, a_pi)
+    q_pi = q_pi.mean(0) if config.actor_q_reduction == "mean" else q_pi.min(0).values
     out = {"critic_loss": critic_loss.detach(), "log_prob": logp.detach().mean(), "alpha": alpha,
-           "y": y, "data_l": data_l}
+           "y": y, "data_l": data_l, "subset_matters": subset_matters}
     if aca:
         l_pi = reference_l(ref_actor, obs, a_pi, config.clip_beta)[0]
         actor_loss = (alpha * logp - q_pi - weight * l_pi).mean()
@@ -225,7 +239,7 @@ def expected_update(module, config, b, weight, seed):
 
 def run_one_update(mode, seed=0, **config_kw):
     torch.manual_seed(100)
-    module = build_module()
+    module = build_module(num_critics=config_kw.get("num_critics", 2))
     config = make_config(mode, **config_kw)
     if mode == "aca":
         perturb_reference(module)
@@ -248,14 +262,23 @@ def _norm(tensors):
 # ---------------------------------------------------------------- losses and gradients
 
 
-@pytest.mark.parametrize("mode, critic_includes_reference, path_only_and_reference_entropy",
-                         [("sac", True, False), ("sacml", True, False), ("aca", True, False), ("aca", False, False),
-                          ("aca", False, True)])
-def test_one_update_matches_straightforward_maths(mode, critic_includes_reference, path_only_and_reference_entropy):
+# ENSEMBLE: 5 critics, the target's min over a random pair, the actor on the members' mean.
+ENSEMBLE = dict(num_critics=5, critic_target_members=2, actor_q_reduction="mean")
+
+
+@pytest.mark.parametrize("mode, critic_includes_reference, path_only_and_reference_entropy, critics",
+                         [("sac", True, False, {}), ("sacml", True, False, {}), ("aca", True, False, {}),
+                          ("aca", False, False, {}), ("aca", False, True, {}), ("aca", False, False, ENSEMBLE),
+                          ("sac", True, False, ENSEMBLE)])
+def test_one_update_matches_straightforward_maths(mode, critic_includes_reference, path_only_and_reference_entropy,
+                                                  critics):
     clip = 0.25 if mode == "aca" else None
     module, config, optim, before, exp, metrics = run_one_update(
         mode, actor_grad_clip=clip, critic_includes_reference=critic_includes_reference,
-        path_only_log_prob=path_only_and_reference_entropy, reference_entropy_target=path_only_and_reference_entropy)
+        path_only_log_prob=path_only_and_reference_entropy, reference_entropy_target=path_only_and_reference_entropy,
+        **critics)
+    assert module.critic.num_members == config.num_critics
+    assert exp["subset_matters"] == (config.critic_target_members is not None)
 
     assert metrics["critic_loss"] == pytest.approx(float(exp["critic_loss"]), rel=1e-5)
     assert metrics["actor_loss"] == pytest.approx(float(exp["actor_loss"]), rel=1e-4, abs=1e-5)

@@ -239,6 +239,14 @@ def test_critic_value_of_policy_is_the_mean_over_samples_of_the_min_over_critics
     assert not value.requires_grad
 
 
+def test_min_over_members_of_a_subset_or_of_all():
+    # E = 3 members, B = 2: columns (1, 3, 0) and (5, 2, 4)
+    q = t(1.0, 5.0, 3.0, 2.0, 0.0, 4.0).view(3, 2)
+    torch.testing.assert_close(M.min_over_members(q), t(0.0, 2.0))
+    torch.testing.assert_close(M.min_over_members(q, torch.tensor([0, 1])), t(1.0, 2.0))
+    torch.testing.assert_close(M.min_over_members(q, torch.tensor([2])), t(0.0, 4.0))
+
+
 def test_critic_loss_is_sum_of_member_mse():
     # member 0: errors (0, 1, 2) -> 5/3; member 1: (1, 1, 1) -> 1
     q = t(1.0, 2.0, 3.0, 2.0, 2.0, 2.0).view(2, 3)

@@ -54,6 +54,8 @@ class AlignSettings:
     # Distillation only (`align(offline_critic=...)`): actions sampled from pi0 per state to estimate
     # the target E_{a~pi0}[min_i Q_off,i(s, a)].
     distill_samples: int = 16
+    # Members of Z, and so of the rebuilt critic R (the online module's `num_critics`).
+    num_members: int = 2
 
 
 class AlignmentError(RuntimeError):
@@ -66,7 +68,7 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
           progress: Callable[[dict], None] | None = None, offline_critic: dict | None = None) -> dict:
-    """Fits Z_1, Z_2 with pi0 frozen, performs the critic surgery, returns module weights.
+    """Fits Z_1..Z_E (E = settings.num_members) with pi0 frozen, performs the critic surgery, returns module weights.
 
     Z is fitted by TD on the data (L_Z, spec stage 2.1) or, when `offline_critic` (the offline
     twin critic's state dict) is given, distilled from it: Z_i(s) regressed on the offline
@@ -94,7 +96,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
     pi0 = TanhGaussianActor(obs_dim, act_dim, hidden, settings.actor_activation).to(device)
     pi0.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
     pi0.requires_grad_(False)
-    z = EnsembleMLP(2, obs_dim, 1, hidden).to(device)
+    z = EnsembleMLP(settings.num_members, obs_dim, 1, hidden).to(device)
     optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)
 
     holdout_batch = {k: torch.from_numpy(v).to(device) for k, v in holdout.items()}
@@ -179,7 +181,8 @@ class _DistillTargets:
     def __init__(self, pi0, critic_state: dict, obs_dim: int, act_dim: int, hidden: tuple,
                  settings: AlignSettings, device):
         self.pi0, self.samples = pi0, settings.distill_samples
-        self.critic = EnsembleMLP(2, obs_dim + act_dim, 1, hidden).to(device)
+        members = np.shape(critic_state["weights.0"])[0]
+        self.critic = EnsembleMLP(members, obs_dim + act_dim, 1, hidden).to(device)
         self.critic.load_state_dict({k: torch.tensor(np.array(v)) for k, v in critic_state.items()})
         self.critic.requires_grad_(False)
 

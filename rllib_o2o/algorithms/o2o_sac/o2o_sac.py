@@ -27,7 +27,7 @@ from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
 )
 
-from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import MODES
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import ACTOR_Q_REDUCTIONS, MODES
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
@@ -108,6 +108,9 @@ class O2OSACConfig(SACConfig):
         self.path_only_log_prob = False
         self.actor_warmup_updates = 0
         self.actor_grad_clip = None
+        self.num_critics = 2
+        self.critic_target_members = None
+        self.actor_q_reduction = "min"
         self.updates_per_env_step = 1.0
         self.updates_per_iteration = 1000
         self.env_steps_per_iteration = 1000
@@ -168,6 +171,9 @@ class O2OSACConfig(SACConfig):
         path_only_log_prob=NotProvided,
         actor_warmup_updates=NotProvided,
         actor_grad_clip=NotProvided,
+        num_critics=NotProvided,
+        critic_target_members=NotProvided,
+        actor_q_reduction=NotProvided,
         updates_per_env_step=NotProvided,
         updates_per_iteration=NotProvided,
         env_steps_per_iteration=NotProvided,
@@ -214,6 +220,13 @@ class O2OSACConfig(SACConfig):
             temperature stay where the stage started them (ACA: at pi0, alpha = 1) until R has learned
             from this many updates' worth of online data. 0 (default): from the first update.
         actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.
+        num_critics: members of the critic ensemble Q_i (ACA: R_i, rebuilt from as many Z_i);
+            2 (default): SAC's twin critics.
+        critic_target_members: the TD target's next-state value is the min over a random subset of
+            this many members, drawn per update (REDQ's and RLPD's 2 of 10); None (default): all.
+        actor_q_reduction: the actor's value of its action: "min" over the members (default, SAC)
+            or their "mean" (REDQ's and RLPD's ensembles: pessimism stays in the target, and the
+            actor follows the members' average, whose action gradient is less noisy than one's).
         updates_per_env_step: online update-to-data ratio.
         updates_per_iteration: offline gradient steps per `train()` call.
         env_steps_per_iteration: online env steps per `train()` call.
@@ -267,6 +280,12 @@ class O2OSACConfig(SACConfig):
                                          and 0 < self.balanced_replay_online_fraction < 1):
             raise ValueError("balanced replay needs balanced_replay_temperature > 0 and "
                              "0 < balanced_replay_online_fraction < 1")
+        if self.num_critics < 1 or not (self.critic_target_members is None
+                                        or 1 <= self.critic_target_members <= self.num_critics):
+            raise ValueError(f"num_critics must be >= 1 and critic_target_members None or in [1, num_critics], "
+                             f"got {self.num_critics} and {self.critic_target_members}")
+        if self.actor_q_reduction not in ACTOR_Q_REDUCTIONS:
+            raise ValueError(f"actor_q_reduction must be one of {ACTOR_Q_REDUCTIONS}, got {self.actor_q_reduction!r}")
         if self.actor_warmup_updates < 0:
             raise ValueError(f"actor_warmup_updates must be >= 0, got {self.actor_warmup_updates}")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
@@ -301,7 +320,8 @@ class O2OSACConfig(SACConfig):
     @property
     def _model_config_auto_includes(self):
         return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
-                "actor_activation": self.actor_activation, "density_ratio": self.balanced_replay}
+                "actor_activation": self.actor_activation, "density_ratio": self.balanced_replay,
+                "num_critics": self.num_critics}
 
     def get_default_learner_class(self):
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner

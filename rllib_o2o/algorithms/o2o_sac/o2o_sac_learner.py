@@ -22,6 +22,7 @@ from rllib_o2o import maths
 
 MODES = ("sac", "sacml", "aca", "cql")
 ONLINE_MODES = ("sac", "aca")  # modes whose reference actor is the policy the run started from
+ACTOR_Q_REDUCTIONS = ("min", "mean")  # how the actor's objective reduces the critic ensemble
 
 
 class O2OSACTorchLearner(SACTorchLearner):
@@ -98,7 +99,8 @@ class O2OSACTorchLearner(SACTorchLearner):
         with torch.no_grad():
             next_mean, next_log_std = module.actor(b["new_obs"])
             next_act, next_logp = maths.tanh_gaussian_rsample(next_mean, next_log_std)
-            next_q = module.q_values(b["new_obs"], next_act, target=True).min(0).values
+            next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
+                                            self._target_members(config, obs.device))
             if aca:
                 next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act)
             y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
@@ -123,7 +125,8 @@ class O2OSACTorchLearner(SACTorchLearner):
         mean, log_std = module.actor(obs)
         sample = maths.tanh_gaussian_rsample_path_only if config.path_only_log_prob else maths.tanh_gaussian_rsample
         pi_act, logp = sample(mean, log_std)
-        q_pi = module.q_values(obs, pi_act).min(0).values
+        q_members = module.q_values(obs, pi_act)
+        q_pi = q_members.mean(0) if config.actor_q_reduction == "mean" else q_members.min(0).values
         if aca:
             l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
             actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
@@ -162,6 +165,13 @@ class O2OSACTorchLearner(SACTorchLearner):
             log_prob=logp.detach().mean(),
         )
         return out
+
+    @staticmethod
+    def _target_members(config, device) -> torch.Tensor | None:
+        """The members whose min is the TD target's next-state value this update; None: all."""
+        if config.critic_target_members is None or config.critic_target_members == config.num_critics:
+            return None
+        return torch.randperm(config.num_critics, device=device)[:config.critic_target_members]
 
     @staticmethod
     @torch.no_grad()

@@ -1,10 +1,10 @@
 """RLModule of the SAC family: tanh-Gaussian actor, ensemble critic, frozen pi0.
 
 RLlib's `DefaultSACTorchRLModule` keeps each Q-network as its own encoder and
-head; here the twin critics are one stacked `EnsembleMLP` so a single batched
-matmul evaluates both (the speed issue), and the module also holds what ACA
-adds: a frozen reference actor pi0 and the temperature, so that checkpoints
-carry all of the learner's state (RLlib's SAC keeps `log_alpha` outside).
+head; here the critics (twins by default, `model_config["num_critics"]`) are one
+stacked `EnsembleMLP` so a single batched matmul evaluates them all (the speed
+issue), and the module also holds what ACA adds: a frozen reference actor pi0
+and the temperature, so that checkpoints carry all of the learner's state (RLlib's SAC keeps `log_alpha` outside).
 With `model_config["density_ratio"]` it also holds the Balanced Replay baseline's
 density-ratio network w(s,a) ~ d_online / d_offline.
 """
@@ -43,7 +43,8 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         self.register_buffer("action_bias", (high + low) / 2.0, persistent=False)
         if self.inference_only:
             return
-        self.critic = EnsembleMLP(2, self.obs_dim + self.act_dim, 1, hidden)
+        self.critic = EnsembleMLP(int(self.model_config.get("num_critics", 2)), self.obs_dim + self.act_dim, 1,
+                                  hidden)
         self.ref_actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden, activation).requires_grad_(False)
         self.log_alpha = nn.Parameter(
             torch.tensor(float(np.log(self.model_config.get("initial_alpha", 1.0))))
@@ -87,7 +88,7 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
 
     # -- helpers used by the learner -------------------------------------------
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """Both critics at once, shape [2, B]."""
+        """Every critic at once, shape [E, B]."""
         net = self.target_critic if target else self.critic
         return net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
 
