@@ -43,7 +43,8 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
-             actor_warmup_updates=method.actor_warmup_updates, num_critics=method.num_critics,
+             actor_warmup_updates=method.actor_warmup_updates, critic_trust_updates=method.critic_trust_updates,
+             num_critics=method.num_critics,
              critic_target_members=method.critic_target_members, actor_q_reduction=method.actor_q_reduction,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
@@ -74,7 +75,7 @@ def fragment_per_env(fragment: int, num_envs: int) -> int:
 
 
 DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",
-               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "q_mean")
+               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "critic_trust", "q_mean")
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
