@@ -186,24 +186,6 @@ def test_baseline_distilled_from_a_soft_critic_meets_the_target_once_the_entropy
     assert abs(td_gap_from_behaviour_data(soft_critic, entropy_bonus_temperature=alpha_off)) < TOLERANCE
 
 
-def test_the_entropy_to_go_draws_leave_the_fits_random_stream_alone():
-    """With a vanishing alpha_off the targets are unchanged in float32, so Z must come out bit for bit
-    as without the correction: pi0's entropy samples do not shift the fit's own draws."""
-    pi0 = state_independent_pi0()
-    actor_state = {k: v.numpy() for k, v in pi0.state_dict().items()}
-    critic = pi0_q_critic(0.0)
-
-    def aligned(temperature: float) -> dict:
-        settings = AlignSettings(z_steps=50, batch_size=32, z_includes_log_pi0=False, curve_every=25,
-                                 entropy_bonus_temperature=temperature)
-        return align(actor_state, behaviour_dataset(256), HIDDEN, settings, offline_critic=critic)
-
-    corrected, plain = aligned(1e-30), aligned(0.0)
-    assert "entropy_to_go_mean" in corrected and "entropy_to_go_mean" not in plain
-    for key, value in plain["weights"].items():
-        np.testing.assert_array_equal(corrected["weights"][key], value, err_msg=key)
-
-
 def test_distillation_refuses_the_log_pi0_parameterisation():
     pi0 = state_independent_pi0()
     settings = AlignSettings(z_steps=10, batch_size=16, z_includes_log_pi0=True)

@@ -220,12 +220,10 @@ def entropy_to_go_of_pi0(pi0, transitions: dict, settings: AlignSettings, device
     ends it there, and its tail is gamma * mean H / (1 - gamma)."""
     k = settings.distill_samples
     entropy = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the fit's stream stays as is
-        torch.manual_seed(settings.seed + 1)
-        for i in range(0, len(transitions["new_obs"]), chunk):
-            mean, log_std = pi0(torch.from_numpy(np.asarray(transitions["new_obs"][i:i + chunk], np.float32)).to(device))
-            _, log_prob = maths.tanh_gaussian_rsample(mean.expand(k, *mean.shape), log_std.expand(k, *log_std.shape))
-            entropy.append(-log_prob.mean(0))
+    for i in range(0, len(transitions["new_obs"]), chunk):
+        mean, log_std = pi0(torch.from_numpy(np.asarray(transitions["new_obs"][i:i + chunk], np.float32)).to(device))
+        _, log_prob = maths.tanh_gaussian_rsample(mean.expand(k, *mean.shape), log_std.expand(k, *log_std.shape))
+        entropy.append(-log_prob.mean(0))
     entropy = torch.cat(entropy)
     eps_id, t = np.asarray(transitions["eps_id"]), np.asarray(transitions["t"])
     order = np.lexsort((t, eps_id))
