@@ -215,37 +215,6 @@ def min_over_members(q_values: torch.Tensor, members: torch.Tensor | None = None
     return chosen.min(0).values
 
 
-def entropy_to_go(
-    next_entropy: torch.Tensor, terminateds: torch.Tensor, episode_ends: torch.Tensor, gamma: float, tail: float
-) -> torch.Tensor:
-    """pi0's discounted entropy-to-go along the data's episodes: the soft critic's entropy bonus.
-
-    U(s_t) = E[ sum_{k>=1} gamma^k H(s_{t+k}) ],  per row: U_t = gamma (1 - d_t) (H(s'_t) + U_{t+1}),
-    with U_{t+1} the next row's U, or `tail` where row t ends its episode in the data without
-    terminating (a time limit, the data's end), e.g. gamma * mean H / (1 - gamma).
-
-    Rows in episode order; next_entropy H(s'_t), terminateds d_t and episode_ends are [N]. Returns [N].
-    """
-    h, done, ends = (x.detach().double().cpu().tolist() for x in (next_entropy, terminateds, episode_ends))
-    out, after = [0.0] * len(h), float(tail)
-    for i in range(len(h) - 1, -1, -1):
-        if ends[i]:
-            after = float(tail)
-        out[i] = 0.0 if done[i] else gamma * (h[i] + after)
-        after = out[i]
-    return torch.tensor(out, dtype=next_entropy.dtype, device=next_entropy.device)
-
-
-def value_without_entropy_bonus(soft_value: torch.Tensor, temperature: Scalar, entropy_to_go: torch.Tensor) -> torch.Tensor:
-    """pi0's value under the online stage's target, from a SAC critic's soft value of pi0.
-
-    V(s) = Z_soft(s) - alpha_off U(s). The offline critic's target r + gamma [Q(s',a') - alpha_off
-    log pi(a'|s')] adds alpha_off H(s') per step; online at pi = pi0 and w = alpha the target's
-    w l - alpha log pi cancels, so R's fixed point there is the value without the bonus.
-    """
-    return soft_value - _const(temperature) * entropy_to_go
-
-
 def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Twin-critic regression: sum_i MSE(Q_i(s,a), y), q_values [E, B], y [B].
 

@@ -35,9 +35,6 @@ class Method:
     # instead of fitted by TD on the data's actions (which estimates the behaviour policy's value).
     # Needs an offline stage with a critic (not an imported policy) and critic_includes_reference=False.
     distill_baseline: bool = False
-    # With distill_baseline: Z is the offline critic's value of pi0 minus alpha_off times pi0's entropy-to-go,
-    # the online target's fixed point at pi0 (the soft critic's value is not, when alpha_off H(pi0) != 0).
-    distill_without_entropy_bonus: bool = False
     # True: the actor's log pi takes its gradient through the sample only (sticking the landing), so
     # the KL(pi || pi0) term's gradient is zero at pi0 for every sample, not only on average.
     path_only_log_prob: bool = False
@@ -64,8 +61,6 @@ class Method:
             parts.append("with-log-pi0" if self.critic_includes_reference else "z-only")
         if self.distill_baseline:
             parts.append("distilled")
-        if self.distill_without_entropy_bonus:
-            parts.append("without-entropy-bonus")
         if self.num_critics != default.num_critics:
             parts.append(f"{self.num_critics}-members")
         return "-".join(parts)
@@ -100,10 +95,6 @@ METHODS = {
     "aca-critic-warmup": Method("sacml", "aligned", "aca", distill_baseline=True, actor_warmup_updates=5000,
                                 description="aca-distilled-z whose first 5000 online updates train R only "
                                             "(pi stays pi0 until R has seen 5k env steps)"),
-    "aca-consistent-z": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
-                               distill_without_entropy_bonus=True,
-                               description="aca-reference-entropy with Z distilled without the offline entropy "
-                                           "bonus: R starts at the online target's fixed point (docs/method.md)"),
     "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "

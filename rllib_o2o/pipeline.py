@@ -153,7 +153,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     if alignment is None:
         offline_weights, offline_meta = load_module_checkpoint(stage_dir / MODULE_DIR, expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
-        alpha_off = offline_temperature = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
+        alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         if method.z_temperature == "online":
             alpha_off = ONLINE_START_TEMPERATURE
         settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
@@ -163,9 +163,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  device="cuda" if cfg.align_num_gpus else "cpu",
                                  actor_activation=offline_meta.get("actor_activation", "relu"),
                                  num_cpus=cfg.align_num_cpus, torch_threads=cfg.torch_threads,
-                                 num_members=method.num_critics,
-                                 entropy_bonus_temperature=offline_temperature if method.distill_without_entropy_bonus
-                                 else 0.0)
+                                 num_members=method.num_critics)
         critic = None
         if method.distill_baseline:
             critic = {k[len("critic."):]: v for k, v in offline_weights.items() if k.startswith("critic.")}

@@ -55,8 +55,7 @@ def dataset_of(actions: torch.Tensor):
     num = len(actions)
     obs = OBS.expand(num, 2).numpy().copy()
     transitions = {"obs": obs, "actions": actions.numpy(), "rewards": reward(actions).numpy(),
-                   "new_obs": obs.copy(), "terminateds": np.zeros(num, bool), "truncateds": np.zeros(num, bool),
-                   "eps_id": np.zeros(num, np.int64), "t": np.arange(num)}  # one episode, cut by the data's end
+                   "new_obs": obs.copy(), "terminateds": np.zeros(num, bool)}
     meta = DatasetMeta(env_id=None, obs_shape=(2,), action_shape=(2,), action_low=[-1.0, -1.0],
                        action_high=[1.0, 1.0], source="test", num_transitions=num, num_episodes=1)
     return transitions, meta
@@ -124,8 +123,7 @@ def mean_reward(mean, log_std, seed: int) -> float:
 
 
 def pi0_q_critic(value_pi0: float) -> dict:
-    """A twin critic fitted to Q(s, a) = r(a) + gamma value_pi0 on actions uniform in [-1, 1]^2: pi0's
-    true Q for its value V^pi0, a SAC critic's soft Q for its soft value plus alpha_off H(pi0)."""
+    """A twin critic fitted to pi0's true Q(s, a) = r(a) + gamma V^pi0 on actions uniform in [-1, 1]^2."""
     torch.manual_seed(5)
     critic = EnsembleMLP(2, 4, 1, HIDDEN)
     optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
@@ -139,12 +137,12 @@ def pi0_q_critic(value_pi0: float) -> dict:
     return {k: v.detach().numpy() for k, v in critic.state_dict().items()}
 
 
-def td_gap_from_behaviour_data(offline_critic: dict | None, entropy_bonus_temperature: float = 0.0) -> float:
+def td_gap_from_behaviour_data(offline_critic: dict | None) -> float:
     """E_{a ~ pi0}[y(s, a)] - Z(s) at t = 0 for the project's aca (the critic fits R alone)."""
     pi0 = state_independent_pi0()
     actor_state = {k: v.numpy() for k, v in pi0.state_dict().items()}
     settings = AlignSettings(z_steps=3000, batch_size=256, lr=3e-3, gamma=GAMMA, alpha_off=1.0, curve_every=500,
-                             seed=0, z_includes_log_pi0=False, entropy_bonus_temperature=entropy_bonus_temperature)
+                             seed=0, z_includes_log_pi0=False)
     report = align(actor_state, behaviour_dataset(), HIDDEN, settings, offline_critic=offline_critic)
     assert report["z_source"] == ("offline critic" if offline_critic else "td")
     critic = EnsembleMLP(2, 4, 1, HIDDEN)
@@ -172,18 +170,6 @@ def test_td_fitted_baseline_is_the_behaviours_value_and_misses_the_target_by_the
 def test_baseline_distilled_from_pi0s_critic_meets_the_expected_td_target():
     value_pi0 = mean_reward(PI0_MEAN, PI0_LOG_STD, 6) / (1 - GAMMA)
     assert abs(td_gap_from_behaviour_data(pi0_q_critic(value_pi0))) < TOLERANCE
-
-
-def test_baseline_distilled_from_a_soft_critic_meets_the_target_once_the_entropy_bonus_is_taken_off():
-    """A SAC critic at temperature alpha_off values pi0 with alpha_off H(pi0) per future step; online at
-    pi = pi0 and w = alpha that bonus cancels, so the soft value misses the target by -gamma alpha_off H."""
-    alpha_off = 2.0
-    entropy = -float(pi0_samples(SAMPLES, seed=8)[1].mean())
-    soft_value = (mean_reward(PI0_MEAN, PI0_LOG_STD, 6) + GAMMA * alpha_off * entropy) / (1 - GAMMA)
-    soft_critic = pi0_q_critic(soft_value + alpha_off * entropy)
-    assert abs(GAMMA * alpha_off * entropy) > 10 * TOLERANCE  # precondition: the bonus is measurable
-    assert td_gap_from_behaviour_data(soft_critic) == pytest.approx(-GAMMA * alpha_off * entropy, abs=2 * TOLERANCE)
-    assert abs(td_gap_from_behaviour_data(soft_critic, entropy_bonus_temperature=alpha_off)) < TOLERANCE
 
 
 def test_distillation_refuses_the_log_pi0_parameterisation():
@@ -214,12 +200,11 @@ def test_distillation_targets_are_computed_once_per_state_and_only_where_the_fit
 
     obs = torch.arange(100.0).reshape(50, 2)
     targets = CountingTargets()
-    offset = 0.5 * torch.arange(50.0)  # each row's own addend (the entropy bonus taken off)
-    cache = _TargetCache(targets, obs, rows_sampled, offset)
+    cache = _TargetCache(targets, obs, rows_sampled)
     assert targets.evaluated == evaluated_up_front
     first = torch.tensor([[3, 7, 3], [7, 9, 1]])
-    torch.testing.assert_close(cache.at(first), obs[first].sum(-1) + offset[first])
+    torch.testing.assert_close(cache.at(first), obs[first].sum(-1))
     after_first = targets.evaluated
     assert after_first == (50 if evaluated_up_front else 4)  # states 1, 3, 7, 9
-    torch.testing.assert_close(cache.at(torch.tensor([9, 1, 2])), obs[[9, 1, 2]].sum(-1) + offset[[9, 1, 2]])
+    torch.testing.assert_close(cache.at(torch.tensor([9, 1, 2])), obs[[9, 1, 2]].sum(-1))
     assert targets.evaluated == (50 if evaluated_up_front else 5)  # only state 2 is new

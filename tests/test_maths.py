@@ -239,21 +239,6 @@ def test_critic_value_of_policy_is_the_mean_over_samples_of_the_min_over_critics
     assert not value.requires_grad
 
 
-def test_entropy_to_go_by_hand():
-    # gamma 0.5; episode A: rows 0-2, the last terminal; episode B: rows 3-4, cut by a time limit (tail 4)
-    # A: U_2 = 0 (terminal); U_1 = 0.5 (H'_1 + U_2) = 0.5 * 2 = 1; U_0 = 0.5 (1 + 1) = 1
-    # B: U_4 = 0.5 (3 + 4) = 3.5; U_3 = 0.5 (-1 + 3.5) = 1.25
-    h = t(1.0, 2.0, 5.0, -1.0, 3.0)
-    done = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
-    ends = torch.tensor([False, False, True, False, True])
-    torch.testing.assert_close(M.entropy_to_go(h, done, ends, 0.5, tail=4.0), t(1.0, 1.0, 0.0, 1.25, 3.5))
-
-
-def test_value_without_entropy_bonus_by_hand():
-    # Z_soft (10, 2), alpha_off 0.5, U (-4, 2): 10 + 2 = 12 and 2 - 1 = 1
-    torch.testing.assert_close(M.value_without_entropy_bonus(t(10.0, 2.0), 0.5, t(-4.0, 2.0)), t(12.0, 1.0))
-
-
 def test_critic_trust_ramps_from_zero_to_one():
     assert [M.critic_trust(t, 400) for t in (0, 100, 400, 1000)] == [0.0, 0.25, 1.0, 1.0]
     assert M.critic_trust(0, 0) == 1.0  # no ramp: the spec

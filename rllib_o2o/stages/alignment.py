@@ -56,10 +56,6 @@ class AlignSettings:
     distill_samples: int = 16
     # Members of Z, and so of the rebuilt critic R (the online module's `num_critics`).
     num_members: int = 2
-    # Distillation only: the offline critic's temperature alpha_off. Z is then its value of pi0 minus
-    # the entropy bonus-to-go, alpha_off U(s) along the data's episodes (`maths.entropy_to_go`), i.e.
-    # the online target's fixed point at pi0; 0 (default): Z is the offline critic's soft value.
-    entropy_bonus_temperature: float = 0.0
 
 
 class AlignmentError(RuntimeError):
@@ -95,7 +91,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
     torch.manual_seed(settings.seed)
     transitions, meta = read_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     obs_dim, act_dim = meta.obs_dim, meta.act_dim
-    replay, holdout, (fit_rows, holdout_rows) = _split(transitions, meta, settings)
+    replay, holdout = _split(transitions, meta, settings)
     device = torch.device(settings.device)
     pi0 = TanhGaussianActor(obs_dim, act_dim, hidden, settings.actor_activation).to(device)
     pi0.load_state_dict({k: torch.tensor(np.array(v)) for k, v in actor_state.items()})
@@ -104,21 +100,15 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
     optimizer = torch.optim.Adam(z.parameters(), lr=settings.lr)
 
     holdout_batch = {k: torch.from_numpy(v).to(device) for k, v in holdout.items()}
-    distill, entropy_report = None, {}
+    distill = None
     if offline_critic is not None:
         if settings.z_includes_log_pi0:
             raise ValueError("Z distilled from the offline critic is a state value (z_includes_log_pi0=False); "
                              "the spec's log pi0(a|s) + Z(s) parameterisation is fitted by TD only")
         distill = _DistillTargets(pi0, offline_critic, obs_dim, act_dim, hidden, settings, device)
-        offset = torch.zeros(len(transitions["rewards"]), device=device)  # per row, added to its target
-        if settings.entropy_bonus_temperature:
-            to_go = entropy_to_go_of_pi0(pi0, transitions, settings, device)
-            offset = maths.value_without_entropy_bonus(offset, settings.entropy_bonus_temperature, to_go)
-            entropy_report = {"entropy_to_go_mean": float(to_go.mean()), "entropy_bonus_mean": float(-offset.mean())}
-        holdout_batch["z_target"] = distill.of(holdout_batch["obs"]) + offset[torch.from_numpy(holdout_rows)]
+        holdout_batch["z_target"] = distill.of(holdout_batch["obs"])
         fit_obs = torch.from_numpy(replay.get_state()["arrays"]["obs"][:len(replay)]).to(device)
-        fit_target = _TargetCache(distill, fit_obs, settings.z_steps * settings.batch_size,
-                                  offset[torch.from_numpy(fit_rows)])
+        fit_target = _TargetCache(distill, fit_obs, settings.z_steps * settings.batch_size)
         rows = torch.Generator().manual_seed(settings.seed)
     curve, window, start = [], [], time.perf_counter()
     best, since_best, stopped_early, step = math.inf, 0, False, 0
@@ -177,7 +167,6 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
         "surgery_max_abs_error": max_error,
         "z_steps_done": step,
         "stopped_at_plateau": stopped_early,
-        **entropy_report,
         "seconds": time.perf_counter() - start,
         "z_steps_per_s": step / max(time.perf_counter() - start, 1e-9),
         "torch_threads": torch.get_num_threads(),  # what the Z fit ran with
@@ -211,33 +200,6 @@ class _DistillTargets:
         return maths.critic_value_of_policy(q.reshape(q.shape[0], k, num))
 
 
-@torch.no_grad()
-def entropy_to_go_of_pi0(pi0, transitions: dict, settings: AlignSettings, device, chunk: int = 65536) -> torch.Tensor:
-    """U(s) of every dataset row (`maths.entropy_to_go`), in the dataset's row order.
-
-    H(s') = -E_{a'~pi0}[log pi0(a'|s')] from `distill_samples` samples; rows are put in episode
-    order by (eps_id, t); a row whose successor in the data is not the next step of its episode
-    ends it there, and its tail is gamma * mean H / (1 - gamma)."""
-    k = settings.distill_samples
-    entropy = []
-    for i in range(0, len(transitions["new_obs"]), chunk):
-        mean, log_std = pi0(torch.from_numpy(np.asarray(transitions["new_obs"][i:i + chunk], np.float32)).to(device))
-        _, log_prob = maths.tanh_gaussian_rsample(mean.expand(k, *mean.shape), log_std.expand(k, *log_std.shape))
-        entropy.append(-log_prob.mean(0))
-    entropy = torch.cat(entropy)
-    eps_id, t = np.asarray(transitions["eps_id"]), np.asarray(transitions["t"])
-    order = np.lexsort((t, eps_id))
-    ends = np.ones(len(order), bool)
-    ends[:-1] = (eps_id[order][1:] != eps_id[order][:-1]) | (t[order][1:] != t[order][:-1] + 1)
-    tail = settings.gamma * float(entropy.mean()) / (1.0 - settings.gamma)
-    ordered = torch.from_numpy(order).to(device)
-    to_go = maths.entropy_to_go(entropy[ordered], torch.from_numpy(np.asarray(transitions["terminateds"])[order]),
-                                torch.from_numpy(ends), settings.gamma, tail)
-    out = torch.empty_like(to_go)
-    out[ordered] = to_go
-    return out
-
-
 class _TargetCache:
     """Each fit state's distillation target, computed once (the critic and pi0 are frozen).
 
@@ -247,11 +209,10 @@ class _TargetCache:
     for 1M states on a CPU).
     """
 
-    def __init__(self, distill: _DistillTargets, obs: torch.Tensor, rows_sampled: int, offset: torch.Tensor):
-        """`offset`: added to each row's target (the entropy bonus-to-go taken off, or zeros)."""
-        self.distill, self.obs, self.offset, self.known = distill, obs, offset, None
+    def __init__(self, distill: _DistillTargets, obs: torch.Tensor, rows_sampled: int):
+        self.distill, self.obs, self.known = distill, obs, None
         if len(obs) <= rows_sampled:
-            self.targets = distill.of(obs) + offset
+            self.targets = distill.of(obs)
         else:
             self.targets = torch.full((len(obs),), math.nan, device=obs.device)
             self.known = torch.zeros(len(obs), dtype=torch.bool, device=obs.device)
@@ -262,7 +223,7 @@ class _TargetCache:
             new = index.unique()
             new = new[~self.known[new]]
             if len(new):
-                self.targets[new] = self.distill.of(self.obs[new]) + self.offset[new]
+                self.targets[new] = self.distill.of(self.obs[new])
                 self.known[new] = True
         return self.targets[index]
 
@@ -282,9 +243,8 @@ def distill_error(z, heldout: dict) -> float:
     return float(maths.critic_loss(z(heldout["obs"]).squeeze(-1), heldout["z_target"])) / z.num_members
 
 
-def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplayBuffer, dict, tuple]:
-    """The fit's buffer, a held-out batch (a seeded random subset, at most 10k rows) and the
-    dataset rows of each, in their order.
+def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplayBuffer, dict]:
+    """The fit's buffer and a held-out batch (a seeded random subset, at most 10k rows).
 
     Datasets under 20 rows hold nothing out: the residual is then measured on one training row.
     """
@@ -298,8 +258,7 @@ def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplay
         replay.add_transitions({k: v[rows] for k, v in transitions.items()}, low, high)
         return replay
 
-    fit_rows, holdout_rows = order[num_holdout:], order[:max(num_holdout, 1)]
-    return buffer(fit_rows), buffer(holdout_rows).get_state()["arrays"], (fit_rows, holdout_rows)
+    return buffer(order[num_holdout:]), buffer(order[:max(num_holdout, 1)]).get_state()["arrays"]
 
 
 def _z_fit_terms(pi0, z, b: dict, settings: AlignSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
