@@ -212,7 +212,7 @@ def _online_activation(cfg, run_dir: Path) -> str:
     """The online actor's activation is that of the module the stage started from."""
     from rllib_o2o.pipeline import online_start_weights
 
-    return online_start_weights(cfg, run_dir)[1]
+    return online_start_weights(cfg, run_dir)[1].get("actor_activation", "relu")
 
 
 def _read_rllib_state(path: Path) -> dict:

@@ -145,6 +145,20 @@ def reference_weight(num_updates: int, w0: float, T: float, w_min: float) -> flo
     return max(float(w_min), float(w0) - num_updates * float(w0) / (float(T) * 1000.0))
 
 
+def offline_entropy_bonus(temperature: Scalar, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    """The offline critic's entropy bonus at s', kept in ACA's online target (not in the spec).
+
+    bonus(s') = beta_t H(pi0(.|s')) ~= -beta_t log pi0(a0|s'),  a0 ~ pi0(.|s') (one sample per state).
+
+    A Z distilled from a SAC critic at temperature alpha_off satisfies Z(s) = E[r + gamma (Z(s') +
+    alpha_off H(pi0(.|s')))] on pi0's own transitions; online at pi = pi0 and w = alpha the target's
+    w l - alpha log pi cancels, so with beta_0 = alpha_off the bonus makes Z the target's fixed point
+    at t = 0 again. It depends on s' only (a fresh pi0 sample, not the policy's a'), so it does not
+    reward leaving pi0. Detached.
+    """
+    return (-_const(temperature) * ref_log_prob).detach()
+
+
 def soft_q_target(
     rewards: torch.Tensor,
     terminateds: torch.Tensor,
@@ -157,7 +171,7 @@ def soft_q_target(
 
     y = r + gamma (1 - d) [ min_i Qbar_i(s',a') - alpha log pi(a'|s') ],  a' ~ pi(.|s').
 
-    For ACA pass next_q_min = min_i Rbar_i(s',a') + w_t l(s',a'). `terminateds` is
+    For ACA pass next_q_min = min_i Rbar_i(s',a') + w_t l(s',a') (+ `offline_entropy_bonus`). `terminateds` is
     true termination only (time-limit truncation still bootstraps). Detached.
     """
     not_done = 1.0 - terminateds.to(rewards.dtype)

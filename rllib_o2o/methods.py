@@ -42,6 +42,9 @@ class Method:
     reference_entropy_target: bool = False
     # Online updates that train the critic only, with the actor and temperature held at the start.
     actor_warmup_updates: int = 0
+    # True: the online TD target keeps the offline critic's entropy bonus, beta_t H(pi0(.|s')) from beta_0 =
+    # alpha_off (annealed with w), so that a Z distilled from that soft critic is its fixed point at t = 0.
+    keep_offline_entropy_bonus: bool = False
     # Online updates over which the actor's weight on R ramps from 0 to 1 (0: 1 from the start).
     critic_trust_updates: int = 0
     # The online critic ensemble (ACA: R_i, rebuilt from as many Z_i): its size, the random subset whose
@@ -95,6 +98,11 @@ METHODS = {
     "aca-critic-warmup": Method("sacml", "aligned", "aca", distill_baseline=True, actor_warmup_updates=5000,
                                 description="aca-distilled-z whose first 5000 online updates train R only "
                                             "(pi stays pi0 until R has seen 5k env steps)"),
+    "aca-consistent-target": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+                                    keep_offline_entropy_bonus=True,
+                                    description="aca-reference-entropy whose TD target keeps the offline critic's "
+                                                "entropy bonus alpha_off H(pi0(.|s')), annealed with w: the distilled "
+                                                "Z is its fixed point at t = 0 (docs/method.md)"),
     "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "

@@ -153,7 +153,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     if alignment is None:
         offline_weights, offline_meta = load_module_checkpoint(stage_dir / MODULE_DIR, expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
-        alpha_off = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
+        alpha_off = offline_temperature = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         if method.z_temperature == "online":
             alpha_off = ONLINE_START_TEMPERATURE
         settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
@@ -190,7 +190,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
         save_module_checkpoint(align_dir / MODULE_DIR, report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
-            "actor_activation": settings.actor_activation})
+            "actor_activation": settings.actor_activation, "offline_temperature": offline_temperature})
         alignment = mark_done(align_dir, report)
         curve = report["z_loss_curve"]
         plateau = ", stopped at the plateau" if report["stopped_at_plateau"] else ""
@@ -235,10 +235,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                          run_id=wandb_run_id(cfg), run_dir=run_dir, config=asdict(cfg))
     try:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, console, metrics)
-        start_weights, activation = online_start_weights(cfg, run_dir)
+        start_weights, start_meta = online_start_weights(cfg, run_dir)
         online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
-                                  console, metrics, actor_activation=activation,
-                                  optimizer_states=online_optimizer_states(cfg, run_dir))
+                                  console, metrics, actor_activation=start_meta.get("actor_activation", "relu"),
+                                  optimizer_states=online_optimizer_states(cfg, run_dir),
+                                  offline_temperature=start_meta.get("offline_temperature"))
     finally:
         metrics.close()
         if owns_ray:
@@ -284,15 +285,14 @@ def results_path(run_dir: Path, method: str) -> Path:
     return run_dir / ("results.json" if method == "aca" else f"results-{method}.json")
 
 
-def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | None, str]:
-    """The module state the online stage starts from (None: random init) and its actor's activation."""
+def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | None, dict]:
+    """The module state the online stage starts from (None: random init) and its checkpoint's meta
+    (the actor's activation; for an aligned module also the offline temperature)."""
     method = get_method(cfg.method)
     if method.start == "scratch":
-        return None, "relu"
+        return None, {}
     if method.start == "aligned":
-        weights, meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
-                                               expect={"stage": "aligned"})
-        return weights, meta.get("actor_activation", "relu")
+        return load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR, expect={"stage": "aligned"})
     weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / MODULE_DIR,
                                            expect={"stage": "offline"})
     missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
@@ -303,7 +303,7 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
     if method.online_mode == "aca":  # ACA's online stage starts at temperature 1, whatever its critic
         weights["log_alpha"] = weights["log_alpha"] * 0
-    return weights, meta.get("actor_activation", "relu")
+    return weights, meta
 
 
 def online_optimizer_states(cfg: PipelineConfig, run_dir: Path) -> dict | None:

@@ -155,12 +155,14 @@ def trial_settings(base: dict, knobs: dict):
     return cfg, preset, lrs
 
 
-def trial_algo_config(base: dict, knobs: dict, actor_activation: str = "relu", placement_strategy: str = "PACK"):
-    """The trial's O2OSACConfig: the pipeline's own online config plus the trial's knobs."""
+def trial_algo_config(base: dict, knobs: dict, aligned_meta: dict, placement_strategy: str = "PACK"):
+    """The trial's O2OSACConfig: the pipeline's own online config plus the trial's knobs; `aligned_meta`:
+    the aligned checkpoint's meta (the actor's activation, the offline temperature)."""
     from rllib_o2o.stages.online import online_config
 
     cfg, preset, lrs = trial_settings(base, knobs)
-    config = online_config(cfg, preset, actor_activation)
+    config = online_config(cfg, preset, aligned_meta.get("actor_activation", "relu"),
+                           offline_temperature=aligned_meta.get("offline_temperature"))
     if lrs:
         config.training(**lrs)
     config.resources(placement_strategy=placement_strategy)
@@ -180,9 +182,8 @@ def _make_trainable():
     class ACATrainable(tune.Trainable):
         """One ACA online fine-tuning run from the shared aligned module; one step = one evaluation."""
 
-        def setup(self, config, *, base, aligned_weights, actor_activation, seed_pool, action_low,
-                  action_high):
-            self._cfg, self._preset, algo_config = trial_algo_config(base, config, actor_activation)
+        def setup(self, config, *, base, aligned_weights, aligned_meta, seed_pool, action_low, action_high):
+            self._cfg, self._preset, algo_config = trial_algo_config(base, config, aligned_meta)
             self._weights = aligned_weights
             self._seed_pool = seed_pool
             self._bounds = (np.asarray(action_low, np.float32), np.asarray(action_high, np.float32))
@@ -359,7 +360,6 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     trial_cfg.validate()
     aligned_weights, aligned_meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
                                                            expect={"stage": "aligned"})
-    actor_activation = aligned_meta.get("actor_activation", "relu")
 
     k_max = max_seed_episodes(settings.space, preset.seed_episodes)
     seed_pool = None
@@ -371,11 +371,11 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     if trial_cfg.ref_min_score is None or trial_cfg.ref_max_score is None:
         print("tune: no reference scores for this env/dataset: normalized_score is the raw return", flush=True)
 
-    _, _, probe = trial_algo_config(base, {}, actor_activation, settings.placement_strategy)
+    _, _, probe = trial_algo_config(base, {}, aligned_meta, settings.placement_strategy)
     resources = O2OSAC.default_resource_request(probe)
     trainable = tune.with_resources(
         tune.with_parameters(__getattr__("ACATrainable"), base=base, aligned_weights=aligned_weights,
-                             actor_activation=actor_activation, seed_pool=seed_pool,
+                             aligned_meta=aligned_meta, seed_pool=seed_pool,
                              action_low=list(meta.action_low), action_high=list(meta.action_high)),
         resources)
 

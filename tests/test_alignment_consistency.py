@@ -123,7 +123,8 @@ def mean_reward(mean, log_std, seed: int) -> float:
 
 
 def pi0_q_critic(value_pi0: float) -> dict:
-    """A twin critic fitted to pi0's true Q(s, a) = r(a) + gamma V^pi0 on actions uniform in [-1, 1]^2."""
+    """A twin critic fitted to Q(s, a) = r(a) + gamma value_pi0 on actions uniform in [-1, 1]^2: pi0's
+    true Q for its value V^pi0, a SAC critic's soft Q for its soft value plus alpha_off H(pi0)."""
     torch.manual_seed(5)
     critic = EnsembleMLP(2, 4, 1, HIDDEN)
     optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
@@ -137,8 +138,9 @@ def pi0_q_critic(value_pi0: float) -> dict:
     return {k: v.detach().numpy() for k, v in critic.state_dict().items()}
 
 
-def td_gap_from_behaviour_data(offline_critic: dict | None) -> float:
-    """E_{a ~ pi0}[y(s, a)] - Z(s) at t = 0 for the project's aca (the critic fits R alone)."""
+def td_gap_from_behaviour_data(offline_critic: dict | None, entropy_bonus: float = 0.0) -> float:
+    """E_{a ~ pi0}[y(s, a)] - Z(s) at t = 0 for the project's aca (the critic fits R alone); `entropy_bonus`:
+    beta_0 of the target's state bonus (w = w_0 here, so beta_t = beta_0)."""
     pi0 = state_independent_pi0()
     actor_state = {k: v.numpy() for k, v in pi0.state_dict().items()}
     settings = AlignSettings(z_steps=3000, batch_size=256, lr=3e-3, gamma=GAMMA, alpha_off=1.0, curve_every=500,
@@ -156,6 +158,7 @@ def td_gap_from_behaviour_data(offline_critic: dict | None) -> float:
         next_actions, next_log_pi = pi0_samples(SAMPLES, seed=3)
         next_q = module.q_values(obs, next_actions).min(0).values
         next_q = next_q + O2OSACTorchLearner._reference_term(module, config, obs, next_actions)
+        next_q = next_q + maths.offline_entropy_bonus(entropy_bonus, pi0_samples(SAMPLES, seed=9)[1])
         y = maths.soft_q_target(reward(actions), torch.zeros(SAMPLES), GAMMA, next_q, next_log_pi, 1.0)
         z = module.q_values(obs, actions).min(0).values
     return float(y.mean() - z.mean())
@@ -170,6 +173,19 @@ def test_td_fitted_baseline_is_the_behaviours_value_and_misses_the_target_by_the
 def test_baseline_distilled_from_pi0s_critic_meets_the_expected_td_target():
     value_pi0 = mean_reward(PI0_MEAN, PI0_LOG_STD, 6) / (1 - GAMMA)
     assert abs(td_gap_from_behaviour_data(pi0_q_critic(value_pi0))) < TOLERANCE
+
+
+def test_baseline_distilled_from_a_soft_critic_meets_the_target_that_keeps_its_entropy_bonus():
+    """A SAC critic at temperature alpha_off values pi0 with alpha_off H(pi0) per future step; online at
+    pi = pi0 and w = alpha that bonus cancels, so its distilled Z misses the target by -gamma alpha_off H,
+    unless the target keeps the bonus (`offline_entropy_bonus` = alpha_off)."""
+    alpha_off = 2.0
+    entropy = -float(pi0_samples(SAMPLES, seed=8)[1].mean())
+    soft_value = (mean_reward(PI0_MEAN, PI0_LOG_STD, 6) + GAMMA * alpha_off * entropy) / (1 - GAMMA)
+    soft_critic = pi0_q_critic(soft_value + alpha_off * entropy)
+    assert abs(GAMMA * alpha_off * entropy) > 10 * TOLERANCE  # precondition: the bonus is measurable
+    assert td_gap_from_behaviour_data(soft_critic) == pytest.approx(-GAMMA * alpha_off * entropy, abs=2 * TOLERANCE)
+    assert abs(td_gap_from_behaviour_data(soft_critic, entropy_bonus=alpha_off)) < TOLERANCE
 
 
 def test_distillation_refuses_the_log_pi0_parameterisation():

@@ -67,7 +67,7 @@ def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
-                  actor_warmup_updates=0, critic_trust_updates=0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
+                  actor_warmup_updates=0, critic_trust_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -177,6 +177,7 @@ def expected_update(module, config, b, weight, seed):
     members = list(range(num_critics))  # the target's members: all, or a random subset drawn after a'
     if config.critic_target_members not in (None, num_critics):
         members = torch.randperm(num_critics)[:config.critic_target_members].tolist()
+    eps_bonus = torch.randn(BATCH, ACT_DIM) if aca and config.offline_entropy_bonus else None  # a0 ~ pi0(.|s')
     eps_pi = torch.randn(BATCH, ACT_DIM)
     eps_ref = torch.randn(BATCH, ACT_DIM)  # pi0's entropy sample, drawn after the actor's
 
@@ -191,6 +192,10 @@ def expected_update(module, config, b, weight, seed):
         subset_matters = not torch.equal(next_qs[members].min(0).values, next_qs.min(0).values)
         if aca:
             soft_next = soft_next + weight * reference_l(ref_actor, new_obs, a2, config.clip_beta)[0]
+        if eps_bonus is not None:  # beta_t H(pi0(.|s')) ~ -beta_t log pi0(a0|s'), beta_t = beta_0 w_t / w_0
+            m0n, ls0n = ref_actor(new_obs)
+            beta = config.offline_entropy_bonus * weight / config.w_schedule[0]
+            soft_next = soft_next - beta * squashed_log_prob_at_u(m0n, ls0n, m0n + ls0n.exp() * eps_bonus)
         y = rew + config.gamma * (1 - done) * soft_next
         fits_l = aca and config.critic_includes_reference
         data_l = weight * reference_l(ref_actor, obs, act, config.clip_beta)[0] if fits_l else 0.0
@@ -267,12 +272,14 @@ def _norm(tensors):
 ENSEMBLE = dict(num_critics=5, critic_target_members=2, actor_q_reduction="mean")
 # TRUST_RAMP: the actor weighs R by min(1, 3000 / 10000) = 0.3 (the aca runs start at update 3000).
 TRUST_RAMP = dict(critic_trust_updates=10_000)
+# BONUS: the target's state bonus beta_t H(pi0(.|s')), beta_t = 0.6 * 0.7 / 1 (w_t = 0.7 at update 3000).
+BONUS = dict(offline_entropy_bonus=0.6)
 
 
 @pytest.mark.parametrize("mode, critic_includes_reference, path_only_and_reference_entropy, critics",
                          [("sac", True, False, {}), ("sacml", True, False, {}), ("aca", True, False, {}),
                           ("aca", False, False, {}), ("aca", False, True, {}), ("aca", False, False, ENSEMBLE),
-                          ("sac", True, False, ENSEMBLE), ("aca", False, True, TRUST_RAMP)])
+                          ("sac", True, False, ENSEMBLE), ("aca", False, True, TRUST_RAMP), ("aca", False, True, BONUS)])
 def test_one_update_matches_straightforward_maths(mode, critic_includes_reference, path_only_and_reference_entropy,
                                                   critics):
     clip = 0.25 if mode == "aca" else None
@@ -294,6 +301,7 @@ def test_one_update_matches_straightforward_maths(mode, critic_includes_referenc
     if mode == "aca":
         assert metrics["reference_weight"] == pytest.approx(0.7, rel=1e-6)
         assert metrics["critic_trust"] == pytest.approx(0.3 if critics == TRUST_RAMP else 1.0, rel=1e-6)
+        assert metrics["offline_entropy_bonus_weight"] == pytest.approx(0.42 if critics == BONUS else 0.0, rel=1e-6)
         assert "ml_lambda" not in metrics
     else:
         assert "reference_weight" not in metrics

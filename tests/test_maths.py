@@ -239,6 +239,14 @@ def test_critic_value_of_policy_is_the_mean_over_samples_of_the_min_over_critics
     assert not value.requires_grad
 
 
+def test_offline_entropy_bonus_is_minus_beta_log_pi0():
+    # beta 0.5, log pi0(a0|s') (-3, 1): bonuses 1.5 and -0.5, without gradient
+    log_prob = t(-3.0, 1.0).requires_grad_()
+    bonus = M.offline_entropy_bonus(0.5, log_prob)
+    torch.testing.assert_close(bonus, t(1.5, -0.5))
+    assert not bonus.requires_grad
+
+
 def test_critic_trust_ramps_from_zero_to_one():
     assert [M.critic_trust(t, 400) for t in (0, 100, 400, 1000)] == [0.0, 0.25, 1.0, 1.0]
     assert M.critic_trust(0, 0) == 1.0  # no ramp: the spec

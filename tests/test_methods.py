@@ -45,11 +45,11 @@ def test_naive_starts_from_the_whole_offline_module_with_its_update_count_reset(
                "target_critic.weights.0": np.zeros((2, 4, 5)), "log_alpha": np.array(-1.5, np.float32),
                "num_updates": np.array(5000, np.int64)}
     save_module_checkpoint(tmp_path / "offline" / "module", weights, {"stage": "offline", "actor_activation": "relu"})
-    got, activation = online_start_weights(PipelineConfig(method="naive"), tmp_path)
-    assert activation == "relu" and int(got["num_updates"]) == 0
+    got, start_meta = online_start_weights(PipelineConfig(method="naive"), tmp_path)
+    assert start_meta["actor_activation"] == "relu" and int(got["num_updates"]) == 0
     np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
     assert float(got["log_alpha"]) == -1.5  # the offline temperature travels with the critic
-    assert online_start_weights(PipelineConfig(method="sac-scratch"), tmp_path) == (None, "relu")
+    assert online_start_weights(PipelineConfig(method="sac-scratch"), tmp_path) == (None, {})
     # the ablation with ACA's online losses keeps the offline critic but starts at ACA's temperature 1
     got, _ = online_start_weights(PipelineConfig(method="aca-offline-critic"), tmp_path)
     np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
@@ -92,7 +92,7 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
 @pytest.mark.slow
 def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
     methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam", "aca-distilled-z",
-               "aca-ensemble", "aca-trust-ramp")
+               "aca-ensemble", "aca-trust-ramp", "aca-consistent-target")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
@@ -112,12 +112,17 @@ def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_pa
     # the ensemble's 10 Z_i; its online stage loads them strictly into a 10-member critic
     assert [done[name]["num_members"] for name in ("alignment-distilled", "alignment-distilled-10-members")] == [2, 10]
     alpha_off = json.loads((tmp_path / "offline" / "DONE.json").read_text())["alpha_off"]
+    # the aligned checkpoint records the offline temperature; aca-consistent-target's target keeps its bonus
+    assert json.loads((tmp_path / "alignment-distilled" / "module" / "meta.json").read_text())[
+        "offline_temperature"] == alpha_off
+    bonus = {m: r["online"]["curve"][-1]["offline_entropy_bonus_weight"] for m, r in results.items()}
+    assert bonus.pop("aca-consistent-target") > 0 and set(bonus.values()) == {0.0}
     assert done["alignment"]["alpha_off"] == 1.0 and done["alignment"]["z_includes_log_pi0"] is False
     assert done["alignment-with-log-pi0"]["alpha_off"] == 1.0
     assert done["alignment-with-log-pi0"]["z_includes_log_pi0"] is True
     paper = done["alignment-offline-temperature-with-log-pi0"]
     assert paper["alpha_off"] == alpha_off != 1.0 and paper["z_includes_log_pi0"] is True
-    # one offline stage served all seven; the carried-Adam ablation reuses aca-paper's alignment
+    # one offline stage served all eight; the carried-Adam ablation reuses aca-paper's alignment
     start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
     assert len({round(v, 6) for v in start.values()}) == 1
     assert results["aca-paper-carry-adam"]["alignment"] == results["aca-paper"]["alignment"]

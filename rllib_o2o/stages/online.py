@@ -22,16 +22,23 @@ from rllib_o2o.stages.common import (
 ACTOR_GRAD_CLIP = 0.25
 
 
-def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None):
+def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None,
+                  offline_temperature: float | None = None):
     """`offline_rows`: size of the offline dataset, kept in the buffer beside
     `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay).
-    `log_dir`: the algorithm's log directory (the stage directory)."""
+    `log_dir`: the algorithm's log directory (the stage directory).
+    `offline_temperature`: alpha_off of the critic the aligned Z was distilled from (its checkpoint's
+    meta), the entropy bonus of methods that keep it."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
-    from rllib_o2o.methods import get_method
+    from rllib_o2o.methods import alignment_dir_name, get_method
 
     method = get_method(cfg.method)
     capacity = cfg.replay_capacity + (offline_rows if method.balanced_replay else 0)
+    if method.keep_offline_entropy_bonus and offline_temperature is None:
+        raise ValueError(f"method {cfg.method!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
+                         "records no offline_temperature (aligned by an older version): remove the run's "
+                         f"{alignment_dir_name(cfg.method)}/ directory to align again")
     w0, horizon, w_min = preset.w_schedule
     return (
         O2OSACConfig()
@@ -45,6 +52,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
              actor_warmup_updates=method.actor_warmup_updates, critic_trust_updates=method.critic_trust_updates,
              num_critics=method.num_critics,
+             offline_entropy_bonus=offline_temperature if method.keep_offline_entropy_bonus else 0.0,
              critic_target_members=method.critic_target_members, actor_q_reduction=method.actor_q_reduction,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
@@ -75,12 +83,13 @@ def fragment_per_env(fragment: int, num_envs: int) -> int:
 
 
 DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",
-               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "critic_trust", "q_mean")
+               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "critic_trust",
+               "offline_entropy_bonus_weight", "q_mean")
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
                      stage_dir: Path, console: Console, metrics: MetricsLog, actor_activation: str = "relu",
-                     optimizer_states: dict | None = None) -> dict:
+                     optimizer_states: dict | None = None, offline_temperature: float | None = None) -> dict:
     """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable.
 
     `optimizer_states`: the offline learner's Adam states, loaded by parameter position
@@ -98,7 +107,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
     start = time.perf_counter()
     with console.progress("online", cfg.online_steps, "env steps") as bar:
         algo = online_config(cfg, preset, actor_activation, offline_rows=meta.num_transitions,
-                             log_dir=stage_dir).build_algo()
+                             log_dir=stage_dir, offline_temperature=offline_temperature).build_algo()
         try:
             progress = restore_checkpoint(algo, stage_dir)
             if progress:

@@ -108,6 +108,7 @@ class O2OSACConfig(SACConfig):
         self.path_only_log_prob = False
         self.actor_warmup_updates = 0
         self.critic_trust_updates = 0
+        self.offline_entropy_bonus = 0.0
         self.actor_grad_clip = None
         self.num_critics = 2
         self.critic_target_members = None
@@ -172,6 +173,7 @@ class O2OSACConfig(SACConfig):
         path_only_log_prob=NotProvided,
         actor_warmup_updates=NotProvided,
         critic_trust_updates=NotProvided,
+        offline_entropy_bonus=NotProvided,
         actor_grad_clip=NotProvided,
         num_critics=NotProvided,
         critic_target_members=NotProvided,
@@ -224,6 +226,10 @@ class O2OSACConfig(SACConfig):
         critic_trust_updates: "aca" mode: the actor's weight on R ramps from 0 to 1 over this many
             online updates, rho_t = min(1, t / T) (`maths.critic_trust`): pi starts at its optimum pi0
             and follows R as R learns from more online data. 0 (default, the spec): 1 from the start.
+        offline_entropy_bonus: "aca" mode: beta_0 of the TD target's state bonus beta_t H(pi0(.|s')),
+            beta_t = beta_0 w_t / w_0 (`maths.offline_entropy_bonus`). Set to the offline critic's
+            temperature alpha_off when R starts from a Z distilled from that (soft) critic, so that
+            the online target's fixed point at t = 0 is Z. 0 (default): no bonus.
         actor_grad_clip: max grad-norm of the actor (ACA: 0.25), None = off.
         num_critics: members of the critic ensemble Q_i (ACA: R_i, rebuilt from as many Z_i);
             2 (default): SAC's twin critics.
@@ -291,9 +297,10 @@ class O2OSACConfig(SACConfig):
                              f"got {self.num_critics} and {self.critic_target_members}")
         if self.actor_q_reduction not in ACTOR_Q_REDUCTIONS:
             raise ValueError(f"actor_q_reduction must be one of {ACTOR_Q_REDUCTIONS}, got {self.actor_q_reduction!r}")
-        if self.actor_warmup_updates < 0 or self.critic_trust_updates < 0:
-            raise ValueError(f"actor_warmup_updates and critic_trust_updates must be >= 0, got "
-                             f"{self.actor_warmup_updates} and {self.critic_trust_updates}")
+        if self.actor_warmup_updates < 0 or self.critic_trust_updates < 0 or self.offline_entropy_bonus < 0:
+            raise ValueError(f"actor_warmup_updates, critic_trust_updates and offline_entropy_bonus must be >= 0, "
+                             f"got {self.actor_warmup_updates}, {self.critic_trust_updates} and "
+                             f"{self.offline_entropy_bonus}")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
         resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int, else a ValueError

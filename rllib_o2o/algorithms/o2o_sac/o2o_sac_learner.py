@@ -96,6 +96,8 @@ class O2OSACTorchLearner(SACTorchLearner):
         obs, act = b["obs"], b["actions"]
         alpha = module.log_alpha.exp().detach()
         aca = config.o2o_mode == "aca"
+        w0 = config.w_schedule[0]
+        bonus_weight = config.offline_entropy_bonus * (weight / w0 if w0 else 1.0) if aca else 0.0  # beta_t
 
         with torch.no_grad():
             next_mean, next_log_std = module.actor(b["new_obs"])
@@ -103,7 +105,11 @@ class O2OSACTorchLearner(SACTorchLearner):
             next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
                                             self._target_members(config, obs.device))
             if aca:
-                next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act)
+                ref_at_next = module.ref_actor(b["new_obs"])
+                next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act, ref_at_next)
+                if bonus_weight:
+                    ref_log_prob = maths.tanh_gaussian_rsample(*ref_at_next)[1]
+                    next_q = next_q + maths.offline_entropy_bonus(bonus_weight, ref_log_prob)
             y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
             # The spec fits R + w l to y; with critic_includes_reference=False R alone is fitted
             # (w l stays in the actor's objective and in the next-state value of y).
@@ -132,6 +138,7 @@ class O2OSACTorchLearner(SACTorchLearner):
             l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
             actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi, critic_trust)
             out["reference_weight"] = torch.tensor(weight)
+            out["offline_entropy_bonus_weight"] = torch.tensor(bonus_weight)
             out["critic_trust"] = torch.tensor(critic_trust)
         elif config.o2o_mode == "sacml":
             data_logp = maths.tanh_gaussian_log_prob(mean, log_std, act)
