@@ -304,27 +304,14 @@ def ml_actor_loss(
 
 
 def aca_actor_loss(
-    alpha: Scalar, log_prob: torch.Tensor, r_min: torch.Tensor, weight: Scalar, l: torch.Tensor,
-    critic_weight: Scalar = 1.0,
+    alpha: Scalar, log_prob: torch.Tensor, r_min: torch.Tensor, weight: Scalar, l: torch.Tensor
 ) -> torch.Tensor:
-    """ACA actor (stage 3): E_s[ alpha log pi(a|s) - rho_t min_i R_i(s,a) - w_t l(s,a) ], a ~ pi reparameterised.
+    """ACA actor (stage 3): E_s[ alpha log pi(a|s) - min_i R_i(s,a) - w_t l(s,a) ], a ~ pi reparameterised.
 
     l = clipped log pi0(a|s) keeps its gradient w.r.t. a: with w = alpha = 1 and R
-    independent of a this is KL(pi || pi0) - E[R], stationary at pi = pi0. rho_t = 1 in the
-    spec; `critic_trust` ramps it up from 0 (the optimum pi ∝ pi0^(w/alpha) exp(rho_t R / alpha)).
+    independent of a this is KL(pi || pi0) - E[R], stationary at pi = pi0.
     """
-    return (_const(alpha) * log_prob - _const(critic_weight) * r_min - _const(weight) * l).mean()
-
-
-def critic_trust(num_updates: int, ramp_updates: int) -> float:
-    """The actor's weight on the online critic, rho_t = min(1, t / T_ramp); 1 when T_ramp = 0.
-
-    Not in the spec: R's action dependence is learned from the online data alone, so the actor
-    follows it in proportion to the updates it has had, from rho_0 = 0 (pi0 is the optimum) to 1.
-    """
-    if ramp_updates < 0:
-        raise ValueError(f"ramp_updates must be >= 0, got {ramp_updates}")
-    return 1.0 if ramp_updates == 0 else min(1.0, num_updates / ramp_updates)
+    return (_const(alpha) * log_prob - r_min - _const(weight) * l).mean()
 
 
 def tanh_gaussian_kl(

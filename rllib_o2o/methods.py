@@ -45,8 +45,6 @@ class Method:
     # True: the online TD target keeps the offline critic's entropy bonus, beta_t H(pi0(.|s')) from beta_0 =
     # alpha_off (annealed with w), so that a Z distilled from that soft critic is its fixed point at t = 0.
     keep_offline_entropy_bonus: bool = False
-    # Online updates over which the actor's weight on R ramps from 0 to 1 (0: 1 from the start).
-    critic_trust_updates: int = 0
     # The online critic ensemble (ACA: R_i, rebuilt from as many Z_i): its size, the random subset whose
     # min is the TD target (None: all) and how the actor reduces it ("min" or "mean"); O2OSACConfig.o2o.
     num_critics: int = 2
@@ -107,10 +105,6 @@ METHODS = {
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "
                                        "target's min over a random pair, the actor on the members' mean)"),
-    "aca-trust-ramp": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
-                             critic_trust_updates=10_000,
-                             description="aca-reference-entropy whose actor weighs R by min(1, t / 10k): pi0 is "
-                                         "the actor's optimum at the hand-over and R's pull grows as it learns"),
     "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
     "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,

@@ -67,7 +67,7 @@ def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
-                  actor_warmup_updates=0, critic_trust_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
+                  actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -218,8 +218,7 @@ def expected_update(module, config, b, weight, seed):
            "y": y, "data_l": data_l, "subset_matters": subset_matters}
     if aca:
         l_pi = reference_l(ref_actor, obs, a_pi, config.clip_beta)[0]
-        trust = min(1.0, 3000 / config.critic_trust_updates) if config.critic_trust_updates else 1.0
-        actor_loss = (alpha * logp - trust * q_pi - weight * l_pi).mean()
+        actor_loss = (alpha * logp - q_pi - weight * l_pi).mean()
     elif sacml:
         lam = config.alpha_bc / q_pi.detach().abs().mean()
         u_data = torch.atanh(act.clamp(-1 + 1e-6, 1 - 1e-6))
@@ -270,8 +269,6 @@ def _norm(tensors):
 
 # ENSEMBLE: 5 critics, the target's min over a random pair, the actor on the members' mean.
 ENSEMBLE = dict(num_critics=5, critic_target_members=2, actor_q_reduction="mean")
-# TRUST_RAMP: the actor weighs R by min(1, 3000 / 10000) = 0.3 (the aca runs start at update 3000).
-TRUST_RAMP = dict(critic_trust_updates=10_000)
 # BONUS: the target's state bonus beta_t H(pi0(.|s')), beta_t = 0.6 * 0.7 / 1 (w_t = 0.7 at update 3000).
 BONUS = dict(offline_entropy_bonus=0.6)
 
@@ -279,7 +276,7 @@ BONUS = dict(offline_entropy_bonus=0.6)
 @pytest.mark.parametrize("mode, critic_includes_reference, path_only_and_reference_entropy, critics",
                          [("sac", True, False, {}), ("sacml", True, False, {}), ("aca", True, False, {}),
                           ("aca", False, False, {}), ("aca", False, True, {}), ("aca", False, False, ENSEMBLE),
-                          ("sac", True, False, ENSEMBLE), ("aca", False, True, TRUST_RAMP), ("aca", False, True, BONUS)])
+                          ("sac", True, False, ENSEMBLE), ("aca", False, True, BONUS)])
 def test_one_update_matches_straightforward_maths(mode, critic_includes_reference, path_only_and_reference_entropy,
                                                   critics):
     clip = 0.25 if mode == "aca" else None
@@ -300,7 +297,6 @@ def test_one_update_matches_straightforward_maths(mode, critic_includes_referenc
         assert metrics["data_log_prob"] == pytest.approx(float(exp["data_log_prob"]), rel=1e-5, abs=1e-6)
     if mode == "aca":
         assert metrics["reference_weight"] == pytest.approx(0.7, rel=1e-6)
-        assert metrics["critic_trust"] == pytest.approx(0.3 if critics == TRUST_RAMP else 1.0, rel=1e-6)
         assert metrics["offline_entropy_bonus_weight"] == pytest.approx(0.42 if critics == BONUS else 0.0, rel=1e-6)
         assert "ml_lambda" not in metrics
     else:

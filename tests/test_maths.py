@@ -247,20 +247,6 @@ def test_offline_entropy_bonus_is_minus_beta_log_pi0():
     assert not bonus.requires_grad
 
 
-def test_critic_trust_ramps_from_zero_to_one():
-    assert [M.critic_trust(t, 400) for t in (0, 100, 400, 1000)] == [0.0, 0.25, 1.0, 1.0]
-    assert M.critic_trust(0, 0) == 1.0  # no ramp: the spec
-    with pytest.raises(ValueError):
-        M.critic_trust(0, -1)
-
-
-def test_aca_actor_loss_weighs_the_critic_by_rho():
-    # alpha 0.5, log pi (-1, -3), R (2, 4), w 0.5, l (-2, -2), rho 0.25:
-    # per state 0.5 * -1 - 0.25 * 2 + 1 = 0 and 0.5 * -3 - 0.25 * 4 + 1 = -1.5 -> mean -0.75
-    loss = M.aca_actor_loss(0.5, t(-1.0, -3.0), t(2.0, 4.0), 0.5, t(-2.0, -2.0), critic_weight=0.25)
-    assert loss.item() == pytest.approx(-0.75)
-
-
 def test_min_over_members_of_a_subset_or_of_all():
     # E = 3 members, B = 2: columns (1, 3, 0) and (5, 2, 4)
     q = t(1.0, 5.0, 3.0, 2.0, 0.0, 4.0).view(3, 2)

@@ -92,7 +92,7 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
 @pytest.mark.slow
 def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
     methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam", "aca-distilled-z",
-               "aca-ensemble", "aca-trust-ramp", "aca-consistent-target")
+               "aca-ensemble", "aca-consistent-target")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
@@ -122,11 +122,9 @@ def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_pa
     assert done["alignment-with-log-pi0"]["z_includes_log_pi0"] is True
     paper = done["alignment-offline-temperature-with-log-pi0"]
     assert paper["alpha_off"] == alpha_off != 1.0 and paper["z_includes_log_pi0"] is True
-    # one offline stage served all eight; the carried-Adam ablation reuses aca-paper's alignment
+    # one offline stage served all seven; the carried-Adam ablation reuses aca-paper's alignment
     start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
     assert len({round(v, 6) for v in start.values()}) == 1
     assert results["aca-paper-carry-adam"]["alignment"] == results["aca-paper"]["alignment"]
-    trust = {m: r["online"]["curve"][-1]["critic_trust"] for m, r in results.items()}
-    assert trust.pop("aca-trust-ramp") < 0.1 and set(trust.values()) == {1.0}  # rho_t = min(1, t / 10k)
     for m, r in results.items():  # the online diagnostics are in the curve
         assert {"kl_to_reference", "critic_action_weight_norm", "td_error_rms"} <= set(r["online"]["curve"][-1]), m

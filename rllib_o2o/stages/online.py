@@ -50,7 +50,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
-             actor_warmup_updates=method.actor_warmup_updates, critic_trust_updates=method.critic_trust_updates,
+             actor_warmup_updates=method.actor_warmup_updates,
              num_critics=method.num_critics,
              offline_entropy_bonus=offline_temperature if method.keep_offline_entropy_bonus else 0.0,
              critic_target_members=method.critic_target_members, actor_q_reduction=method.actor_q_reduction,
@@ -83,7 +83,7 @@ def fragment_per_env(fragment: int, num_envs: int) -> int:
 
 
 DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",
-               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight", "critic_trust",
+               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight",
                "offline_entropy_bonus_weight", "q_mean")
 
 

@@ -107,7 +107,6 @@ class O2OSACConfig(SACConfig):
         self.reference_entropy_target = False
         self.path_only_log_prob = False
         self.actor_warmup_updates = 0
-        self.critic_trust_updates = 0
         self.offline_entropy_bonus = 0.0
         self.actor_grad_clip = None
         self.num_critics = 2
@@ -172,7 +171,6 @@ class O2OSACConfig(SACConfig):
         reference_entropy_target=NotProvided,
         path_only_log_prob=NotProvided,
         actor_warmup_updates=NotProvided,
-        critic_trust_updates=NotProvided,
         offline_entropy_bonus=NotProvided,
         actor_grad_clip=NotProvided,
         num_critics=NotProvided,
@@ -223,9 +221,6 @@ class O2OSACConfig(SACConfig):
         actor_warmup_updates: the stage's first updates train the critic only: the actor and the
             temperature stay where the stage started them (ACA: at pi0, alpha = 1) until R has learned
             from this many updates' worth of online data. 0 (default): from the first update.
-        critic_trust_updates: "aca" mode: the actor's weight on R ramps from 0 to 1 over this many
-            online updates, rho_t = min(1, t / T) (`maths.critic_trust`): pi starts at its optimum pi0
-            and follows R as R learns from more online data. 0 (default, the spec): 1 from the start.
         offline_entropy_bonus: "aca" mode: beta_0 of the TD target's state bonus beta_t H(pi0(.|s')),
             beta_t = beta_0 w_t / w_0 (`maths.offline_entropy_bonus`). Set to the offline critic's
             temperature alpha_off when R starts from a Z distilled from that (soft) critic, so that
@@ -297,10 +292,9 @@ class O2OSACConfig(SACConfig):
                              f"got {self.num_critics} and {self.critic_target_members}")
         if self.actor_q_reduction not in ACTOR_Q_REDUCTIONS:
             raise ValueError(f"actor_q_reduction must be one of {ACTOR_Q_REDUCTIONS}, got {self.actor_q_reduction!r}")
-        if self.actor_warmup_updates < 0 or self.critic_trust_updates < 0 or self.offline_entropy_bonus < 0:
-            raise ValueError(f"actor_warmup_updates, critic_trust_updates and offline_entropy_bonus must be >= 0, "
-                             f"got {self.actor_warmup_updates}, {self.critic_trust_updates} and "
-                             f"{self.offline_entropy_bonus}")
+        if self.actor_warmup_updates < 0 or self.offline_entropy_bonus < 0:
+            raise ValueError(f"actor_warmup_updates and offline_entropy_bonus must be >= 0, got "
+                             f"{self.actor_warmup_updates} and {self.offline_entropy_bonus}")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
         resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int, else a ValueError

@@ -73,7 +73,6 @@ class O2OSACTorchLearner(SACTorchLearner):
             step = self._one_update(
                 module, config, {k: v[u] for k, v in tensors.items()}, weight, target_entropy,
                 optim, actor_params, critic_params, train_policy=start + u >= config.actor_warmup_updates,
-                critic_trust=maths.critic_trust(start + u, config.critic_trust_updates),
             )
             maths.polyak_update_(target_params, critic_params, config.tau)
             if config.balanced_replay:
@@ -90,9 +89,9 @@ class O2OSACTorchLearner(SACTorchLearner):
         return metrics
 
     def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params,
-                    train_policy: bool = True, critic_trust: float = 1.0):
+                    train_policy: bool = True):
         """One critic step, then (unless `train_policy` is False: the critic's warm-up) one actor
-        and one temperature step; ACA's actor weighs R by `critic_trust` (rho_t)."""
+        and one temperature step."""
         obs, act = b["obs"], b["actions"]
         alpha = module.log_alpha.exp().detach()
         aca = config.o2o_mode == "aca"
@@ -136,10 +135,9 @@ class O2OSACTorchLearner(SACTorchLearner):
         q_pi = q_members.mean(0) if config.actor_q_reduction == "mean" else q_members.min(0).values
         if aca:
             l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
-            actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi, critic_trust)
+            actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
             out["reference_weight"] = torch.tensor(weight)
             out["offline_entropy_bonus_weight"] = torch.tensor(bonus_weight)
-            out["critic_trust"] = torch.tensor(critic_trust)
         elif config.o2o_mode == "sacml":
             data_logp = maths.tanh_gaussian_log_prob(mean, log_std, act)
             actor_loss, lam = maths.ml_actor_loss(alpha, logp, q_pi, data_logp, config.alpha_bc)
