@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ALL_METHODS = ("aca", "aca-seeded", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
-               "aca-fixed-w", "balanced-replay", "aca-paper", "aca-distilled-z", "aca-reference-entropy")
+               "aca-fixed-w", "balanced-replay", "aca-paper", "aca-distilled-z", "aca-reference-entropy",
+               "aca-consistent-target")
 
 ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
            "pendulum": "Pendulum-v1"}
@@ -46,7 +47,7 @@ PROFILES = {
     # third of the expert score, 100k stochastic transitions), 50k offline updates, 20k online steps.
     "medium": Profile(
         datasets=("hopper-medium", "halfcheetah-medium"),
-        methods=("aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper", "sac-scratch", "cql-sac",
+        methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper", "sac-scratch", "cql-sac",
                  "aca-unseeded", "aca-paper-online-temperature", "aca-paper-carry-adam"), seeds=(0, 1, 2),
         pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
                       align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,

@@ -182,7 +182,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     if args.method is not None and not needs_alignment(args.method):
         raise CLIError(f"tune searches ACA's online knobs from an aligned critic; --method {args.method} has no "
-                       "alignment stage (use aca-reference-entropy, the default, or aca)")
+                       "alignment stage (use aca-consistent-target, the default, or aca)")
 
     try:
         from rllib_o2o.config import PipelineConfig

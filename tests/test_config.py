@@ -71,8 +71,9 @@ def test_options_without_a_dataset_start_from_the_embedded_default():
 def test_the_default_method_distils_z_unless_an_imported_policy_has_no_critic():
     from rllib_o2o.methods import DEFAULT_METHOD, get_method
 
-    assert DEFAULT_METHOD == "aca-reference-entropy"
-    assert get_method(DEFAULT_METHOD).distill_baseline and get_method(DEFAULT_METHOD).reference_entropy_target
+    assert DEFAULT_METHOD == "aca-consistent-target"
+    default = get_method(DEFAULT_METHOD)
+    assert default.distill_baseline and default.reference_entropy_target and default.keep_offline_entropy_bonus
     assert PipelineConfig().method == DEFAULT_METHOD == embedded_default_config().method
     assert PipelineConfig(offline_checkpoint="ckpt").method == "aca"
     for values in ({}, {"dataset": "data/x"}):
