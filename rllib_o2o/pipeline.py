@@ -218,7 +218,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     (normalised scores, None without reference scores), dataset_score (the data's mean
     episode, normalised) and seconds_this_invocation.
     """
-    from rllib_o2o.stages.online import run_online_stage
+    from rllib_o2o.stages.online import require_offline_temperature, run_online_stage
 
     require_wandb(cfg.wandb_project)  # before anything trains (the embedded dataset's generation included)
     quiet_libraries(cfg.verbose)
@@ -236,6 +236,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     try:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, console, metrics)
         start_weights, start_meta = online_start_weights(cfg, run_dir)
+        if get_method(cfg.method).start == "aligned":
+            require_offline_temperature(cfg.method, start_meta)
         online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
                                   console, metrics, actor_activation=start_meta.get("actor_activation", "relu"),
                                   optimizer_states=online_optimizer_states(cfg, run_dir),

@@ -344,6 +344,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     from rllib_o2o.algorithms.o2o_sac import O2OSAC
     from rllib_o2o.checkpoints import MODULE_DIR, load_module_checkpoint, write_json_atomic
     from rllib_o2o.data.schema import read_dataset, top_k_episodes
+    from rllib_o2o.stages.online import require_offline_temperature
     from rllib_o2o.storage import push_file
 
     settings.validate()
@@ -360,6 +361,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     trial_cfg.validate()
     aligned_weights, aligned_meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
                                                            expect={"stage": "aligned"})
+    require_offline_temperature(cfg.method, aligned_meta)
 
     k_max = max_seed_episodes(settings.space, preset.seed_episodes)
     seed_pool = None

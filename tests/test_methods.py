@@ -128,3 +128,12 @@ def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_pa
     assert results["aca-paper-carry-adam"]["alignment"] == results["aca-paper"]["alignment"]
     for m, r in results.items():  # the online diagnostics are in the curve
         assert {"kl_to_reference", "critic_action_weight_norm", "td_error_rms"} <= set(r["online"]["curve"][-1]), m
+
+
+def test_an_aligned_checkpoint_without_the_offline_temperature_is_refused_by_the_methods_that_need_it():
+    from rllib_o2o.stages.online import require_offline_temperature
+
+    with pytest.raises(ValueError, match="alignment-distilled/ directory"):
+        require_offline_temperature("aca-consistent-target", {"stage": "aligned"})
+    require_offline_temperature("aca-consistent-target", {"offline_temperature": 0.5})
+    require_offline_temperature("aca-reference-entropy", {"stage": "aligned"})  # no bonus: nothing needed

@@ -28,17 +28,13 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     `cfg.replay_capacity` online rows by methods that replay it (Balanced Replay).
     `log_dir`: the algorithm's log directory (the stage directory).
     `offline_temperature`: alpha_off of the critic the aligned Z was distilled from (its checkpoint's
-    meta), the entropy bonus of methods that keep it."""
+    meta), the entropy bonus of methods that keep it (`require_offline_temperature` checks it is there)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
-    from rllib_o2o.methods import alignment_dir_name, get_method
+    from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
     capacity = cfg.replay_capacity + (offline_rows if method.balanced_replay else 0)
-    if method.keep_offline_entropy_bonus and offline_temperature is None:
-        raise ValueError(f"method {cfg.method!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
-                         "records no offline_temperature (aligned by an older version): remove the run's "
-                         f"{alignment_dir_name(cfg.method)}/ directory to align again")
     w0, horizon, w_min = preset.w_schedule
     return (
         O2OSACConfig()
@@ -52,7 +48,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
              actor_warmup_updates=method.actor_warmup_updates,
              num_critics=method.num_critics,
-             offline_entropy_bonus=offline_temperature if method.keep_offline_entropy_bonus else 0.0,
+             offline_entropy_bonus=(offline_temperature or 0.0) if method.keep_offline_entropy_bonus else 0.0,
              critic_target_members=method.critic_target_members, actor_q_reduction=method.actor_q_reduction,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
@@ -69,6 +65,17 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .fault_tolerance(restart_failed_env_runners=True)
         .debugging(seed=cfg.seed)
     )
+
+
+def require_offline_temperature(method_name: str, aligned_meta: dict) -> None:
+    """A method that keeps the offline entropy bonus cannot start from an aligned checkpoint that does not
+    record the offline temperature (aligned before it was recorded): refused, not run without the bonus."""
+    from rllib_o2o.methods import alignment_dir_name, get_method
+
+    if get_method(method_name).keep_offline_entropy_bonus and aligned_meta.get("offline_temperature") is None:
+        raise ValueError(f"method {method_name!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
+                         "records no offline_temperature (aligned by an older version): remove the run's "
+                         f"{alignment_dir_name(method_name)}/ directory to align again")
 
 
 def fragment_per_env(fragment: int, num_envs: int) -> int:
