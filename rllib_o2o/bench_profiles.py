@@ -47,8 +47,9 @@ PROFILES = {
     # third of the expert score, 100k stochastic transitions), 50k offline updates, 20k online steps.
     "medium": Profile(
         datasets=("hopper-medium", "halfcheetah-medium"),
-        methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper", "sac-scratch", "cql-sac",
-                 "aca-unseeded", "aca-paper-online-temperature", "aca-paper-carry-adam"), seeds=(0, 1, 2),
+        methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper",
+                 "sac-scratch", "cql-sac", "aca-unseeded", "aca-paper-online-temperature", "aca-paper-carry-adam"),
+        seeds=(0, 1, 2),
         pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
                       align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,
                       replay_capacity=200_000),

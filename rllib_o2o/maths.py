@@ -309,7 +309,8 @@ def aca_actor_loss(
     """ACA actor (stage 3): E_s[ alpha log pi(a|s) - min_i R_i(s,a) - w_t l(s,a) ], a ~ pi reparameterised.
 
     l = clipped log pi0(a|s) keeps its gradient w.r.t. a: with w = alpha = 1 and R
-    independent of a this is KL(pi || pi0) - E[R], stationary at pi = pi0.
+    independent of a this is KL(pi || pi0) - E[R], stationary at pi = pi0. (With
+    `actor_q_reduction` "mean", pass the members' mean for r_min.)
     """
     return (_const(alpha) * log_prob - r_min - _const(weight) * l).mean()
 

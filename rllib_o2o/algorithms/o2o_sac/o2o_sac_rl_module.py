@@ -4,7 +4,8 @@ RLlib's `DefaultSACTorchRLModule` keeps each Q-network as its own encoder and
 head; here the critics (twins by default, `model_config["num_critics"]`) are one
 stacked `EnsembleMLP` so a single batched matmul evaluates them all (the speed
 issue), and the module also holds what ACA adds: a frozen reference actor pi0
-and the temperature, so that checkpoints carry all of the learner's state (RLlib's SAC keeps `log_alpha` outside).
+and the temperature, so that checkpoints carry all of the learner's state
+(RLlib's SAC keeps `log_alpha` outside).
 With `model_config["density_ratio"]` it also holds the Balanced Replay baseline's
 density-ratio network w(s,a) ~ d_online / d_offline.
 """
