@@ -58,15 +58,18 @@ def rollout(env_id: str, pi0, episodes: int, seed: int) -> dict:
 
 
 def td_bias(pi0, critic, b: dict, bonus: float) -> dict:
+    from types import SimpleNamespace
+
     import torch
 
     from rllib_o2o import maths
+    from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
 
+    clip = SimpleNamespace(use_log_prob_clip=True, clip_beta=CLIP_BETA)
     with torch.no_grad():
         next_mean, next_log_std = pi0(b["new_obs"])
         next_act, next_log_prob = maths.tanh_gaussian_rsample(next_mean, next_log_std)
-        threshold = maths.log_prob_clip_threshold(next_mean, next_log_std, CLIP_BETA)
-        l_next = maths.clipped_log_prob(maths.tanh_gaussian_log_prob(next_mean, next_log_std, next_act), threshold)
+        l_next = O2OSACTorchLearner._reference_term(None, clip, b["new_obs"], next_act, (next_mean, next_log_std))
         next_q = critic(torch.cat([b["new_obs"], next_act], -1)).squeeze(-1).min(0).values + l_next
         next_q = next_q + maths.offline_entropy_bonus(bonus, maths.tanh_gaussian_rsample(next_mean, next_log_std)[1])
         y = maths.soft_q_target(b["rewards"], b["terminateds"], GAMMA, next_q, next_log_prob, 1.0)
@@ -104,7 +107,8 @@ def main(argv=None) -> dict:
     critic.load_state_dict({k[len("critic."):]: v for k, v in tensors.items() if k.startswith("critic.")})
     batch = rollout(meta["env_id"], pi0, args.episodes, args.seed)
     result = {"module": str(args.module), "env_id": meta["env_id"], "episodes": args.episodes,
-              "transitions": len(batch["rewards"]), "offline_temperature": meta.get("offline_temperature"),
+              "transitions": len(batch["rewards"]),
+              "offline_temperature": meta.get("offline_temperature"),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
               "torch": torch.__version__, "rows": []}

@@ -236,8 +236,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     try:
         offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, console, metrics)
         start_weights, start_meta = online_start_weights(cfg, run_dir)
-        if get_method(cfg.method).start == "aligned":
-            require_offline_temperature(cfg.method, start_meta)
+        require_offline_temperature(cfg.method, start_meta)
         online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
                                   console, metrics, actor_activation=start_meta.get("actor_activation", "relu"),
                                   optimizer_states=online_optimizer_states(cfg, run_dir),
@@ -294,7 +293,8 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     if method.start == "scratch":
         return None, {}
     if method.start == "aligned":
-        return load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR, expect={"stage": "aligned"})
+        return load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
+                                      expect={"stage": "aligned"})
     weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / MODULE_DIR,
                                            expect={"stage": "offline"})
     missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
