@@ -8,7 +8,13 @@ learner's device, updates), with the learner on the GPU (`num_gpus_per_learner=1
 `--device cuda`. The project never needs a GPU; `benchmarks/device_check.sh` runs this on
 one and writes the JSON. `--device cpu` runs the same code here (a smoke test does).
 
+`--compile` also times every contender with its update's losses under torch.compile
+(`--compile-backend`, default inductor; `--compile-mode`, default "reduce-overhead", i.e. CUDA
+graphs, on cuda and "default" on cpu): the learner through RLlib's `torch_compile_learner`, the
+reference with `reference_sac.SAC(compile_backend=...)`. The warm-up includes the compilation.
+
     python benchmarks/device_check.py --device cuda --json device_check.json
+    python benchmarks/device_check.py --device cuda --compile --json device_check.json
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from benchmarks.throughput import ACT_DIM, BATCH, ENV_ID, OBS_DIM, build_o2o, se
 MODES = ("sac", "aca")
 
 
-def learner_ms_per_update(mode: str, device: str, updates: int, warmup: int, rows: int, threads) -> float:
-    """ms per update of O2OSAC's `_learn` in `mode`, its learner on `device`, random Hopper rows replayed."""
+def learner_ms_per_update(mode: str, device: str, updates: int, warmup: int, rows: int, threads,
+                          compile_backend: str | None = None, compile_mode: str | None = None) -> float:
+    """ms per update of O2OSAC's `_learn` in `mode`, its learner on `device`, random Hopper rows replayed;
+    with `compile_backend` its losses compiled (`torch_compile_learner`)."""
     from rllib_o2o.data.rollouts import collect_transitions, env_meta
 
-    algo = build_o2o(mode, threads=threads, gpus_per_learner=1 if torch.device(device).type == "cuda" else 0)
+    algo = build_o2o(mode, threads=threads, gpus_per_learner=1 if torch.device(device).type == "cuda" else 0,
+                     compile_backend=compile_backend, compile_mode=compile_mode)
     try:
         seed_replay(algo, collect_transitions(ENV_ID, rows, seed=0), env_meta(ENV_ID))
         if mode == "aca":  # a frozen pi0 that differs from the actor
@@ -59,10 +68,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=5_000, help="random Hopper transitions in the replay buffer")
     parser.add_argument("--threads", type=lambda v: v if v == "auto" else int(v), default="auto",
                         help="torch threads (auto: the project's default, the allocation)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time every contender with its losses under torch.compile")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (with --compile)")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode (with --compile); default: reduce-overhead on cuda, default on cpu")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
+    if args.compile_mode is None:
+        args.compile_mode = "reduce-overhead" if cuda else "default"
+    variants = {"": (None, None)}  # key suffix -> (backend, mode)
+    if args.compile:
+        variants["_compiled"] = (args.compile_backend, args.compile_mode)
 
     import ray
 
@@ -74,18 +94,27 @@ def main(argv=None) -> dict:
                platform.processor() or platform.machine(), "torch_version": torch.__version__,
                "ray_version": ray.__version__, "sizes": {"obs": OBS_DIM, "act": ACT_DIM, "batch": BATCH},
                "settings": {k: v for k, v in vars(args).items() if k != "json"}}
-        for mode in MODES:
-            out[f"{mode}_ms_per_update"] = learner_ms_per_update(mode, args.device, args.updates, args.warmup,
-                                                                 args.rows, args.threads)
-        out["reference_ms_per_update"] = reference_sac.reference_ms_per_update(
-            OBS_DIM, ACT_DIM, BATCH, num_updates=args.updates, warmup=args.warmup, device=args.device)
-        for mode in MODES:
-            out[f"{mode}_ratio"] = out["reference_ms_per_update"] / out[f"{mode}_ms_per_update"]
+        for suffix, (backend, compile_mode) in variants.items():
+            for mode in MODES:
+                out[f"{mode}{suffix}_ms_per_update"] = learner_ms_per_update(
+                    mode, args.device, args.updates, args.warmup, args.rows, args.threads, backend, compile_mode)
+            out[f"reference{suffix}_ms_per_update"] = reference_sac.reference_ms_per_update(
+                OBS_DIM, ACT_DIM, BATCH, num_updates=args.updates, warmup=args.warmup, device=args.device,
+                compile_backend=backend, compile_mode=compile_mode)
+            for mode in MODES:  # like for like: the compiled learner against the compiled reference
+                out[f"{mode}{suffix}_ratio"] = (out[f"reference{suffix}_ms_per_update"]
+                                                / out[f"{mode}{suffix}_ms_per_update"])
+        if args.compile:  # eager time / compiled time of each contender
+            for name in ("reference", *MODES):
+                out[f"{name}_compile_speedup"] = out[f"{name}_ms_per_update"] / out[f"{name}_compiled_ms_per_update"]
     finally:
         ray.shutdown()
-    for name in ("reference", *MODES):
-        ratio = "" if name == "reference" else f" (ratio to the reference {out[f'{name}_ratio']:.2f})"
-        print(f"{name} on {args.device}: {out[f'{name}_ms_per_update']:.2f} ms/update{ratio}", flush=True)
+    for suffix in variants:
+        for name in ("reference", *MODES):
+            ratio = "" if name == "reference" else f" (ratio to the reference {out[f'{name}{suffix}_ratio']:.2f})"
+            speedup = f", {out[f'{name}_compile_speedup']:.2f}x eager" if suffix else ""
+            print(f"{name}{suffix} on {args.device}: {out[f'{name}{suffix}_ms_per_update']:.2f} ms/update"
+                  f"{ratio}{speedup}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return out

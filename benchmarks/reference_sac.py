@@ -4,7 +4,8 @@ A deliberately plain, single-process SAC update loop in pure torch (two separate
 nn.Sequential critics, a tanh-Gaussian actor, automatic temperature, Polyak
 targets), fed from a preallocated random tensor buffer. It imports nothing from
 rllib_o2o on purpose: the project's RLlib learner is measured against it, so it
-must stay an independent, textbook implementation.
+must stay an independent, textbook implementation. `SAC(..., compile_backend=...)` runs its
+two losses under torch.compile, as the project's learner does with `torch_compile_learner`.
 
     python benchmarks/reference_sac.py --obs-dim 11 --act-dim 3 --threads 1
 """
@@ -48,7 +49,8 @@ class Actor(nn.Module):
 
 
 class SAC:
-    def __init__(self, obs_dim: int, act_dim: int, device: str = "cpu"):
+    def __init__(self, obs_dim: int, act_dim: int, device: str = "cpu", compile_backend: str | None = None,
+                 compile_mode: str | None = None):
         self.actor = Actor(obs_dim, act_dim).to(device)
         self.q1, self.q2 = mlp(obs_dim + act_dim, 1).to(device), mlp(obs_dim + act_dim, 1).to(device)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
@@ -57,25 +59,40 @@ class SAC:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=LR)
         self.critic_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=LR)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=LR)
+        # With a backend, the two losses (and their backward passes) run under torch.compile; the
+        # optimizer steps, the temperature and the targets stay eager.
+        self.compiled = compile_backend is not None
+        self.critic_loss, self.actor_loss = self._critic_loss, self._actor_loss
+        if self.compiled:
+            self.critic_loss = torch.compile(self._critic_loss, backend=compile_backend, mode=compile_mode)
+            self.actor_loss = torch.compile(self._actor_loss, backend=compile_backend, mode=compile_mode)
 
-    def update(self, obs, act, rew, next_obs, done) -> None:
-        alpha = self.log_alpha.exp().detach()
-
+    def _critic_loss(self, obs, act, rew, next_obs, done, alpha) -> torch.Tensor:
         with torch.no_grad():
             next_act, next_log_prob = self.actor.sample(next_obs)
             next_sa = torch.cat([next_obs, next_act], -1)
             next_q = torch.min(self.q1_target(next_sa), self.q2_target(next_sa)).squeeze(-1)
             y = rew + GAMMA * (1.0 - done) * (next_q - alpha * next_log_prob)
         sa = torch.cat([obs, act], -1)
-        critic_loss = F.mse_loss(self.q1(sa).squeeze(-1), y) + F.mse_loss(self.q2(sa).squeeze(-1), y)
+        return F.mse_loss(self.q1(sa).squeeze(-1), y) + F.mse_loss(self.q2(sa).squeeze(-1), y)
+
+    def _actor_loss(self, obs, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+        new_act, log_prob = self.actor.sample(obs)
+        new_sa = torch.cat([obs, new_act], -1)
+        q = torch.min(self.q1(new_sa), self.q2(new_sa)).squeeze(-1)
+        return (alpha * log_prob - q).mean(), log_prob
+
+    def update(self, obs, act, rew, next_obs, done) -> None:
+        if self.compiled:  # CUDA graphs (mode "reduce-overhead"): one update is one step
+            torch.compiler.cudagraph_mark_step_begin()
+        alpha = self.log_alpha.exp().detach()
+
+        critic_loss = self.critic_loss(obs, act, rew, next_obs, done, alpha)
         self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()
 
-        new_act, log_prob = self.actor.sample(obs)
-        new_sa = torch.cat([obs, new_act], -1)
-        q = torch.min(self.q1(new_sa), self.q2(new_sa)).squeeze(-1)
-        actor_loss = (alpha * log_prob - q).mean()
+        actor_loss, log_prob = self.actor_loss(obs, alpha)
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
@@ -93,15 +110,16 @@ class SAC:
 
 def reference_ms_per_update(
     obs_dim: int = 3, act_dim: int = 1, batch_size: int = 256, num_updates: int = 300, warmup: int = 30, seed: int = 0,
-    device: str = "cpu",
+    device: str = "cpu", compile_backend: str | None = None, compile_mode: str | None = None,
 ) -> float:
     """Mean wall-clock milliseconds per SAC update (critic, actor, alpha, targets), after `warmup` updates.
 
     Uses torch's current thread setting; the caller chooses it. On "cuda" the buffer lives on
-    the GPU too, and the clock stops after the device has finished (synchronize).
+    the GPU too, and the clock stops after the device has finished (synchronize). With
+    `compile_backend` the losses are compiled (`SAC`); the warm-up includes the compilation.
     """
     torch.manual_seed(seed)
-    sac = SAC(obs_dim, act_dim, device)
+    sac = SAC(obs_dim, act_dim, device, compile_backend=compile_backend, compile_mode=compile_mode)
     buffer = {
         "obs": torch.randn(BUFFER_SIZE, obs_dim, device=device),
         "act": torch.rand(BUFFER_SIZE, act_dim, device=device) * 2 - 1,

@@ -239,7 +239,10 @@ def round_ratios(ref_ms: list[float], ms: list[float]) -> list[float]:
 # ----------------------------------------------------------------------------- builders
 def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
               updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0,
-              balanced_replay: bool = False, threads: int | str = "auto", gpus_per_learner: float = 0):
+              balanced_replay: bool = False, threads: int | str = "auto", gpus_per_learner: float = 0,
+              compile_backend: str | None = None, compile_mode: str | None = None):
+    """O2OSAC at Hopper sizes; with `compile_backend` its learner's losses run under torch.compile
+    (RLlib's `torch_compile_learner`) with that backend and `compile_mode`."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
     config = (
@@ -256,6 +259,9 @@ def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_
     )
     if dataset_dir is not None:
         config = config.offline_data(input_=[str(dataset_dir)])
+    if compile_backend is not None:
+        config = config.framework(torch_compile_learner=True, torch_compile_learner_dynamo_backend=compile_backend,
+                                  torch_compile_learner_dynamo_mode=compile_mode)
     return config.build_algo()
 
 

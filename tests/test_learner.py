@@ -67,7 +67,8 @@ def make_config(mode, **kw):
     values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
-                  actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min")
+                  actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min",
+                  torch_compile_learner=False)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -91,6 +92,8 @@ def fake_learner(module, config):
         _diagnostics=O2OSACTorchLearner._diagnostics,
         _target_members=O2OSACTorchLearner._target_members,
     )
+    fake._critic_loss_fn = functools.partial(O2OSACTorchLearner._critic_loss, fake)
+    fake._actor_loss_fn = functools.partial(O2OSACTorchLearner._actor_loss, fake)
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
     return fake, optim

@@ -49,13 +49,21 @@ def test_throughput_json_has_every_figure(tmp_path):
 
 @pytest.mark.slow
 def test_device_check_runs_on_the_cpu_and_writes_its_figures(tmp_path):
-    """benchmarks/device_check.py is meant for a GPU; its code path is the same with --device cpu."""
+    """benchmarks/device_check.py is meant for a GPU; its code path is the same with --device cpu.
+
+    With --compile (dynamo's "eager" backend here: no C++ compilation) it also times the compiled
+    losses of the learner and of the reference."""
     out = tmp_path / "device.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--device", "cpu",
-                           "--updates", "4", "--warmup", "2", "--rows", "300", "--threads", "1", "--json", str(out)],
+                           "--updates", "4", "--warmup", "2", "--rows", "300", "--threads", "1",
+                           "--compile", "--compile-backend", "eager", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu"
-    for key in ("reference_ms_per_update", "sac_ms_per_update", "aca_ms_per_update", "sac_ratio", "aca_ratio"):
-        assert positive(result[key]), (key, result[key])
+    assert (result["settings"]["compile_backend"], result["settings"]["compile_mode"]) == ("eager", "default")
+    for name in ("reference", "sac", "aca"):
+        keys = [f"{name}_ms_per_update", f"{name}_compiled_ms_per_update", f"{name}_compile_speedup"]
+        keys += [] if name == "reference" else [f"{name}_ratio", f"{name}_compiled_ratio"]
+        for key in keys:
+            assert positive(result[key]), (key, result[key])

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.algorithms.algorithm_config import NotProvided, TorchCompileWhatToCompile
 from ray.rllib.algorithms.sac import SAC, SACConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -92,6 +92,15 @@ class O2OEnvRunner(SingleAgentEnvRunner):
 
 
 class O2OSACConfig(SACConfig):
+    """SACConfig plus the family's settings (`o2o`).
+
+    RLlib's `framework(torch_compile_learner=True, torch_compile_learner_dynamo_backend=...,
+    torch_compile_learner_dynamo_mode=...)` compiles the learner's per-update critic and actor
+    losses (with their backward passes) with `torch.compile(backend=..., mode=...)`; mode
+    "reduce-overhead" runs them as CUDA graphs on a GPU. The optimizer steps stay eager, so
+    `torch_compile_learner_what_to_compile` must stay "forward_train". Off by default (eager).
+    """
+
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or O2OSAC)
         self.o2o_mode = "sac"
@@ -302,6 +311,13 @@ class O2OSACConfig(SACConfig):
             raise ValueError(
                 "O2OSAC runs one learner (num_learners 0 or 1, on CPU or GPU); "
                 "scale sampling with num_env_runners instead."
+            )
+        if self.torch_compile_learner and (
+                self.torch_compile_learner_what_to_compile != TorchCompileWhatToCompile.FORWARD_TRAIN):
+            raise ValueError(
+                "torch_compile_learner_what_to_compile 'complete_update' is not supported by O2OSAC: its learner "
+                "compiles each update's critic and actor losses, the optimizer steps stay eager (keep the default "
+                "'forward_train')"
             )
 
     def learner_cpus(self) -> float:

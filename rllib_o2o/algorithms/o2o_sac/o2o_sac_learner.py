@@ -6,6 +6,13 @@ equations themselves live in `rllib_o2o.maths`. Updates run through
 `o2o_update`, which takes ready, stacked numpy batches ([U, B, ...]) and runs U
 gradient steps in one call: no per-update episode-to-batch connector work, no
 per-update metrics reduction. `Learner.update()` is not used by this family.
+
+With RLlib's `config.framework(torch_compile_learner=True, ...)` the two losses of each update
+(`_critic_loss`, `_actor_loss`: the forward passes, targets and loss terms, and through
+AOTAutograd their backward passes) run under `torch.compile` with the config's dynamo backend
+and mode ("reduce-overhead": CUDA graphs on a GPU); the optimizer steps, the temperature's loss,
+the Polyak update and the Balanced Replay density step stay eager. Off (RLlib's default), the
+same functions run eagerly.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.typing import ModuleID
 
 from rllib_o2o import maths
@@ -25,7 +33,33 @@ ONLINE_MODES = ("sac", "aca")  # modes whose reference actor is the policy the r
 ACTOR_Q_REDUCTIONS = ("min", "mean")  # how the actor's objective reduces the critic ensemble
 
 
+def aca_weights(config, update: int) -> tuple[float, float]:
+    """ACA's reference weight w_t at update t and the TD target's state-bonus weight
+    beta_t = beta_0 w_t / w_0; (0, 0) in the other modes."""
+    if config.o2o_mode != "aca":
+        return 0.0, 0.0
+    weight = maths.reference_weight(update, *config.w_schedule)
+    w0 = config.w_schedule[0]
+    return weight, config.offline_entropy_bonus * (weight / w0 if w0 else 1.0)
+
+
+def compiled(fn, config):
+    """`fn` under `torch.compile` with RLlib's learner knobs (`torch_compile_learner_dynamo_backend`,
+    `torch_compile_learner_dynamo_mode`) when `config.torch_compile_learner` is set, else `fn`."""
+    if not config.torch_compile_learner:
+        return fn
+    return torch.compile(fn, backend=config.torch_compile_learner_dynamo_backend,
+                         mode=config.torch_compile_learner_dynamo_mode)
+
+
 class O2OSACTorchLearner(SACTorchLearner):
+    @override(SACTorchLearner)
+    def build(self) -> None:
+        super().build()
+        # The per-update losses, compiled once here when torch_compile_learner is set (`compiled`).
+        self._critic_loss_fn = compiled(self._critic_loss, self.config)
+        self._actor_loss_fn = compiled(self._actor_loss, self.config)
+
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
         groups = {
@@ -57,21 +91,25 @@ class O2OSACTorchLearner(SACTorchLearner):
         config = self.config.get_config_for_module(module_id)
         names = ("critic", "actor", "alpha") + (("density",) if config.balanced_replay else ())
         optim = {name: self.get_optimizer(module_id, name) for name in names}
+        num_updates = len(batch["rewards"])
+        start = int(module.num_updates)
+        schedule = [aca_weights(config, start + u) for u in range(num_updates)]
+        # w_t and beta_t of each update travel with the batch: a compiled loss takes them as tensor
+        # inputs, so a changing w_t neither recompiles it nor re-records its CUDA graph.
+        weights = np.asarray(schedule, np.float32).reshape(num_updates, 2)
+        batch = {**batch, "reference_weight": weights[:, 0], "offline_entropy_bonus_weight": weights[:, 1]}
         tensors = {k: torch.from_numpy(np.asarray(v)).to(self._device) for k, v in batch.items()}
-        num_updates = tensors["rewards"].shape[0]
         target_entropy = -float(config.entropy_scale) * module.act_dim
         actor_params = list(module.actor.parameters())
         critic_params = list(module.critic.parameters())
         target_params = list(module.target_critic.parameters())
         totals: dict[str, torch.Tensor] = {}
         priorities = []
-        start = int(module.num_updates)
         for u in range(num_updates):
-            weight = (
-                maths.reference_weight(start + u, *config.w_schedule) if config.o2o_mode == "aca" else 0.0
-            )
+            if config.torch_compile_learner:  # CUDA graphs ("reduce-overhead"): one update is one step
+                torch.compiler.cudagraph_mark_step_begin()
             step = self._one_update(
-                module, config, {k: v[u] for k, v in tensors.items()}, weight, target_entropy,
+                module, config, {k: v[u] for k, v in tensors.items()}, schedule[u], target_entropy,
                 optim, actor_params, critic_params, train_policy=start + u >= config.actor_warmup_updates,
             )
             maths.polyak_update_(target_params, critic_params, config.tau)
@@ -88,63 +126,25 @@ class O2OSACTorchLearner(SACTorchLearner):
             metrics["priorities"] = torch.stack(priorities).cpu().numpy()
         return metrics
 
-    def _one_update(self, module, config, b, weight, target_entropy, optim, actor_params, critic_params,
+    def _one_update(self, module, config, b, weights, target_entropy, optim, actor_params, critic_params,
                     train_policy: bool = True):
         """One critic step, then (unless `train_policy` is False: the critic's warm-up) one actor
-        and one temperature step."""
-        obs, act = b["obs"], b["actions"]
+        and one temperature step. `weights`: this update's (w_t, beta_t), `aca_weights`; `b` holds
+        them as tensors too."""
         alpha = module.log_alpha.exp().detach()
         aca = config.o2o_mode == "aca"
-        w0 = config.w_schedule[0]
-        bonus_weight = config.offline_entropy_bonus * (weight / w0 if w0 else 1.0) if aca else 0.0  # beta_t
+        weight, bonus_weight = weights
 
-        with torch.no_grad():
-            next_mean, next_log_std = module.actor(b["new_obs"])
-            next_act, next_logp = maths.tanh_gaussian_rsample(next_mean, next_log_std)
-            next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
-                                            self._target_members(config, obs.device))
-            if aca:
-                ref_at_next = module.ref_actor(b["new_obs"])
-                next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act, ref_at_next)
-                if bonus_weight:
-                    ref_log_prob = maths.tanh_gaussian_rsample(*ref_at_next)[1]
-                    next_q = next_q + maths.offline_entropy_bonus(bonus_weight, ref_log_prob)
-            y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
-            # The spec fits R + w l to y; with critic_includes_reference=False R alone is fitted
-            # (w l stays in the actor's objective and in the next-state value of y).
-            fits_reference = aca and config.critic_includes_reference
-            ref_at_obs = module.ref_actor(obs) if aca else None  # pi0 at the batch's states, used up to 3 times
-            data_ref_term = (self._reference_term(module, config, obs, act, ref_at_obs) * weight
-                             if fits_reference else 0.0)
-
-        q = module.q_values(obs, act)
-        critic_loss = maths.critic_loss(q + data_ref_term, y)
-        out = {"td_error_rms": (critic_loss.detach() / q.shape[0]).sqrt()}
-        if config.o2o_mode == "cql":
-            penalty = self._cql_penalty(module, config, b, q)
-            critic_loss = critic_loss + config.cql_weight * penalty
-            out["cql_penalty"] = penalty.detach()
+        critic_loss, ref_at_obs, out = self._critic_loss_fn(module, config, b, alpha, bool(bonus_weight))
         optim["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
         optim["critic"].step()
 
-        mean, log_std = module.actor(obs)
-        sample = maths.tanh_gaussian_rsample_path_only if config.path_only_log_prob else maths.tanh_gaussian_rsample
-        pi_act, logp = sample(mean, log_std)
-        q_members = module.q_values(obs, pi_act)
-        q_pi = q_members.mean(0) if config.actor_q_reduction == "mean" else q_members.min(0).values
+        actor_loss, logp, actor_out = self._actor_loss_fn(module, config, b, alpha, ref_at_obs)
+        out.update(actor_out)
         if aca:
-            l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
-            actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
             out["reference_weight"] = torch.tensor(weight)
             out["offline_entropy_bonus_weight"] = torch.tensor(bonus_weight)
-        elif config.o2o_mode == "sacml":
-            data_logp = maths.tanh_gaussian_log_prob(mean, log_std, act)
-            actor_loss, lam = maths.ml_actor_loss(alpha, logp, q_pi, data_logp, config.alpha_bc)
-            out["ml_lambda"] = lam.detach()
-            out["data_log_prob"] = data_logp.detach().mean()
-        else:
-            actor_loss = maths.sac_actor_loss(alpha, logp, q_pi)
         if train_policy:
             optim["actor"].zero_grad(set_to_none=True)
             actor_loss.backward(inputs=actor_params)
@@ -164,14 +164,64 @@ class O2OSACTorchLearner(SACTorchLearner):
         if config.balanced_replay:
             out.update(self._density_ratio_step(module, config, b, optim["density"]))
 
-        out.update(
-            critic_loss=critic_loss.detach(),
-            actor_loss=actor_loss.detach(),
-            alpha=alpha,
-            q_mean=q.detach().mean(),
-            log_prob=logp.detach().mean(),
-        )
+        out.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), alpha=alpha)
         return out
+
+    def _critic_loss(self, module, config, b, alpha, with_bonus: bool):
+        """The critic's loss of one update against its soft TD target (with the state bonus
+        beta_t H(pi0(.|s')) if `with_bonus`); returns (loss, pi0's (mean, log_std) at the batch's
+        states or None outside "aca" mode, metrics)."""
+        obs, act, weight = b["obs"], b["actions"], b["reference_weight"]
+        aca = config.o2o_mode == "aca"
+        with torch.no_grad():
+            next_mean, next_log_std = module.actor(b["new_obs"])
+            next_act, next_logp = maths.tanh_gaussian_rsample(next_mean, next_log_std)
+            next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
+                                            self._target_members(config, obs.device))
+            if aca:
+                ref_at_next = module.ref_actor(b["new_obs"])
+                next_q = next_q + weight * self._reference_term(module, config, b["new_obs"], next_act, ref_at_next)
+                if with_bonus:
+                    ref_log_prob = maths.tanh_gaussian_rsample(*ref_at_next)[1]
+                    next_q = next_q + maths.offline_entropy_bonus(b["offline_entropy_bonus_weight"], ref_log_prob)
+            y = maths.soft_q_target(b["rewards"], b["terminateds"], config.gamma, next_q, next_logp, alpha)
+            # The spec fits R + w l to y; with critic_includes_reference=False R alone is fitted
+            # (w l stays in the actor's objective and in the next-state value of y).
+            fits_reference = aca and config.critic_includes_reference
+            ref_at_obs = module.ref_actor(obs) if aca else None  # pi0 at the batch's states, used up to 3 times
+            data_ref_term = (self._reference_term(module, config, obs, act, ref_at_obs) * weight
+                             if fits_reference else 0.0)
+
+        q = module.q_values(obs, act)
+        critic_loss = maths.critic_loss(q + data_ref_term, y)
+        out = {"td_error_rms": (critic_loss.detach() / q.shape[0]).sqrt(), "q_mean": q.detach().mean()}
+        if config.o2o_mode == "cql":
+            penalty = self._cql_penalty(module, config, b, q)
+            critic_loss = critic_loss + config.cql_weight * penalty
+            out["cql_penalty"] = penalty.detach()
+        return critic_loss, ref_at_obs, out
+
+    def _actor_loss(self, module, config, b, alpha, ref_at_obs):
+        """The actor's loss of one update on reparameterised actions at the batch's states; returns
+        (loss, log pi of those actions, metrics)."""
+        obs, weight = b["obs"], b["reference_weight"]
+        mean, log_std = module.actor(obs)
+        sample = maths.tanh_gaussian_rsample_path_only if config.path_only_log_prob else maths.tanh_gaussian_rsample
+        pi_act, logp = sample(mean, log_std)
+        q_members = module.q_values(obs, pi_act)
+        q_pi = q_members.mean(0) if config.actor_q_reduction == "mean" else q_members.min(0).values
+        out = {"log_prob": logp.detach().mean()}
+        if config.o2o_mode == "aca":
+            l_pi = self._reference_term(module, config, obs, pi_act, ref_at_obs)
+            actor_loss = maths.aca_actor_loss(alpha, logp, q_pi, weight, l_pi)
+        elif config.o2o_mode == "sacml":
+            data_logp = maths.tanh_gaussian_log_prob(mean, log_std, b["actions"])
+            actor_loss, lam = maths.ml_actor_loss(alpha, logp, q_pi, data_logp, config.alpha_bc)
+            out["ml_lambda"] = lam.detach()
+            out["data_log_prob"] = data_logp.detach().mean()
+        else:
+            actor_loss = maths.sac_actor_loss(alpha, logp, q_pi)
+        return actor_loss, logp, out
 
     @staticmethod
     def _target_members(config, device) -> torch.Tensor | None:
