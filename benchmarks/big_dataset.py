@@ -3,7 +3,7 @@
 For each size, a Hopper-v5-shaped dataset (11-d observations, 3-d actions, episodes of 1000 steps,
 synthetic values: only the sizes matter here) is written as Parquet, then:
 
-1. **offline stage set-up**: in a fresh process, Ray starts and the offline stage's algorithm is
+1. **offline stage set-up**: in a fresh process, Ray starts as a run starts it (`ray_start.init_ray`) and the offline stage's algorithm is
    built on the dataset (`stages.offline.offline_config(...).build_algo()`: RLlib's offline
    API, Ray Data's read into the in-memory buffer up to `offline_buffer_max_rows`, streaming
    above it) and makes its first update; seconds from the algorithm build to the end of that update.
@@ -16,7 +16,8 @@ against the dataset's in-memory size (the issue's target: < 3x).
 
     python benchmarks/big_dataset.py --rows 1000000 10000000 --json benchmarks/results/big_dataset_<date>.json
 
-The pipeline's peak is also reported per phase, split at the stages' "saved" lines.
+The pipeline's peak is also reported per phase, split at the stages' "saved" lines, with the PSS of
+each process (by name: the driver, ray::EnvRunner, ray::IDLE workers, raylet, ...) at that peak.
 """
 
 from __future__ import annotations
@@ -74,17 +75,41 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def tree_pss_bytes(root: int) -> int:
-    total, stack = 0, [root]
+def _process_name(pid: int) -> str:
+    """A Ray worker's title (ray::EnvRunner, ray::IDLE, ...), else the executable's or module's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not args:
+        return "?"
+    if args[0].startswith("ray::"):
+        return args[0].split()[0]
+    if "-m" in args[:-1]:
+        return args[args.index("-m") + 1]
+    return Path(args[1] if Path(args[0]).name.startswith("python") and len(args) > 1 else args[0]).name
+
+
+def tree_pss_by_process(root: int) -> dict[str, int]:
+    """Summed PSS of a process tree, by process name (several processes of a name add up)."""
+    by_name: dict[str, int] = {}
+    stack = [root]
     while stack:
         pid = stack.pop()
         stack.extend(_children(pid))
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+                pss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
         except (OSError, StopIteration):
-            pass
-    return total
+            continue
+        name = _process_name(pid)
+        by_name[name] = by_name.get(name, 0) + pss
+    return by_name
+
+
+def tree_pss_bytes(root: int) -> int:
+    return sum(tree_pss_by_process(root).values())
 
 
 class PeakMemory:
@@ -93,14 +118,17 @@ class PeakMemory:
 
     def __init__(self, root: int, interval: float = 0.2):
         self.root, self.interval, self.peak, self.samples = root, interval, 0, []
+        self.breakdowns = []  # per sample: PSS by process name
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._start = time.perf_counter()
 
     def _run(self):
         while not self._stop.is_set():
-            pss = tree_pss_bytes(self.root)
+            by_name = tree_pss_by_process(self.root)
+            pss = sum(by_name.values())
             self.samples.append((time.perf_counter() - self._start, pss))
+            self.breakdowns.append(by_name)
             self.peak = max(self.peak, pss)
             self._stop.wait(self.interval)
 
@@ -120,9 +148,10 @@ def offline_setup_child(dataset: str) -> None:
 
     from rllib_o2o.config import PipelineConfig
     from rllib_o2o.data.schema import read_meta
+    from rllib_o2o.ray_start import init_ray
     from rllib_o2o.stages.offline import offline_config
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray(quiet=True)  # as a run starts it (its Ray processes' environment included)
     cfg = PipelineConfig(dataset=dataset, env=ENV_ID, offline_eval_every=1, eval_episodes=1, torch_threads=1)
     start = time.perf_counter()
     algo = offline_config(cfg, Path(dataset), read_meta(dataset)).build_algo()
@@ -158,8 +187,13 @@ def run_measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, in
         raise SystemExit(f"{' '.join(cmd)} failed:\n{stdout[-4000:]}")
     bounds = [0.0, *ends, math.inf]
     names = [name for name, _ in PHASE_ENDS[:len(ends)]] + ["after the online stage" if ends else "all"]
-    phases = {name: max((b for t, b in mem.samples if lo <= t < hi), default=0)
-              for name, lo, hi in zip(names, bounds, bounds[1:])}
+    phases = {}
+    for name, lo, hi in zip(names, bounds, bounds[1:]):
+        inside = [i for i, (t, _) in enumerate(mem.samples) if lo <= t < hi]
+        top = max(inside, key=lambda i: mem.samples[i][1], default=None)
+        phases[name] = {"peak_pss_bytes": 0 if top is None else mem.samples[top][1],
+                        "by_process": {} if top is None else dict(sorted(mem.breakdowns[top].items(),
+                                                                         key=lambda kv: -kv[1]))}
     return done, time.perf_counter() - start, mem.peak, phases
 
 
@@ -180,7 +214,9 @@ def measure(rows: int, root: Path) -> dict:
                 "stage_seconds": {s: results[s]["seconds"] for s in ("offline", "alignment", "online") if results[s]}}
     log(f"tiny pipeline: {wall:.1f}s (stages {pipeline['stage_seconds']}), peak {peak / 2**20:.0f} MiB = "
         f"{peak / nbytes:.2f}x the dataset; by phase (MiB): "
-        + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in phases.items()))
+        + ", ".join(f"{k} {v['peak_pss_bytes'] / 2**20:.0f}" for k, v in phases.items()))
+    for name, phase in phases.items():
+        log(f"  {name}, by process (MiB): " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in phase["by_process"].items()))
     return {"rows": rows, "dataset_bytes": nbytes, "offline_setup": setup, "tiny_pipeline": pipeline}
 
 

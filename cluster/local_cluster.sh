@@ -120,6 +120,7 @@ start_cluster() {
     "$PY" -c 'import secrets; print(secrets.token_hex(32))' > "$DIR/auth_token"
     chmod 600 "$DIR/auth_token"
     export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$DIR/auth_token"
+    export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}"  # Arrow gives freed memory back (docs/pipeline.md)
     export RAY_USAGE_STATS_ENABLED=0
     GCS_PORT="${GCS_PORT:-$(free_port)}"
     echo "$GCS_PORT" > "$DIR/gcs_port"

@@ -5,11 +5,11 @@ Ray and torch are imported only when a run starts, so `import rllib_o2o` stays c
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict
 
 from rllib_o2o.config import PipelineConfig, config_from_options
+from rllib_o2o.ray_start import init_ray
 
 
 def run(config: PipelineConfig | Mapping | None = None, /, **options) -> dict:
@@ -30,33 +30,14 @@ def run(config: PipelineConfig | Mapping | None = None, /, **options) -> dict:
         cfg = PipelineConfig.from_dict({**asdict(config), **options})
     else:
         cfg = config_from_options({**(config or {}), **options})
-    check_before_training(cfg)
+    validated = check_before_training(cfg)
     started = init_ray(quiet=not cfg.verbose)
     try:
         from rllib_o2o.pipeline import run_pipeline
 
-        return run_pipeline(cfg)
+        return run_pipeline(cfg, validated=validated)
     finally:
         if started:
             import ray
 
             ray.shutdown()
-
-
-def init_ray(quiet: bool = False) -> bool:
-    """Joins the cluster when RAY_ADDRESS is set (ray job submit), else starts a local Ray without
-    the dashboard. False when Ray was running already (its owner shuts it down). `quiet`: Ray's,
-    Ray Data's, RLlib's and Tune's console noise off, from Ray's start-up on (`rllib_o2o.console`)."""
-    import ray
-
-    from rllib_o2o.console import quiet_libraries, ray_init_options
-
-    quiet_libraries(verbose=not quiet)
-    if ray.is_initialized():
-        return False
-    options = ray_init_options(verbose=not quiet)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", **options)
-    else:
-        ray.init(include_dashboard=False, **options)
-    return True

@@ -52,7 +52,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         random_warmup_steps=args.random_warmup_steps, max_episode_steps=args.max_episode_steps,
         num_env_runners=args.num_env_runners, seed=args.seed,
     )
-    from rllib_o2o.api import init_ray
+    from rllib_o2o.ray_start import init_ray
 
     init_ray()
     for kind, path in collect(settings, args.out, overwrite=args.overwrite, torch_threads=args.torch_threads).items():
@@ -122,7 +122,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             from rllib_o2o.storage import check_storage
 
             check_storage(storage_path, args.out)
-        from rllib_o2o.api import init_ray
+        from rllib_o2o.ray_start import init_ray
 
         init_ray(quiet=not overrides.get("verbose", False))
         run_benchmark(args.profile, args.out, args.data_dir, datasets=args.datasets, methods=args.methods,
@@ -196,7 +196,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             from rllib_o2o.storage import check_storage
 
             check_storage(cfg.storage_path, cfg.out)
-        from rllib_o2o.api import init_ray
+        from rllib_o2o.ray_start import init_ray
 
         init_ray()
         summary = run_tune(cfg, settings, overrides)

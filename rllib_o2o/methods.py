@@ -55,7 +55,7 @@ class Method:
     def alignment_tag(self) -> str:
         """'' for aca's alignment settings, else what differs (names the stage directory)."""
         default = METHODS["aca"]
-        parts = []
+        parts = [] if self.offline == default.offline else [f"from-{self.offline}"]
         if self.z_temperature != default.z_temperature:
             parts.append(f"{self.z_temperature}-temperature")
         if self.critic_includes_reference != default.critic_includes_reference:
@@ -101,6 +101,10 @@ METHODS = {
                                     description="aca-reference-entropy whose TD target keeps the offline critic's "
                                                 "entropy bonus alpha_off H(pi0(.|s')), annealed with w: the distilled "
                                                 "Z is its fixed point at t = 0 (docs/method.md)"),
+    "aca-from-cql": Method("cql", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+                           keep_offline_entropy_bonus=True,
+                           description="aca-consistent-target aligned from the CQL offline stage (cql-sac's), so "
+                                       "that it and cql-sac differ in the online stage only"),
     "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "

@@ -25,11 +25,13 @@ from rllib_o2o.checkpoints import (
     write_json_atomic,
 )
 from rllib_o2o.config import EMBEDDED_ENV, RUN_CONFIG_FILE, PipelineConfig
-from rllib_o2o.console import Console, quiet_libraries, ray_init_options
+from rllib_o2o.console import Console, quiet_libraries
 from rllib_o2o.data.scores import reference_scores
+from rllib_o2o.data.shared import SharedDataset
 from rllib_o2o.methods import alignment_dir_name, get_method
 from rllib_o2o.metrics_log import MetricsLog, require_wandb
 from rllib_o2o.presets import get_preset, preset_for_dataset
+from rllib_o2o.ray_start import init_ray
 from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
 
 ONLINE_START_TEMPERATURE = 1.0  # spec, stage 2.4: log alpha = 0 at the hand-over
@@ -78,10 +80,11 @@ def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
     return import_minari(cfg.dataset, out_dir=target, env_id=cfg.env)
 
 
-def prepare(cfg: PipelineConfig):
+def prepare(cfg: PipelineConfig, validated=None):
     """Validation before any training (config, dataset vs env, output path), then the sync with storage.
 
-    Returns (run_dir, dataset_dir, meta, stats): the dataset's statistics come from its validation."""
+    Returns (run_dir, dataset_dir, meta, stats): the dataset's statistics come from its validation,
+    `validated` (the preflight's DatasetStats) when that was of the same directory."""
     from rllib_o2o.data.rollouts import check_registered
     from rllib_o2o.data.validate import validate_dataset
 
@@ -95,7 +98,10 @@ def prepare(cfg: PipelineConfig):
     meta = read_meta(dataset_dir)
     cfg.env = cfg.env or meta.env_id
     check_registered(cfg.env)
-    stats = validate_dataset(dataset_dir, env_id=cfg.env)
+    if validated is not None and Path(validated.path).resolve() == Path(dataset_dir).resolve():
+        stats = validated  # the preflight read and checked this directory already
+    else:
+        stats = validate_dataset(dataset_dir, env_id=cfg.env)
     if cfg.ref_min_score is None:
         refs = (meta.ref_min_score, meta.ref_max_score)
         cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
@@ -125,13 +131,13 @@ def offline_stage_dir(run_dir: Path, method: str) -> Path | None:
     return None if kind is None else run_dir / ("offline" if kind == "sacml" else f"offline-{kind}")
 
 
-def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: Path, meta, console: Console,
+def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: SharedDataset, meta, console: Console,
                               metrics: MetricsLog) -> tuple[dict | None, dict | None]:
     """The method's offline stage and, if it starts from the aligned critic, the alignment Ray task.
 
-    Each is skipped when already complete in `run_dir` (methods share them).
+    Each is skipped when already complete in `run_dir` (methods share them). The offline stage
+    reads `dataset.path` through RLlib's offline API (Ray Data); the alignment task, the shared copy.
     """
-    from rllib_o2o.data.schema import read_dataset
     from rllib_o2o.metrics_log import HELDOUT_RESIDUAL, Z_LOSS
     from rllib_o2o.stages.alignment import AlignSettings, align_in_task
     from rllib_o2o.stages.common import mark_done, stage_done
@@ -144,7 +150,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     elif cfg.offline_checkpoint and method.offline == "sacml":
         offline = import_offline_stage(cfg, meta, stage_dir, console)
     else:
-        offline = run_offline_stage(cfg, dataset_dir, meta, stage_dir, console, metrics, mode=method.offline)
+        offline = run_offline_stage(cfg, Path(dataset.path), meta, stage_dir, console, metrics, mode=method.offline)
     if method.start != "aligned":
         return offline, None
 
@@ -173,7 +179,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
                                  f"use --method aca, which fits Z by TD on the data")
         verb = "distilling Z from the offline critic" if critic else "fitting Z"
         console.line(f"alignment: {verb} for at most {cfg.align_steps} steps in a Ray task")
-        data = ray.put(read_dataset(dataset_dir))  # through the object store: any node can run the task
+        data = dataset.refs()  # through the object store: any node can run the task
         with (console.progress("alignment", cfg.align_steps, "Z steps") as bar,
               metrics.stage(align_dir, None) as log):  # no checkpoints: a re-run fits Z from the start
 
@@ -203,14 +209,15 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset_dir: P
     return offline, alignment
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict:
+def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     """Runs or resumes the run `cfg` describes in `cfg.out`; returns the results, also written to results.json.
 
     Stages already done in the run directory are skipped, an interrupted one resumes
     from its last checkpoint. `cfg` is completed in place (env, preset and reference
     scores from the dataset). This is the pipeline alone: `rllib_o2o.run` first makes
     the checks of `rllib-o2o run` (nothing is written before they pass) and starts Ray,
-    which generating the embedded default dataset already needs.
+    which generating the embedded default dataset already needs. `validated`: the checks'
+    DatasetStats of the dataset directory, so that it is not read again to validate it.
 
     Results: env_id, dataset, preset, method, seed, reference_scores; offline and
     alignment (their reports, None for a method without that stage), online (curve of
@@ -218,30 +225,32 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     (normalised scores, None without reference scores), dataset_score (the data's mean
     episode, normalised) and seconds_this_invocation.
     """
-    from rllib_o2o.stages.online import require_offline_temperature, run_online_stage
+    from rllib_o2o.stages.online import require_offline_temperature, run_online_stage, seeds_replay
 
     require_wandb(cfg.wandb_project)  # before anything trains (the embedded dataset's generation included)
     quiet_libraries(cfg.verbose)
     console = Console()
     start = time.perf_counter()
-    run_dir, dataset_dir, meta, stats = prepare(cfg)
+    run_dir, dataset_dir, meta, stats = prepare(cfg, validated)
     preset = get_preset(cfg.preset, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
                         seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
     console.line(f"run {run_dir}: env {cfg.env}, dataset {dataset_dir}, preset {cfg.preset} {preset}")
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(include_dashboard=False, **ray_init_options(cfg.verbose))
+    owns_ray = init_ray(quiet=not cfg.verbose)
     metrics = MetricsLog(cfg.wandb_project, run_name=f"{run_dir.resolve().name}-{cfg.method}",
                          run_id=wandb_run_id(cfg), run_dir=run_dir, config=asdict(cfg))
+    dataset = SharedDataset(dataset_dir)  # read once, by the first stage that needs it
     try:
-        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, console, metrics)
+        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset, meta, console, metrics)
+        if not seeds_replay(cfg.method, preset):
+            dataset.release()  # no later reader: the object store's copy goes now
         start_weights, start_meta = online_start_weights(cfg, run_dir)
         require_offline_temperature(cfg.method, start_meta)
-        online = run_online_stage(cfg, preset, start_weights, dataset_dir, meta, online_stage_dir(run_dir, cfg.method),
+        online = run_online_stage(cfg, preset, start_weights, dataset, meta, online_stage_dir(run_dir, cfg.method),
                                   console, metrics, actor_activation=start_meta.get("actor_activation", "relu"),
                                   optimizer_states=online_optimizer_states(cfg, run_dir),
                                   offline_temperature=start_meta.get("offline_temperature"))
     finally:
+        dataset.release()
         metrics.close()
         if owns_ray:
             ray.shutdown()

@@ -51,21 +51,22 @@ def check_output_dir(out: str | os.PathLike) -> None:
 def check_dataset(cfg):
     """Validates the dataset (a directory, the run's imported copy, or a D4RL file) without writing.
 
-    Returns its metadata, or None for a Minari dataset (checked only to exist; the
-    import validates it), a URI not fetched yet and the embedded default (both
-    validated by the pipeline once they are on local disk).
+    Returns (meta, stats): its metadata, or None for a Minari dataset (checked only to exist; the
+    import validates it), a URI not fetched yet and the embedded default (both validated by the
+    pipeline once they are on local disk); and a dataset directory's validation (DatasetStats,
+    which the pipeline then reuses), else None.
     """
     from rllib_o2o.data.schema import META_FILE, read_meta
     from rllib_o2o.data.sources import D4RL, MINARI, dataset_kind
     from rllib_o2o.data.validate import validate_dataset
 
     if cfg.dataset is None:
-        return None
+        return None, None
     imported = Path(cfg.out) / "datasets" / "imported"
     fetched = Path(cfg.out) / "datasets" / "fetched"
     if "://" in str(cfg.dataset):  # a URI: fetched (and validated) into the run directory by the pipeline
         if not (fetched / META_FILE).exists():
-            return None
+            return None, None
         path = fetched
     elif (imported / META_FILE).exists():  # the run's own import of a D4RL file or Minari dataset
         path = imported
@@ -76,15 +77,15 @@ def check_dataset(cfg):
 
             if not cfg.env:
                 raise ValueError("--env is required to import a D4RL file")
-            return load_d4rl(cfg.dataset, cfg.env)[1]  # every check of the import, nothing written
+            return load_d4rl(cfg.dataset, cfg.env)[1], None  # every check of the import, nothing written
         if kind == MINARI:  # it must at least exist
             from rllib_o2o.data.minari_import import _data_dir
 
             _data_dir(cfg.dataset)
-            return None
+            return None, None
         path = Path(cfg.dataset)
-    validate_dataset(path, env_id=cfg.env)
-    return read_meta(path)
+    stats = validate_dataset(path, env_id=cfg.env)
+    return read_meta(path), stats
 
 
 def check_offline_checkpoint(cfg, meta) -> None:
@@ -131,8 +132,11 @@ def check_job_paths(cfg) -> None:
                              "every node mounts or a URI (docs/cluster.md)") from None
 
 
-def check_before_training(cfg) -> None:
-    """All of the above, in the order a user would fix them; raises on the first problem."""
+def check_before_training(cfg):
+    """All of the above, in the order a user would fix them; raises on the first problem.
+
+    Returns the dataset directory's validation (DatasetStats; None when the dataset is validated
+    later, see `check_dataset`), for `run_pipeline` not to read the dataset again."""
     from rllib_o2o.data.rollouts import check_registered
     from rllib_o2o.metrics_log import require_wandb
 
@@ -144,8 +148,9 @@ def check_before_training(cfg) -> None:
         from rllib_o2o.storage import check_storage
 
         check_storage(cfg.storage_path, cfg.out)
-    meta = check_dataset(cfg)
+    meta, stats = check_dataset(cfg)
     env = cfg.env or (meta.env_id if meta is not None else None)
     if env is not None:
         check_registered(env)
     check_offline_checkpoint(cfg, meta)
+    return stats

@@ -111,6 +111,37 @@ class FlatReplayBuffer:
         self._rng.bit_generator.state = state["rng"]
 
 
+class RowSampler:
+    """Uniform batches from chosen rows of a dataset held elsewhere (e.g. in Ray's object store), no copy.
+
+    Draws what a FlatReplayBuffer filled with `rows` of `transitions`, in that order, with the same
+    seed would draw (the same batches, bit for bit), but gathers each batch from `transitions` and
+    normalises its actions then: the dataset is never copied whole.
+    """
+
+    def __init__(self, transitions: dict[str, np.ndarray], rows: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 seed: int = 0):
+        if len(rows) == 0:
+            raise ValueError("a RowSampler needs at least one row")
+        self.transitions, self.rows, self.low, self.high = transitions, np.asarray(rows), low, high
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def gather(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions at `positions` (indices into `rows`, any shape) in the buffer's layout."""
+        idx = self.rows[positions]
+        tr = self.transitions
+        return {"obs": tr["obs"][idx], "actions": normalize_actions(tr["actions"][idx], self.low, self.high),
+                "rewards": tr["rewards"][idx], "new_obs": tr["new_obs"][idx],
+                "terminateds": tr["terminateds"][idx].astype(np.float32)}
+
+    def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        """`num_batches` stacked uniform batches: arrays of shape [U, B, ...]."""
+        return self.gather(self._rng.integers(0, len(self.rows), size=(num_batches, batch_size)))
+
+
 class SumTree:
     """Binary sum tree over `capacity` non-negative priorities: O(log n) update and
     proportional sampling, both vectorised over many indices at once."""

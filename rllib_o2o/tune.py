@@ -278,7 +278,9 @@ def ensure_aligned(cfg):
         from rllib_o2o.console import Console
         from rllib_o2o.metrics_log import MetricsLog
 
-        run_offline_and_alignment(cfg, run_dir, dataset_dir, meta, Console(), MetricsLog())
+        from rllib_o2o.data.shared import SharedDataset
+
+        run_offline_and_alignment(cfg, run_dir, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
     return run_dir, dataset_dir, meta
 
 

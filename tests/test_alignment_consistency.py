@@ -216,7 +216,7 @@ def test_distillation_targets_are_computed_once_per_state_and_only_where_the_fit
 
     obs = torch.arange(100.0).reshape(50, 2)
     targets = CountingTargets()
-    cache = _TargetCache(targets, obs, rows_sampled)
+    cache = _TargetCache(targets, lambda index: obs[index], len(obs), rows_sampled, device="cpu")
     assert targets.evaluated == evaluated_up_front
     first = torch.tensor([[3, 7, 3], [7, 9, 1]])
     torch.testing.assert_close(cache.at(first), obs[first].sum(-1))

@@ -12,7 +12,7 @@ import pytest
 
 import rllib_o2o
 from rllib_o2o import PipelineConfig, run
-from rllib_o2o.data.schema import DatasetError, write_dataset
+from rllib_o2o.data.schema import DatasetError, read_dataset, write_dataset
 from rllib_o2o.methods import DEFAULT_METHOD
 from rllib_o2o.suggest import UnknownNameError
 
@@ -52,8 +52,9 @@ def test_run_copies_the_config_applies_options_and_starts_ray_after_the_checks(p
     calls = []
     monkeypatch.setattr(rllib_o2o.api, "init_ray", lambda **_: calls.append("init_ray") or False)
 
-    def pipeline(cfg):
+    def pipeline(cfg, validated=None):
         calls.append(cfg)
+        calls.append(validated)
         cfg.env = "changed by the pipeline"
         return {"final_score": 1.0}
 
@@ -61,10 +62,12 @@ def test_run_copies_the_config_applies_options_and_starts_ray_after_the_checks(p
     cfg = PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path / "run"), offline_steps=9)
     assert run(cfg, seed=5) == {"final_score": 1.0}
     assert calls[0] == "init_ray" and (calls[1].offline_steps, calls[1].seed) == (9, 5)
+    # the checks' validation of the dataset goes to the pipeline, which then does not read it again
+    assert Path(calls[2].path) == pendulum_dir and calls[2].num_transitions == len(read_dataset(pendulum_dir)[0]["obs"])
     assert (cfg.env, cfg.seed) == (None, 0)  # the caller's config is left as it was
     with pytest.raises(ValueError):
         run(cfg, offline_steps=-1)
-    assert len(calls) == 2  # a refused config neither starts Ray nor runs
+    assert len(calls) == 3  # a refused config neither starts Ray nor runs
 
 
 def _example() -> str:

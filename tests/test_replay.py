@@ -1,9 +1,17 @@
-"""FlatReplayBuffer: shapes, ring wrap-around, the protected seed segment, state, action normalisation."""
+"""FlatReplayBuffer: shapes, ring wrap-around, the protected seed segment, state, action normalisation;
+RowSampler: the same batches without the copy."""
 
 import numpy as np
 import pytest
 
-from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, SumTree, normalize_actions
+from rllib_o2o.replay import (
+    BATCH_KEYS,
+    BalancedReplayBuffer,
+    FlatReplayBuffer,
+    RowSampler,
+    SumTree,
+    normalize_actions,
+)
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -177,6 +185,31 @@ def test_add_transitions_normalises_env_unit_actions():
     seeded.add_transitions(tr, low, high, protected=True)
     assert seeded.num_protected == 3
     np.testing.assert_array_equal(seeded.actions[:3], buf.actions[:3])
+
+
+def test_row_sampler_draws_what_a_buffer_filled_with_its_rows_draws_without_copying_them():
+    low = np.array([-2.0, 0.0], np.float32)
+    high = np.array([2.0, 4.0], np.float32)
+    tr = _rows(0, 50)
+    tr["actions"] = np.random.default_rng(1).uniform(low, high, (50, ACT_DIM)).astype(np.float32)
+    tr["terminateds"] = np.arange(50) % 3 == 0
+    for column in tr.values():
+        column.flags.writeable = False  # as the object store hands them out
+    rows = np.random.default_rng(2).permutation(50)[:30]
+    buffer = FlatReplayBuffer(30, OBS_DIM, ACT_DIM, seed=7)
+    buffer.add_transitions({k: v[rows] for k, v in tr.items()}, low, high)
+    sampler = RowSampler(tr, rows, low, high, seed=7)
+    assert len(sampler) == 30
+    for num_batches, batch_size in ((3, 8), (1, 64)):
+        expected, got = buffer.sample(num_batches, batch_size), sampler.sample(num_batches, batch_size)
+        assert set(got) == set(BATCH_KEYS)
+        for key in BATCH_KEYS:
+            assert got[key].dtype == np.float32
+            np.testing.assert_array_equal(got[key], expected[key])
+    # gather(positions) is the buffer's row at each position: position 4 holds dataset row rows[4]
+    np.testing.assert_array_equal(sampler.gather(np.array([4]))["rewards"], [rows[4]])
+    with pytest.raises(ValueError, match="at least one row"):
+        RowSampler(tr, np.array([], np.int64), low, high)
 
 
 def test_invalid_capacity():

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,34 +322,66 @@ def _column_1d(col: pa.ChunkedArray, name: str, file: str) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _read_part(file: str) -> Transitions:
-    try:
-        table = pq.read_table(file)
-    except (pa.ArrowException, OSError) as err:
-        raise DatasetError(f"{file}: not a readable Parquet file ({err})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise DatasetError(f"{file}: missing column(s) {', '.join(missing)}")
-    return {name: (_column_2d if _SPEC[name][2] == 2 else _column_1d)(table[name], name, file)
-            for name in COLUMNS}
-
-
 def read_dataset(path: str | os.PathLike) -> tuple[Transitions, DatasetMeta]:
     """Loads a whole dataset into numpy and validates it against its dataset.json."""
     meta = read_meta(path)
-    parts = [_read_part(f) for f in dataset_files(path)]
-    widths = {name: {p[name].shape[1] for p in parts} for name in ("obs", "actions", "new_obs")}
-    for name, dims in widths.items():
-        if len(dims) > 1:
-            raise DatasetError(f"{path}: column {name} has different widths across part files "
-                               f"({sorted(dims)})")
-    tr = {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
-    tr = canonical(tr, source=str(path))
-    check_transitions(tr, meta, source=str(path))
-    if len(tr["obs"]) != meta.num_transitions:
-        raise DatasetError(f"{path}: {META_FILE} records {meta.num_transitions} transitions but "
-                           f"the part files hold {len(tr['obs'])}")
+    tr = dict(read_columns(path, meta))
+    check_transitions(tr, meta, source=str(path))  # float64 -> float32 can overflow to inf
     return tr, meta
+
+
+def read_columns(path: str | os.PathLike, meta: DatasetMeta | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """The dataset's columns one at a time, (name, array) in the canonical dtypes: its files'
+    layout (columns present, row counts, dtypes, widths) is checked, its values are not
+    (`read_dataset` checks them). Each column is filled from every part file in turn, so memory
+    holds the columns read so far plus one file's column, not the parts and their concatenation."""
+    meta = meta or read_meta(path)
+    files = dataset_files(path)
+    rows = [_part_rows(file) for file in files]
+    if sum(rows) == 0:
+        raise DatasetError(f"{path}: dataset is empty (0 transitions)")
+    if sum(rows) != meta.num_transitions:
+        raise DatasetError(f"{path}: {META_FILE} records {meta.num_transitions} transitions but "
+                           f"the part files hold {sum(rows)}")
+    for name in COLUMNS:
+        kinds, dtype, ndim = _SPEC[name]
+        column, start = None, 0
+        for file, num in zip(files, rows):
+            values = _read_column(file, name)
+            if values.dtype.kind not in kinds:
+                raise DatasetError(f"{path}: column {name} has dtype {values.dtype}, expected {np.dtype(dtype).name}")
+            if values.ndim != ndim:
+                raise DatasetError(f"{path}: column {name} has shape {values.shape}, expected {ndim}-D")
+            if column is None:
+                column = np.empty((sum(rows), *values.shape[1:]), dtype)
+            elif values.shape[1:] != column.shape[1:]:
+                raise DatasetError(f"{path}: column {name} has different widths across part files "
+                                   f"({sorted({column.shape[1], values.shape[1]})})")
+            column[start:start + num] = values
+            start += num
+            del values
+            pa.default_memory_pool().release_unused()  # Arrow's allocator would keep each file's memory
+        yield name, column
+
+
+def _part_rows(file: str) -> int:
+    """The part file's row count, once its columns are known to be all there (from its footer)."""
+    try:
+        footer = pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{file}: not a readable Parquet file ({err})") from None
+    missing = [c for c in COLUMNS if c not in footer.schema_arrow.names]
+    if missing:
+        raise DatasetError(f"{file}: missing column(s) {', '.join(missing)}")
+    return footer.metadata.num_rows
+
+
+def _read_column(file: str, name: str) -> np.ndarray:
+    try:
+        table = pq.read_table(file, columns=[name])
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{file}: not a readable Parquet file ({err})") from None
+    return (_column_2d if _SPEC[name][2] == 2 else _column_1d)(table[name], name, file)
 
 
 def episode_returns(tr: Transitions) -> np.ndarray:

@@ -23,8 +23,9 @@ import torch
 
 from rllib_o2o import maths
 from rllib_o2o.data.schema import read_dataset
+from rllib_o2o.data.shared import resolve_columns
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor, critic_from_baseline
-from rllib_o2o.replay import FlatReplayBuffer
+from rllib_o2o.replay import RowSampler
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
 
@@ -84,12 +85,16 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
     Sets this process's torch threads first (`settings.torch_threads`, by default the task's
     `num_cpus`), whatever OMP_NUM_THREADS the worker inherited.
 
-    `dataset`: a dataset directory, or the (transitions, meta) pair the driver read, which
-    reaches a remote task through the object store (its node need not see the driver's disk).
+    `dataset`: a dataset directory, or a (columns, meta) pair: the columns as arrays or as the
+    object refs of a `SharedDataset`, through which a remote task on any node reads the driver's
+    copy (its node need not see the driver's disk), without copying it.
     """
     apply_torch_threads(resolve_torch_threads(settings.torch_threads, settings.num_cpus))
     torch.manual_seed(settings.seed)
-    transitions, meta = read_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        transitions, meta = read_dataset(dataset)
+    else:
+        transitions, meta = resolve_columns(dataset[0]), dataset[1]
     obs_dim, act_dim = meta.obs_dim, meta.act_dim
     replay, holdout = _split(transitions, meta, settings)
     device = torch.device(settings.device)
@@ -107,8 +112,12 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
                              "the spec's log pi0(a|s) + Z(s) parameterisation is fitted by TD only")
         distill = _DistillTargets(pi0, offline_critic, obs_dim, act_dim, hidden, settings, device)
         holdout_batch["z_target"] = distill.of(holdout_batch["obs"])
-        fit_obs = torch.from_numpy(replay.get_state()["arrays"]["obs"][:len(replay)]).to(device)
-        fit_target = _TargetCache(distill, fit_obs, settings.z_steps * settings.batch_size)
+
+        def fit_obs(positions: torch.Tensor) -> torch.Tensor:
+            """The states at fit positions (indices into the fit's rows), gathered when asked for."""
+            return torch.from_numpy(replay.gather(positions.cpu().numpy())["obs"]).to(device)
+
+        fit_target = _TargetCache(distill, fit_obs, len(replay), settings.z_steps * settings.batch_size, device)
         rows = torch.Generator().manual_seed(settings.seed)
     curve, window, start = [], [], time.perf_counter()
     best, since_best, stopped_early, step = math.inf, 0, False, 0
@@ -118,8 +127,8 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
         if distill is None:
             batches = {k: torch.from_numpy(v).to(device) for k, v in replay.sample(num, settings.batch_size).items()}
         else:
-            index = torch.randint(len(fit_obs), (num, settings.batch_size), generator=rows).to(device)
-            batches = {"obs": fit_obs[index], "z_target": fit_target.at(index)}
+            index = torch.randint(len(replay), (num, settings.batch_size), generator=rows).to(device)
+            batches = {"obs": fit_obs(index), "z_target": fit_target.at(index)}
         for u in range(num):
             b = {k: v[u] for k, v in batches.items()}
             if distill is None:
@@ -209,13 +218,15 @@ class _TargetCache:
     for 1M states on a CPU).
     """
 
-    def __init__(self, distill: _DistillTargets, obs: torch.Tensor, rows_sampled: int):
+    def __init__(self, distill: _DistillTargets, obs: Callable[[torch.Tensor], torch.Tensor], num_states: int,
+                 rows_sampled: int, device):
+        """`obs(index)`: the states at `index` of the `num_states` fit states."""
         self.distill, self.obs, self.known = distill, obs, None
-        if len(obs) <= rows_sampled:
-            self.targets = distill.of(obs)
+        if num_states <= rows_sampled:
+            self.targets = distill.of(obs(torch.arange(num_states, device=device)))
         else:
-            self.targets = torch.full((len(obs),), math.nan, device=obs.device)
-            self.known = torch.zeros(len(obs), dtype=torch.bool, device=obs.device)
+            self.targets = torch.full((num_states,), math.nan, device=device)
+            self.known = torch.zeros(num_states, dtype=torch.bool, device=device)
 
     def at(self, index: torch.Tensor) -> torch.Tensor:
         """The targets of the states at `index` (any shape)."""
@@ -223,7 +234,7 @@ class _TargetCache:
             new = index.unique()
             new = new[~self.known[new]]
             if len(new):
-                self.targets[new] = self.distill.of(self.obs[new])
+                self.targets[new] = self.distill.of(self.obs(new))
                 self.known[new] = True
         return self.targets[index]
 
@@ -243,22 +254,20 @@ def distill_error(z, heldout: dict) -> float:
     return float(maths.critic_loss(z(heldout["obs"]).squeeze(-1), heldout["z_target"])) / z.num_members
 
 
-def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[FlatReplayBuffer, dict]:
-    """The fit's buffer and a held-out batch (a seeded random subset, at most 10k rows).
+def _split(transitions: dict, meta, settings: AlignSettings) -> tuple[RowSampler, dict]:
+    """The fit's sampler and a held-out batch (a seeded random subset, at most 10k rows).
 
-    Datasets under 20 rows hold nothing out: the residual is then measured on one training row.
+    Both read the dataset where it is (the object store's copy in a Ray task): the fit's rows are
+    never copied whole. Datasets under 20 rows hold nothing out: the residual is then measured on
+    one training row.
     """
     num = len(transitions["rewards"])
     order = np.random.default_rng(settings.seed).permutation(num)
     num_holdout = min(10_000, int(num * settings.holdout_fraction)) if num >= 20 else 0
     low, high = np.asarray(meta.action_low, np.float32), np.asarray(meta.action_high, np.float32)
-
-    def buffer(rows: np.ndarray) -> FlatReplayBuffer:
-        replay = FlatReplayBuffer(len(rows), meta.obs_dim, meta.act_dim, seed=settings.seed)
-        replay.add_transitions({k: v[rows] for k, v in transitions.items()}, low, high)
-        return replay
-
-    return buffer(order[num_holdout:]), buffer(order[:max(num_holdout, 1)]).get_state()["arrays"]
+    heldout_rows = order[:max(num_holdout, 1)]
+    heldout = RowSampler(transitions, heldout_rows, low, high).gather(np.arange(len(heldout_rows)))
+    return RowSampler(transitions, order[num_holdout:], low, high, seed=settings.seed), heldout
 
 
 def _z_fit_terms(pi0, z, b: dict, settings: AlignSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,7 +305,7 @@ def bellman_residual(pi0, z, heldout: dict, settings: AlignSettings) -> float:
 
 
 @torch.no_grad()
-def surgery_error(z: EnsembleMLP, r: EnsembleMLP, replay: FlatReplayBuffer, device, seed: int) -> float:
+def surgery_error(z: EnsembleMLP, r: EnsembleMLP, replay: RowSampler, device, seed: int) -> float:
     """max |R_i(s, a) - Z_i(s)| over dataset states and uniformly random actions."""
     batch = replay.sample(1, 1024)
     obs = torch.from_numpy(batch["obs"][0]).to(device)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from rllib_o2o.console import Console
-from rllib_o2o.data.schema import DatasetMeta, read_dataset, top_k_episodes
+from rllib_o2o.data.schema import DatasetMeta, top_k_episodes
+from rllib_o2o.data.shared import SharedDataset
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.stages.common import (
     evaluation_return,
@@ -94,18 +95,33 @@ DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", 
                "offline_entropy_bonus_weight", "q_mean")
 
 
-def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path, meta: DatasetMeta,
+def seed_episodes(method, preset) -> int:
+    """The offline episodes a fresh online stage puts in its replay buffer (the preset's, unless
+    the method fixes them); a Balanced Replay method puts the whole dataset there instead."""
+    return preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
+
+
+def seeds_replay(method_name: str, preset) -> bool:
+    """Whether a fresh online stage of `method_name` reads the offline dataset (into its replay buffer)."""
+    from rllib_o2o.methods import get_method
+
+    method = get_method(method_name)
+    return method.balanced_replay or seed_episodes(method, preset) > 0
+
+
+def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDataset, meta: DatasetMeta,
                      stage_dir: Path, console: Console, metrics: MetricsLog, actor_activation: str = "relu",
                      optimizer_states: dict | None = None, offline_temperature: float | None = None) -> dict:
     """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable.
 
+    `dataset`: read only to seed the replay buffer (`seeds_replay`).
     `optimizer_states`: the offline learner's Adam states, loaded by parameter position
     (the reference code's behaviour) instead of starting Adam afresh.
     """
     from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
-    seed_episodes = preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
+    num_seed_episodes = seed_episodes(method, preset)
     done = stage_done(stage_dir)
     if done:
         console.line(f"online stage: already complete ({format_eval(done['final_return'], done['final_score'])}), "
@@ -131,9 +147,9 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset_dir: Path,
                 if not progress:
                     progress = {"iteration": 0, "curve": [], "env_steps": 0}
                     _start(algo, method, start_weights, optimizer_states)
-                    if method.balanced_replay or seed_episodes:
-                        _seed_replay(algo, dataset_dir, meta, None if method.balanced_replay else seed_episodes,
-                                     console)
+                    if seeds_replay(cfg.method, preset):
+                        _seed_replay(algo, dataset.arrays(), meta,
+                                     None if method.balanced_replay else num_seed_episodes, console)
                     ret = evaluation_return(algo.evaluate())
                     progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
                     evaluated(progress["curve"][-1], {})
@@ -201,9 +217,8 @@ def dip(curve: list[dict], online_steps: int) -> float | None:
     return min(early) if early else None
 
 
-def _seed_replay(algo, dataset_dir: Path, meta: DatasetMeta, k: int | None, console: Console) -> None:
+def _seed_replay(algo, transitions: dict, meta: DatasetMeta, k: int | None, console: Console) -> None:
     """Protected offline rows in the buffer: the k highest-return episodes, or (None) the whole dataset."""
-    transitions, _ = read_dataset(dataset_dir)
     rows = transitions if k is None else top_k_episodes(transitions, k)
     algo.replay.add_transitions(rows, np.asarray(meta.action_low, np.float32),
                                 np.asarray(meta.action_high, np.float32), protected=True)

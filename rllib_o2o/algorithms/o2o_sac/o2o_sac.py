@@ -14,6 +14,7 @@ import os
 import time
 
 import numpy as np
+import pyarrow
 
 from ray.rllib.algorithms.algorithm_config import NotProvided, TorchCompileWhatToCompile
 from ray.rllib.algorithms.sac import SAC, SACConfig
@@ -473,6 +474,7 @@ class O2OSAC(SAC):
         start = time.perf_counter()
         for chunk in dataset.iter_batches(batch_size=65536, batch_format="numpy"):
             replay.add(*to_arrays(chunk))
+        pyarrow.default_memory_pool().release_unused()  # Arrow's allocator would keep the blocks' memory
         logger.info("loaded %d offline transitions in %.1fs", num_rows, time.perf_counter() - start)
         return replay
 

@@ -38,8 +38,9 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         self.obs_dim = int(np.prod(self.observation_space.shape))
         self.act_dim = int(np.prod(self.action_space.shape))
         self.actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden, activation)
-        low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
-        high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
+        # copies: spaces that came through Ray's object store hold read-only arrays
+        low = torch.tensor(self.action_space.low, dtype=torch.float32)
+        high = torch.tensor(self.action_space.high, dtype=torch.float32)
         self.register_buffer("action_scale", (high - low) / 2.0, persistent=False)
         self.register_buffer("action_bias", (high + low) / 2.0, persistent=False)
         if self.inference_only:
