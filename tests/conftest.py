@@ -1,4 +1,5 @@
-"""Shared fixtures: a small valid Pendulum dataset, in memory and on disk; a guard against starting Ray."""
+"""Shared fixtures: a small valid Pendulum dataset, in memory and on disk; a guard against starting Ray;
+one torch thread for a module of tiny networks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ import pytest
 
 from rllib_o2o.data.rollouts import collect_transitions, env_meta
 from rllib_o2o.data.schema import write_dataset
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny networks: a second intra-op thread only adds contention on a 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

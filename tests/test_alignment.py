@@ -25,12 +25,7 @@ HIDDEN = (32, 32)
 OBS_DIM, ACT_DIM = 3, 1  # Pendulum-v1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,7 @@ ACT_SPACE = Box(-2.0, 2.0, (ACT_DIM,), np.float32)
 # ---------------------------------------------------------------- harness
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Tiny networks: a second intra-op thread only adds contention on a 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # conftest.py
 
 
 class RecordingAdam(torch.optim.Adam):

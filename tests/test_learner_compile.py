@@ -27,12 +27,7 @@ MODE_SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # conftest.py
 
 
 def make_config(mode: str, compile_backend: str | None = None) -> O2OSACConfig:
