@@ -78,7 +78,8 @@ class StreamingOfflineSampler:
 
 
 class O2OEnvRunner(SingleAgentEnvRunner):
-    """RLlib's SingleAgentEnvRunner that first sizes torch's threads to its own allocation.
+    """RLlib's SingleAgentEnvRunner that first sizes torch's threads to its own allocation, and
+    seeds its env's action space.
 
     Sizing in the constructor reaches every EnvRunner process however it appears: built with
     the algorithm, restarted by Ray after a crash (whether or not RLlib noticed), added with
@@ -90,6 +91,18 @@ class O2OEnvRunner(SingleAgentEnvRunner):
         if kwargs.get("worker_index"):
             apply_torch_threads(resolve_torch_threads(config.torch_threads, config.num_cpus_per_env_runner))
         super().__init__(config=config, **kwargs)
+
+    @override(SingleAgentEnvRunner)
+    def make_env(self) -> None:
+        """RLlib's env, its action space seeded from the config's seed and this runner's index.
+
+        RLlib seeds the env's resets but not its action space, whose `sample()` gives the random
+        warm-up actions (`random_warmup_steps`): unseeded, they came from OS entropy, and the
+        same command made different data (the behaviour SAC of `collect`) on every run.
+        """
+        super().make_env()
+        if self.config.seed is not None:
+            self.env.action_space.seed(self.config.seed + self.worker_index)
 
 
 class O2OSACConfig(SACConfig):
