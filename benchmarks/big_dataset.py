@@ -3,10 +3,11 @@
 For each size, a Hopper-v5-shaped dataset (11-d observations, 3-d actions, episodes of 1000 steps,
 synthetic values: only the sizes matter here) is written as Parquet, then:
 
-1. **offline stage set-up**: in a fresh process, Ray starts as a run starts it (`ray_start.init_ray`) and the offline stage's algorithm is
-   built on the dataset (`stages.offline.offline_config(...).build_algo()`: RLlib's offline
-   API, Ray Data's read into the in-memory buffer up to `offline_buffer_max_rows`, streaming
-   above it) and makes its first update; seconds from the algorithm build to the end of that update.
+1. **offline stage set-up**: in a fresh process, Ray starts as a run starts it
+   (`ray_start.init_ray`) and the offline stage's algorithm is built on the dataset
+   (`stages.offline.offline_config(...).build_algo()`: RLlib's offline API, Ray Data's read into
+   the in-memory buffer up to `offline_buffer_max_rows`, streaming above it) and makes its first
+   update; seconds from the algorithm build to the end of that update.
 2. **the tiny pipeline** (`rllib-o2o run ... --offline-steps 300 --align-steps 200 --online-steps
    400 --num-env-runners 1`, the method's default stages): wall time and each stage's seconds.
 
