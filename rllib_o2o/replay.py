@@ -19,6 +19,13 @@ def normalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) ->
     return np.clip(scaled, -1.0, 1.0).astype(np.float32)
 
 
+def buffer_columns(tr: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows in the project's dataset schema (env-unit actions, bool ends) in the buffer's layout:
+    BATCH_KEYS, actions normalised to [-1, 1], terminateds as float32."""
+    return {"obs": tr["obs"], "actions": normalize_actions(tr["actions"], low, high), "rewards": tr["rewards"],
+            "new_obs": tr["new_obs"], "terminateds": tr["terminateds"].astype(np.float32)}
+
+
 class FlatReplayBuffer:
     """Ring buffer with uniform sampling and an optional protected seed segment.
 
@@ -70,13 +77,7 @@ class FlatReplayBuffer:
     def add_transitions(self, tr: dict[str, np.ndarray], low: np.ndarray, high: np.ndarray, protected: bool = False) -> None:
         """Adds a dataset in the project's schema (env-unit actions)."""
         add = self.add_protected if protected else self.add
-        add(
-            tr["obs"],
-            normalize_actions(tr["actions"], low, high),
-            tr["rewards"],
-            tr["new_obs"],
-            tr["terminateds"].astype(np.float32),
-        )
+        add(**buffer_columns(tr, low, high))
 
     def _next_indices(self, n: int) -> np.ndarray:
         span = self.capacity - self.num_protected
@@ -132,10 +133,7 @@ class RowSampler:
     def gather(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """The transitions at `positions` (indices into `rows`, any shape) in the buffer's layout."""
         idx = self.rows[positions]
-        tr = self.transitions
-        return {"obs": tr["obs"][idx], "actions": normalize_actions(tr["actions"][idx], self.low, self.high),
-                "rewards": tr["rewards"][idx], "new_obs": tr["new_obs"][idx],
-                "terminateds": tr["terminateds"][idx].astype(np.float32)}
+        return buffer_columns({key: self.transitions[key][idx] for key in BATCH_KEYS}, self.low, self.high)
 
     def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
         """`num_batches` stacked uniform batches: arrays of shape [U, B, ...]."""

@@ -338,11 +338,12 @@ def read_columns(path: str | os.PathLike, meta: DatasetMeta | None = None) -> It
     meta = meta or read_meta(path)
     files = dataset_files(path)
     rows = [_part_rows(file) for file in files]
-    if sum(rows) == 0:
+    num_rows = sum(rows)
+    if num_rows == 0:
         raise DatasetError(f"{path}: dataset is empty (0 transitions)")
-    if sum(rows) != meta.num_transitions:
+    if num_rows != meta.num_transitions:
         raise DatasetError(f"{path}: {META_FILE} records {meta.num_transitions} transitions but "
-                           f"the part files hold {sum(rows)}")
+                           f"the part files hold {num_rows}")
     for name in COLUMNS:
         kinds, dtype, ndim = _SPEC[name]
         column, start = None, 0
@@ -353,7 +354,7 @@ def read_columns(path: str | os.PathLike, meta: DatasetMeta | None = None) -> It
             if values.ndim != ndim:
                 raise DatasetError(f"{path}: column {name} has shape {values.shape}, expected {ndim}-D")
             if column is None:
-                column = np.empty((sum(rows), *values.shape[1:]), dtype)
+                column = np.empty((num_rows, *values.shape[1:]), dtype)
             elif values.shape[1:] != column.shape[1:]:
                 raise DatasetError(f"{path}: column {name} has different widths across part files "
                                    f"({sorted({column.shape[1], values.shape[1]})})")
