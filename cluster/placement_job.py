@@ -42,9 +42,10 @@ def _runner_info(runner) -> dict:
 def _recorder(path: Path, driver_node: str):
     def record(event: str, algorithm) -> None:
         group = algorithm.env_runner_group
+        asked_at = time.time()  # before the runners answer: a runner killed after this cannot be listed
         runners = group.foreach_env_runner(_runner_info, local_env_runner=False)
         entries = json.loads(path.read_text()) if path.exists() else []
-        entries.append({"event": event, "time": time.time(), "driver_node_id": driver_node,
+        entries.append({"event": event, "time": time.time(), "asked_at": asked_at, "driver_node_id": driver_node,
                         "driver_python_prefix": sys.prefix,
                         "env_steps": getattr(algorithm, "env_steps_sampled", 0),
                         "num_healthy_runners": group.num_healthy_remote_workers(),

@@ -201,7 +201,6 @@ def test_interrupted_experiment_resumes_from_trial_checkpoints(aligned_run):
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         out = again.stdout + again.stderr
         assert again.returncode == 0, out[-4000:]
-        assert "resuming the experiment" in out and "restored at" in out
         summary = json.loads((experiment / "summary.json").read_text())
         (trial,) = summary["trials"]
         assert trial["completed"] and trial["env_steps"] == 4000 and trial["error"] is None
@@ -210,7 +209,7 @@ def test_interrupted_experiment_resumes_from_trial_checkpoints(aligned_run):
         assert rows[-1]["env_steps"] == 4000 and rows[-1]["training_iteration"] == 20
         first_after = next(r for r in rows if r["restored_env_steps"])
         assert first_after["env_steps"] == first_after["restored_env_steps"] + 200
-        assert "best by final score" in out and "best by dip" in out
+        assert summary["best_by_final_score"]["trial_id"] == trial["trial_id"]
     finally:
         time.sleep(1)
         leftovers = _processes_with_env(f"RAY_TMPDIR={ray_tmp}")
