@@ -105,6 +105,9 @@ METHODS = {
                            keep_offline_entropy_bonus=True,
                            description="aca-consistent-target aligned from the CQL offline stage (cql-sac's), so "
                                        "that it and cql-sac differ in the online stage only"),
+    "aca-from-cql-td": Method("cql", "aligned", "aca", reference_entropy_target=True,
+                              description="aca-from-cql with Z fitted by TD on the data (aca's alignment) instead of "
+                                          "distilled from the CQL critic, whose values CQL's penalty pushes down"),
     "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "
