@@ -48,7 +48,8 @@ PROFILES = {
     "medium": Profile(
         datasets=("hopper-medium", "halfcheetah-medium"),
         methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper",
-                 "sac-scratch", "cql-sac", "aca-unseeded", "aca-paper-online-temperature", "aca-paper-carry-adam"),
+                 "sac-scratch", "cql-sac", "aca-from-cql", "aca-from-cql-td", "aca-unseeded",
+                 "aca-paper-online-temperature", "aca-paper-carry-adam"),
         seeds=(0, 1, 2),
         pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
                       align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,

@@ -137,3 +137,23 @@ def test_an_aligned_checkpoint_without_the_offline_temperature_is_refused_by_the
         require_offline_temperature("aca-consistent-target", {"stage": "aligned"})
     require_offline_temperature("aca-consistent-target", {"offline_temperature": 0.5})
     require_offline_temperature("aca-reference-entropy", {"stage": "aligned"})  # no bonus: nothing needed
+
+
+def test_aca_from_the_cql_stage_aligns_by_td_or_by_distillation_and_shares_cql_sacs_offline_stage(tmp_path,
+                                                                                                   pendulum_dir):
+    methods = ("cql-sac", "aca-from-cql", "aca-from-cql-td")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
+                   for m in methods}
+    finally:
+        ray.shutdown()
+    assert sorted(p.name for p in tmp_path.glob("offline*")) == ["offline-cql"]  # no SAC+ML stage
+    reports = {p.name: json.loads((p / "DONE.json").read_text()) for p in tmp_path.glob("alignment*")}
+    # the TD fit does not read the CQL critic (whose values CQL's penalty pushes down); the distillation does
+    assert {name: r["z_source"] for name, r in reports.items()} == {
+        "alignment-from-cql": "td", "alignment-from-cql-distilled": "offline critic"}
+    bonus = {m: r["online"]["curve"][-1].get("offline_entropy_bonus_weight", 0.0) for m, r in results.items()}
+    assert bonus["aca-from-cql"] > 0 and bonus["aca-from-cql-td"] == 0.0
+    start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
+    assert len({round(v, 6) for v in start.values()}) == 1  # one CQL actor starts all three
