@@ -79,6 +79,12 @@ def ray_data_read_args(dataset_dir: str | Path) -> dict:
     (so the dataset must be on storage every node mounts at the same path) for a URI, when
     Ray is not running yet (it then starts on this node alone) and when the driver's node
     has no CPU for them (e.g. a head node started with 0 CPUs).
+
+    On the driver's node the read runs one task at a time (`concurrency=1`): a read worker keeps
+    the object-store pages of the blocks it wrote mapped after the read, so each extra worker adds
+    its share to the run's peak. At 10M Hopper-shaped rows one worker lowered the tiny pipeline's
+    peak from 3.07x to 2.95x the dataset and the read workers' PSS from 1,230 to 699 MiB, with the
+    first offline update 2 s later (docs/benchmarks.md, "Big datasets, read once").
     """
     import ray
 
@@ -86,7 +92,7 @@ def ray_data_read_args(dataset_dir: str | Path) -> dict:
         return {}
     node_id = ray.get_runtime_context().get_node_id()
     cpus = next((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["NodeID"] == node_id), 0)
-    return {"label_selector": {NODE_ID_LABEL: node_id}} if cpus >= 1 else {}
+    return {"label_selector": {NODE_ID_LABEL: node_id}, "concurrency": 1} if cpus >= 1 else {}
 
 
 # -- run outputs on storage (--storage-path) ----------------------------------------

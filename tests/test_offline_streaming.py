@@ -53,7 +53,8 @@ def test_a_dataset_over_the_limit_is_streamed_and_trains(local_ray, pendulum_dir
 
 def test_a_dataset_under_the_limit_is_loaded_once(local_ray, pendulum_dir):
     """...by read tasks pinned to the driver's node without Ray Data's deprecated local:// scheme."""
-    assert ray_data_read_args(pendulum_dir) == {"label_selector": {NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}}
+    node_id = ray.get_runtime_context().get_node_id()
+    assert ray_data_read_args(pendulum_dir) == {"label_selector": {NODE_ID_LABEL: node_id}, "concurrency": 1}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         algo = offline_algo(pendulum_dir, max_rows=10_000)
