@@ -16,6 +16,16 @@ TINY = dict(env="Pendulum-v1", batch_size=64, hidden=[32, 32], replay_capacity=1
             offline_eval_every=100, align_steps=100, online_steps=400, eval_every=200, eval_episodes=1)
 
 
+def _run_methods(out, dataset_dir, methods) -> dict:
+    """Each method's tiny pipeline in one run directory (they share its stages), on a 2-CPU Ray."""
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        return {m: run_pipeline(PipelineConfig(dataset=str(dataset_dir), out=str(out), method=m, **TINY))
+                for m in methods}
+    finally:
+        ray.shutdown()
+
+
 def test_every_method_is_a_known_combination():
     for name, method in METHODS.items():
         assert method.offline in (None, "sacml", "cql"), name
@@ -91,14 +101,9 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
 
 @pytest.mark.slow
 def test_alignment_variants_get_their_own_stage_and_share_the_offline_one(tmp_path, pendulum_dir):
-    methods = ("aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam", "aca-distilled-z",
-               "aca-ensemble", "aca-consistent-target")
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
-                   for m in methods}
-    finally:
-        ray.shutdown()
+    results = _run_methods(tmp_path, pendulum_dir, (
+        "aca", "aca-paper", "aca-paper-online-temperature", "aca-paper-carry-adam", "aca-distilled-z",
+        "aca-ensemble", "aca-consistent-target"))
     assert sorted(p.name for p in tmp_path.glob("alignment*")) == [
         "alignment", "alignment-distilled", "alignment-distilled-10-members",
         "alignment-offline-temperature-with-log-pi0", "alignment-with-log-pi0"]
@@ -141,13 +146,7 @@ def test_an_aligned_checkpoint_without_the_offline_temperature_is_refused_by_the
 
 def test_aca_from_the_cql_stage_aligns_by_td_or_by_distillation_and_shares_cql_sacs_offline_stage(tmp_path,
                                                                                                    pendulum_dir):
-    methods = ("cql-sac", "aca-from-cql", "aca-from-cql-td")
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, **TINY))
-                   for m in methods}
-    finally:
-        ray.shutdown()
+    results = _run_methods(tmp_path, pendulum_dir, ("cql-sac", "aca-from-cql", "aca-from-cql-td"))
     assert sorted(p.name for p in tmp_path.glob("offline*")) == ["offline-cql"]  # no SAC+ML stage
     reports = {p.name: json.loads((p / "DONE.json").read_text()) for p in tmp_path.glob("alignment*")}
     # the TD fit does not read the CQL critic (whose values CQL's penalty pushes down); the distillation does
