@@ -35,8 +35,10 @@ import torch  # noqa: E402
 
 from benchmarks import reference_sac  # noqa: E402
 from benchmarks.throughput import ACT_DIM, BATCH, ENV_ID, OBS_DIM, build_o2o, seed_replay  # noqa: E402
+from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate, SACUpdate  # noqa: E402
 
-MODES = ("sac", "aca")
+UPDATES = {"sac": SACUpdate, "aca": ACAUpdate}  # the results' key prefix -> the learner's update class
+MODES = tuple(UPDATES)
 
 
 def learner_ms_per_update(mode: str, device: str, updates: int, warmup: int, rows: int, threads,
@@ -45,7 +47,7 @@ def learner_ms_per_update(mode: str, device: str, updates: int, warmup: int, row
     with `compile_backend` its losses compiled (`torch_compile_learner`)."""
     from rllib_o2o.data.rollouts import collect_transitions, env_meta
 
-    algo = build_o2o(mode, threads=threads, gpus_per_learner=1 if torch.device(device).type == "cuda" else 0,
+    algo = build_o2o(UPDATES[mode], threads=threads, gpus_per_learner=1 if torch.device(device).type == "cuda" else 0,
                      compile_backend=compile_backend, compile_mode=compile_mode)
     try:
         seed_replay(algo, collect_transitions(ENV_ID, rows, seed=0), env_meta(ENV_ID))

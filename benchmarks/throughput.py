@@ -64,6 +64,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import reference_sac  # noqa: E402
+from rllib_o2o.algorithms.o2o_sac.updates import (  # noqa: E402
+    ACAUpdate,
+    BalancedReplayUpdate,
+    SACMLUpdate,
+    SACUpdate,
+)
 
 ENV_ID = "Hopper-v5"
 OBS_DIM, ACT_DIM = 11, 3
@@ -237,11 +243,11 @@ def round_ratios(ref_ms: list[float], ms: list[float]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- builders
-def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
+def build_o2o(update: type, *, runners: int = 0, envs_per_runner: int = 1, dataset_dir: Path | None = None,
               updates_per_iteration: int = 1000, env_steps_per_iteration: int = 1000, seed: int = 0,
-              balanced_replay: bool = False, threads: int | str = "auto", gpus_per_learner: float = 0,
+              threads: int | str = "auto", gpus_per_learner: float = 0,
               compile_backend: str | None = None, compile_mode: str | None = None):
-    """O2OSAC at Hopper sizes; with `compile_backend` its learner's losses run under torch.compile
+    """O2OSAC at Hopper sizes running `update` (a class of rllib_o2o/algorithms/o2o_sac/updates.py); with `compile_backend` its learner's losses run under torch.compile
     (RLlib's `torch_compile_learner`) with that backend and `compile_mode`."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 
@@ -249,10 +255,9 @@ def build_o2o(mode: str, *, runners: int = 0, envs_per_runner: int = 1, dataset_
         O2OSACConfig()
         .environment(ENV_ID)
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=envs_per_runner)
-        .o2o(mode=mode, hidden=HIDDEN, updates_per_iteration=updates_per_iteration,
+        .o2o(update=update, hidden=HIDDEN, updates_per_iteration=updates_per_iteration,
              env_steps_per_iteration=env_steps_per_iteration, updates_per_env_step=1.0,
-             replay_capacity=200_000, actor_grad_clip=0.25 if mode == "aca" else None,
-             balanced_replay=balanced_replay, torch_threads=threads)
+             replay_capacity=200_000, actor_grad_clip=update.actor_grad_clip, torch_threads=threads)
         .training(train_batch_size_per_learner=BATCH, initial_alpha=1.0)
         .learners(num_learners=0, num_gpus_per_learner=gpus_per_learner)
         .debugging(seed=seed, log_level="ERROR")
@@ -454,14 +459,14 @@ def run(args) -> dict:
         # -- build the contenders --------------------------------------------------------------
         log("building O2OSAC (sac, aca with 0 EnvRunners; sacml offline on the Parquet dataset) and stock SAC")
         t0 = time.perf_counter()
-        sac = build_o2o("sac", threads=args.threads)
+        sac = build_o2o(SACUpdate, threads=args.threads)
         algos.append(sac)
-        aca = build_o2o("aca", env_steps_per_iteration=s["e2e_env_steps"], threads=args.threads)
+        aca = build_o2o(ACAUpdate, env_steps_per_iteration=s["e2e_env_steps"], threads=args.threads)
         algos.append(aca)
         out["o2o_build_seconds"] = (time.perf_counter() - t0) / 2
         t0 = time.perf_counter()
         with timing_offline_load() as load_seconds:
-            offline = build_o2o("sacml", dataset_dir=dataset_dir, updates_per_iteration=s["offline_updates"],
+            offline = build_o2o(SACMLUpdate, dataset_dir=dataset_dir, updates_per_iteration=s["offline_updates"],
                                 threads=args.threads)
         algos.append(offline)
         out["offline_build_seconds"] = time.perf_counter() - t0
@@ -475,7 +480,7 @@ def run(args) -> dict:
         for algo in (sac, aca):
             seed_replay(algo, tr, meta)
         # Balanced Replay: the dataset as the protected offline rows, its first tenth again as "online" rows.
-        balanced = build_o2o("sac", balanced_replay=True, threads=args.threads)
+        balanced = build_o2o(BalancedReplayUpdate, threads=args.threads)
         algos.append(balanced)
         balanced.replay.add_transitions(tr, np.asarray(meta.action_low, np.float32),
                                         np.asarray(meta.action_high, np.float32), protected=True)
@@ -559,7 +564,7 @@ def run(args) -> dict:
                 algo = aca
             elif remote is None:
                 t0 = time.perf_counter()
-                algo = remote = build_o2o("aca", runners=runners, env_steps_per_iteration=s["e2e_env_steps"],
+                algo = remote = build_o2o(ACAUpdate, runners=runners, env_steps_per_iteration=s["e2e_env_steps"],
                                           threads=args.threads)
                 algos.append(remote)
                 log(f"built O2OSAC with {runners} EnvRunner(s) in {time.perf_counter() - t0:.1f}s")
@@ -586,7 +591,7 @@ def run(args) -> dict:
             remote.stop()
             algos.remove(remote)
         if args.vector_envs > 1:
-            algo = build_o2o("sac", envs_per_runner=args.vector_envs, threads=args.threads)
+            algo = build_o2o(SACUpdate, envs_per_runner=args.vector_envs, threads=args.threads)
             algos.append(algo)
             out["vector_envs_per_runner"] = args.vector_envs
             out["vector_env_steps_per_s"] = sample_rate(algo, s["sample_steps"])

@@ -12,16 +12,22 @@ from dataclasses import dataclass
 from rllib_o2o.suggest import UnknownNameError
 
 
+# The update class (rllib_o2o/algorithms/o2o_sac/updates.py) of each kind of offline stage.
+OFFLINE_UPDATES = {"sacml": "SACMLUpdate", "cql": "CQLUpdate"}
+
+
 @dataclass(frozen=True)
 class Method:
     offline: str | None  # "sacml" (stage 1), "cql" (SAC with CQL's penalty) or None (no offline stage)
     start: str  # online start: "aligned" critic, the "offline" module as is, or "scratch"
-    online_mode: str  # O2OSAC mode online: "aca" or "sac"
+    # The online stage's update class, by its name in rllib_o2o/algorithms/o2o_sac/updates.py ("ACAUpdate",
+    # "SACUpdate", "BalancedReplayUpdate"); `online_update_class()` resolves it (a name, so that the
+    # catalogue imports no torch: `rllib-o2o --help` reads it).
+    online_update: str
     fresh_critic: bool = False  # ACA without alignment: R is a freshly initialised network
     use_log_prob_clip: bool = True
     fixed_w: bool = False  # w stays at w0
     seed_episodes: int | None = None  # None: the preset's
-    balanced_replay: bool = False  # whole offline dataset online, density-ratio-prioritised replay
     # Temperature in the alignment target y_Z: "online" (1, the temperature online training starts
     # with, so that E[y] equals the aligned critic at t = 0) or "offline" (alpha_off: the spec and
     # the reference code).
@@ -52,6 +58,18 @@ class Method:
     actor_q_reduction: str = "min"
     description: str = ""
 
+    def online_update_class(self) -> type:
+        """The class of the online stage's updates (imports torch)."""
+        from rllib_o2o.algorithms.o2o_sac import updates
+
+        return getattr(updates, self.online_update)
+
+    def offline_update_class(self) -> type | None:
+        """The class of the offline stage's updates (imports torch); None without an offline stage."""
+        from rllib_o2o.algorithms.o2o_sac import updates
+
+        return None if self.offline is None else getattr(updates, OFFLINE_UPDATES[self.offline])
+
     def alignment_tag(self) -> str:
         """'' for aca's alignment settings, else what differs (names the stage directory)."""
         default = METHODS["aca"]
@@ -68,70 +86,70 @@ class Method:
 
 
 METHODS = {
-    "aca": Method("sacml", "aligned", "aca",
+    "aca": Method("sacml", "aligned", "ACAUpdate",
                   description="ACA with the dataset's preset; the critic fits R alone (docs/method.md)"),
-    "aca-paper": Method("sacml", "aligned", "aca", z_temperature="offline", critic_includes_reference=True,
+    "aca-paper": Method("sacml", "aligned", "ACAUpdate", z_temperature="offline", critic_includes_reference=True,
                         description="ACA's online stage as the paper and spec write it: y_Z at alpha_off, "
                                     "the critic fits R + w l"),
-    "aca-paper-online-temperature": Method("sacml", "aligned", "aca", critic_includes_reference=True,
+    "aca-paper-online-temperature": Method("sacml", "aligned", "ACAUpdate", critic_includes_reference=True,
                                            description="ablation: aca-paper with y_Z at the online "
                                                        "temperature 1"),
-    "aca-paper-carry-adam": Method("sacml", "aligned", "aca", z_temperature="offline",
+    "aca-paper-carry-adam": Method("sacml", "aligned", "ACAUpdate", z_temperature="offline",
                                    critic_includes_reference=True, carry_optimizer_state=True,
                                    description="ablation: aca-paper with online Adam starting from the "
                                                "offline moments (the reference code's load_model)"),
-    "aca-distilled-z": Method("sacml", "aligned", "aca", distill_baseline=True,
+    "aca-distilled-z": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
                               description="aca with Z distilled from the offline critic's value of pi0 "
                                           "instead of fitted by TD on the data (docs/method.md)"),
-    "aca-path-only": Method("sacml", "aligned", "aca", distill_baseline=True, path_only_log_prob=True,
+    "aca-path-only": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, path_only_log_prob=True,
                             description="aca-distilled-z with the actor's log pi differentiated through the "
                                         "sample only (sticking the landing): pi0 is a zero-noise fixed point"),
-    "aca-reference-entropy": Method("sacml", "aligned", "aca", distill_baseline=True,
+    "aca-reference-entropy": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
                                     reference_entropy_target=True,
                                     description="aca-distilled-z with pi0's entropy as the temperature's target"),
-    "aca-path-only-reference-entropy": Method("sacml", "aligned", "aca", distill_baseline=True,
+    "aca-path-only-reference-entropy": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
                                               path_only_log_prob=True, reference_entropy_target=True,
                                               description="aca-path-only with pi0's entropy as the "
                                                           "temperature's target"),
-    "aca-critic-warmup": Method("sacml", "aligned", "aca", distill_baseline=True, actor_warmup_updates=5000,
+    "aca-critic-warmup": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, actor_warmup_updates=5000,
                                 description="aca-distilled-z whose first 5000 online updates train R only "
                                             "(pi stays pi0 until R has seen 5k env steps)"),
-    "aca-consistent-target": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+    "aca-consistent-target": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
                                     keep_offline_entropy_bonus=True,
                                     description="aca-reference-entropy whose TD target keeps the offline critic's "
                                                 "entropy bonus alpha_off H(pi0(.|s')), annealed with w: the distilled "
                                                 "Z is its fixed point at t = 0 (docs/method.md)"),
-    "aca-from-cql": Method("cql", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+    "aca-from-cql": Method("cql", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
                            keep_offline_entropy_bonus=True,
                            description="aca-consistent-target aligned from the CQL offline stage (cql-sac's), so "
                                        "that it and cql-sac differ in the online stage only"),
-    "aca-from-cql-td": Method("cql", "aligned", "aca", reference_entropy_target=True,
+    "aca-from-cql-td": Method("cql", "aligned", "ACAUpdate", reference_entropy_target=True,
                               description="aca-from-cql with Z fitted by TD on the data (aca's alignment) instead of "
                                           "distilled from the CQL critic, whose values CQL's penalty pushes down"),
-    "aca-ensemble": Method("sacml", "aligned", "aca", distill_baseline=True, reference_entropy_target=True,
+    "aca-ensemble": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
                            num_critics=10, critic_target_members=2, actor_q_reduction="mean",
                            description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "
                                        "target's min over a random pair, the actor on the members' mean)"),
-    "aca-seeded": Method("sacml", "aligned", "aca", seed_episodes=50,
+    "aca-seeded": Method("sacml", "aligned", "ACAUpdate", seed_episodes=50,
                          description="ACA, buffer seeded with the 50 highest-return offline episodes"),
-    "aca-unseeded": Method("sacml", "aligned", "aca", seed_episodes=0,
+    "aca-unseeded": Method("sacml", "aligned", "ACAUpdate", seed_episodes=0,
                            description="ACA, no offline data online"),
-    "aca-no-align": Method("sacml", "aligned", "aca", fresh_critic=True,
+    "aca-no-align": Method("sacml", "aligned", "ACAUpdate", fresh_critic=True,
                            description="ablation: R from a random initialisation instead of Z"),
-    "aca-offline-critic": Method("sacml", "offline", "aca",
+    "aca-offline-critic": Method("sacml", "offline", "ACAUpdate",
                                  description="ablation: ACA's online losses from the offline actor and critic "
                                              "(no alignment: the critic keeps its action dependence)"),
-    "aca-no-clip": Method("sacml", "aligned", "aca", use_log_prob_clip=False,
+    "aca-no-clip": Method("sacml", "aligned", "ACAUpdate", use_log_prob_clip=False,
                           description="ablation: raw log pi0, no lower clip"),
-    "aca-fixed-w": Method("sacml", "aligned", "aca", fixed_w=True, description="ablation: w fixed at w0"),
-    "naive": Method("sacml", "offline", "sac",
+    "aca-fixed-w": Method("sacml", "aligned", "ACAUpdate", fixed_w=True, description="ablation: w fixed at w0"),
+    "naive": Method("sacml", "offline", "SACUpdate",
                     description="offline SAC+ML actor, critic and temperature, then plain SAC"),
-    "cql-sac": Method("cql", "offline", "sac", description="CQL offline, then plain SAC from its weights"),
-    "balanced-replay": Method("cql", "offline", "sac", seed_episodes=0, balanced_replay=True,
+    "cql-sac": Method("cql", "offline", "SACUpdate", description="CQL offline, then plain SAC from its weights"),
+    "balanced-replay": Method("cql", "offline", "BalancedReplayUpdate", seed_episodes=0,
                               description="Balanced Replay (Lee et al. 2022): CQL offline, then SAC replaying "
                                           "offline and online rows by a learned density ratio; needs the "
                                           "offline data online"),
-    "sac-scratch": Method(None, "scratch", "sac", description="plain SAC from a random initialisation"),
+    "sac-scratch": Method(None, "scratch", "SACUpdate", description="plain SAC from a random initialisation"),
 }
 
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from rllib_o2o.checkpoints import (
@@ -34,7 +35,6 @@ from rllib_o2o.presets import get_preset, preset_for_dataset
 from rllib_o2o.ray_start import init_ray
 from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
 
-ONLINE_START_TEMPERATURE = 1.0  # spec, stage 2.4: log alpha = 0 at the hand-over
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
 PER_METHOD_KEYS = ("method",)
@@ -150,7 +150,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: Share
     elif cfg.offline_checkpoint and method.offline == "sacml":
         offline = import_offline_stage(cfg, meta, stage_dir, console)
     else:
-        offline = run_offline_stage(cfg, Path(dataset.path), meta, stage_dir, console, metrics, mode=method.offline)
+        offline = run_offline_stage(cfg, Path(dataset.path), meta, stage_dir, console, metrics, method)
     if method.start != "aligned":
         return offline, None
 
@@ -161,7 +161,7 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: Share
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
         alpha_off = offline_temperature = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         if method.z_temperature == "online":
-            alpha_off = ONLINE_START_TEMPERATURE
+            alpha_off = method.online_update_class().start_temperature
         settings = AlignSettings(z_steps=cfg.align_steps, batch_size=cfg.batch_size, lr=cfg.align_lr,
                                  alpha_off=alpha_off, seed=cfg.seed,
                                  z_includes_log_pi0=method.critic_includes_reference,
@@ -312,8 +312,9 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
                          f"({meta.get('algorithm')}) has no {sorted(missing)}")
     weights = dict(weights)
     weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
-    if method.online_mode == "aca":  # ACA's online stage starts at temperature 1, whatever its critic
-        weights["log_alpha"] = weights["log_alpha"] * 0
+    start_temperature = method.online_update_class().start_temperature  # ACA's: 1, whatever its critic
+    if start_temperature is not None:
+        weights["log_alpha"] = np.full_like(weights["log_alpha"], math.log(start_temperature))
     return weights, meta
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rllib_o2o.methods import alignment_dir_name, needs_alignment
+from rllib_o2o.metrics import ALPHA, REFERENCE_WEIGHT
 
 KNOBS = ("clip_beta", "w0", "w_T", "w_min", "actor_lr", "critic_lr", "alpha_lr", "entropy_scale",
          "seed_episodes", "seed")
@@ -222,8 +223,8 @@ def _make_trainable():
                 "env_steps": steps,
                 "dip": dip(self._curve, self._cfg.online_steps),
                 "score_at_0": self._curve[0]["score"],
-                "reference_weight": learner.get("reference_weight"),
-                "alpha": learner.get("alpha"),
+                REFERENCE_WEIGHT: learner.get(REFERENCE_WEIGHT),
+                ALPHA: learner.get(ALPHA),
                 "restored_env_steps": self._restored_env_steps,
                 "done": steps >= self._cfg.online_steps,
             }

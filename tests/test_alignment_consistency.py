@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from rllib_o2o import maths
-from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
+from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate
 from rllib_o2o.data.schema import DatasetMeta
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
 from rllib_o2o.stages.alignment import AlignSettings, align
@@ -80,9 +80,9 @@ def td_gap(z_target_alpha: float, critic_includes_reference: bool) -> tuple[floa
         next_actions, next_log_pi = pi0_samples(SAMPLES, seed=3)  # pi = pi0 at t = 0
         fitted = module.q_values(obs, actions)
         if critic_includes_reference:
-            fitted = fitted + w * O2OSACTorchLearner._reference_term(module, config, obs, actions)
+            fitted = fitted + w * ACAUpdate(config)._reference_term(obs, actions, module.ref_actor(obs))
         next_q = module.q_values(obs, next_actions).min(0).values
-        next_q = next_q + w * O2OSACTorchLearner._reference_term(module, config, obs, next_actions)
+        next_q = next_q + w * ACAUpdate(config)._reference_term(obs, next_actions, module.ref_actor(obs))
         y = maths.soft_q_target(reward(actions), torch.zeros(SAMPLES), GAMMA, next_q, next_log_pi, alpha)
         entropy = -float(next_log_pi.mean())
     return float(y.mean() - fitted.min(0).values.mean()), GAMMA * entropy
@@ -157,7 +157,7 @@ def td_gap_from_behaviour_data(offline_critic: dict | None, entropy_bonus: float
         actions, _ = pi0_samples(SAMPLES, seed=2)
         next_actions, next_log_pi = pi0_samples(SAMPLES, seed=3)
         next_q = module.q_values(obs, next_actions).min(0).values
-        next_q = next_q + O2OSACTorchLearner._reference_term(module, config, obs, next_actions)
+        next_q = next_q + ACAUpdate(config)._reference_term(obs, next_actions, module.ref_actor(obs))
         next_q = next_q + maths.offline_entropy_bonus(entropy_bonus, pi0_samples(SAMPLES, seed=9)[1])
         y = maths.soft_q_target(reward(actions), torch.zeros(SAMPLES), GAMMA, next_q, next_log_pi, 1.0)
         z = module.q_values(obs, actions).min(0).values

@@ -23,6 +23,13 @@ from torch.distributions.transforms import TanhTransform
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
+from rllib_o2o.algorithms.o2o_sac.updates import (
+    ACAUpdate,
+    BalancedReplayUpdate,
+    CQLUpdate,
+    SACMLUpdate,
+    SACUpdate,
+)
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
 
 OBS_DIM, ACT_DIM, BATCH = 4, 2, 64
@@ -57,9 +64,13 @@ def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPA
     return module
 
 
+UPDATES = {"sac": SACUpdate, "sacml": SACMLUpdate, "aca": ACAUpdate, "cql": CQLUpdate,
+           "balanced-replay": BalancedReplayUpdate}
+
+
 def make_config(mode, **kw):
-    values = dict(o2o_mode=mode, gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
-                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None, balanced_replay=False,
+    values = dict(update_class=UPDATES[mode], gamma=0.99, tau=0.005, alpha_bc=30.0, clip_beta=2.0, use_log_prob_clip=True,
+                  w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
                   actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min",
                   torch_compile_learner=False)
@@ -68,7 +79,8 @@ def make_config(mode, **kw):
 
 
 def fake_learner(module, config):
-    """What `o2o_update` and `_one_update` read from `self`, and nothing else."""
+    """What `o2o_update` and `_one_update` read from `self`, and nothing else: the config's update
+    object, whose losses run eagerly."""
     optim = {
         "critic": RecordingAdam(list(module.critic.parameters()), lr=LR),
         "actor": RecordingAdam(list(module.actor.parameters()), lr=LR),
@@ -76,18 +88,16 @@ def fake_learner(module, config):
     }
     if hasattr(module, "density_ratio"):
         optim["density"] = RecordingAdam(list(module.density_ratio.parameters()), lr=LR)
+    update = config.update_class(config)
     fake = SimpleNamespace(
         _module={"default_policy": module},
-        config=SimpleNamespace(get_config_for_module=lambda module_id: config),
         get_optimizer=lambda module_id, name: optim[name],
         _device=torch.device("cpu"),
-        _reference_term=O2OSACTorchLearner._reference_term,
-        _density_ratio_step=O2OSACTorchLearner._density_ratio_step,
+        _update=update,
+        _critic_loss_fn=update.critic_loss,
+        _actor_loss_fn=update.actor_loss,
         _diagnostics=O2OSACTorchLearner._diagnostics,
-        _target_members=O2OSACTorchLearner._target_members,
     )
-    fake._critic_loss_fn = functools.partial(O2OSACTorchLearner._critic_loss, fake)
-    fake._actor_loss_fn = functools.partial(O2OSACTorchLearner._actor_loss, fake)
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
     return fake, optim
@@ -158,7 +168,7 @@ def reference_l(ref_actor, obs, act, beta, clip=True):
 
 def expected_update(module, config, b, weight, seed):
     """One SAC / SAC+ML / ACA update written out; returns losses and the gradients Adam must apply."""
-    aca, sacml = config.o2o_mode == "aca", config.o2o_mode == "sacml"
+    aca, sacml = config.update_class is ACAUpdate, config.update_class is SACMLUpdate
     alpha = math.exp(float(module.log_alpha.detach()))
     obs, act, rew, new_obs, done = (b[k] for k in ("obs", "actions", "rewards", "new_obs", "terminateds"))
     actor = copy.deepcopy(module.actor)
@@ -321,12 +331,14 @@ def test_aca_reference_term_is_not_trivial():
     obs, act = torch.from_numpy(b["obs"][0]), torch.from_numpy(b["actions"][0])
     with torch.no_grad():
         l, log_pi0, c = reference_l(module.ref_actor, obs, act, beta=2.0)
-        own = O2OSACTorchLearner._reference_term(module, make_config("aca"), obs, act)
+        own = ACAUpdate(make_config("aca"))._reference_term(obs, act, module.ref_actor(obs))
         log_pi = squashed_log_prob_at_u(*module.actor(obs), torch.atanh(act))
     torch.testing.assert_close(own, l, rtol=1e-5, atol=1e-5)
     assert (log_pi0 < c).any() and (log_pi0 > c).any()
     assert not torch.allclose(log_pi0, log_pi, atol=1e-2)
-    unclipped = O2OSACTorchLearner._reference_term(module, make_config("aca", use_log_prob_clip=False), obs, act)
+    with torch.no_grad():
+        unclipped = ACAUpdate(make_config("aca", use_log_prob_clip=False))._reference_term(obs, act,
+                                                                                       module.ref_actor(obs))
     torch.testing.assert_close(unclipped, log_pi0, rtol=1e-5, atol=1e-5)
 
 
@@ -463,7 +475,7 @@ def test_aligned_module_critic_equals_baseline_for_every_action(pendulum_dir, mo
             r = module.q_values(obs, act)
             torch.testing.assert_close(r, z_values, rtol=0, atol=1e-5)
             torch.testing.assert_close(module.q_values(obs, act, target=True), z_values, rtol=0, atol=1e-5)
-            l = O2OSACTorchLearner._reference_term(module, config, obs, act)
+            l = ACAUpdate(config)._reference_term(obs, act, module.ref_actor(obs))
             assert l.std() > 0  # l depends on the action, R does not
             w = 1.0
             torch.testing.assert_close(r + w * l, z_values + l, rtol=0, atol=1e-5)
@@ -500,7 +512,7 @@ def test_o2o_sac_trains_checkpoints_and_restores(ray_session, tmp_path):
             O2OSACConfig()
             .environment("Pendulum-v1")
             .env_runners(num_env_runners=0, rollout_fragment_length=fragment)
-            .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
+            .o2o(env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
             .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=learning_starts)
             .debugging(seed=0)
         )
@@ -549,7 +561,6 @@ def test_cql_mode_adds_the_conservative_penalty_to_the_critic_loss():
     module = build_module()
     config = make_config("cql", cql_weight=cql_weight, cql_num_actions=n, cql_temperature=1.0)
     fake, optim = fake_learner(module, config)
-    fake._cql_penalty = O2OSACTorchLearner._cql_penalty
     batch = make_batch(1, seed=0)
     b = {k: torch.from_numpy(v[0]) for k, v in batch.items()}
     alpha = INITIAL_ALPHA
@@ -600,7 +611,7 @@ def test_o2o_sac_with_one_remote_learner_trains_and_syncs_the_env_runners(ray_se
         .environment("Pendulum-v1")
         .env_runners(num_env_runners=0, rollout_fragment_length=50)
         .learners(num_learners=1, num_cpus_per_learner=0)
-        .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
+        .o2o(env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=10_000)
         .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=100)
         .debugging(seed=0)
         .build_algo()
@@ -636,7 +647,7 @@ def test_balanced_replay_density_step_by_hand_and_rl_update_unchanged():
     module = build_module(density_ratio=True)
     plain = copy.deepcopy(module)
     del plain.density_ratio
-    config = make_config("sac", balanced_replay=True, balanced_replay_temperature=5.0)
+    config = make_config("balanced-replay", balanced_replay_temperature=5.0)
     fake, optim = fake_learner(module, config)
     batch = add_density_batches(make_batch(1, seed=3))
     dw = [w.detach().clone().requires_grad_() for w in module.density_ratio.weights]
@@ -675,7 +686,7 @@ def test_balanced_replay_density_step_by_hand_and_rl_update_unchanged():
 def test_balanced_replay_density_ratio_separates_online_from_offline_rows():
     torch.manual_seed(0)
     module = build_module(density_ratio=True)
-    fake, _ = fake_learner(module, make_config("sac", balanced_replay=True, balanced_replay_temperature=1.0))
+    fake, _ = fake_learner(module, make_config("balanced-replay", balanced_replay_temperature=1.0))
     batch = add_density_batches(make_batch(300, seed=4), seed=5)
     batch["obs"], batch["actions"] = batch["online_obs"].copy(), batch["online_actions"].copy()
     batch["obs"][:, : BATCH // 2] = batch["offline_obs"][:, : BATCH // 2]
@@ -709,8 +720,7 @@ def test_o2o_sac_balanced_replay_writes_learned_priorities_back_and_checkpoints_
             O2OSACConfig()
             .environment("Pendulum-v1")
             .env_runners(num_env_runners=0, rollout_fragment_length=50)
-            .o2o(mode="sac", env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=2_000,
-                 balanced_replay=True)
+            .o2o(update=BalancedReplayUpdate, env_steps_per_iteration=200, hidden=(32, 32), replay_capacity=2_000)
             .training(train_batch_size_per_learner=64, num_steps_sampled_before_learning_starts=0)
             .debugging(seed=0)
         )

@@ -14,11 +14,13 @@ from gymnasium.spaces import Box
 from torch._dynamo.utils import counters
 
 from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate, CQLUpdate, SACMLUpdate, SACUpdate
 
 OBS_SPACE = Box(-10.0, 10.0, (4,), np.float32)
 ACT_SPACE = Box(-2.0, 2.0, (2,), np.float32)
 NUM_UPDATES, BATCH = 3, 32
-# Per mode, the switches whose code paths the compiled losses must follow too.
+UPDATES = {"sac": SACUpdate, "aca": ACAUpdate, "sacml": SACMLUpdate, "cql": CQLUpdate}
+# Per update, the switches whose code paths the compiled losses must follow too.
 MODE_SETTINGS = {
     "sac": {},
     "aca": dict(actor_grad_clip=0.25, offline_entropy_bonus=0.5, w_schedule=(1.0, 0.002, 0.2)),
@@ -34,7 +36,7 @@ def make_config(mode: str, compile_backend: str | None = None) -> O2OSACConfig:
     config = (
         O2OSACConfig()
         .environment(observation_space=OBS_SPACE, action_space=ACT_SPACE)
-        .o2o(mode=mode, hidden=(16, 16), **MODE_SETTINGS[mode])
+        .o2o(update=UPDATES[mode], hidden=(16, 16), **MODE_SETTINGS[mode])
         .training(train_batch_size_per_learner=BATCH)
         .learners(num_learners=0)
     )
@@ -78,7 +80,7 @@ def train(learner, graphs_per_call: list[int]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mode", list(MODE_SETTINGS))
 def test_compiled_update_gives_the_eager_parameters(mode):
     eager_learner = build_learner(mode)
-    assert eager_learner._critic_loss_fn == eager_learner._critic_loss  # off: the plain methods
+    assert eager_learner._critic_loss_fn == eager_learner._update.critic_loss  # off: the plain methods
     eager = train(eager_learner, [])
 
     compiled_learner = build_learner(mode, compile_backend="eager")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import ray
 
+from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate, CQLUpdate, SACMLUpdate, SACUpdate
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.methods import METHODS, get_method, needs_alignment
 from rllib_o2o.pipeline import PipelineConfig, online_start_weights, run_pipeline
@@ -30,10 +31,12 @@ def test_every_method_is_a_known_combination():
     for name, method in METHODS.items():
         assert method.offline in (None, "sacml", "cql"), name
         assert method.start in ("aligned", "offline", "scratch"), name
-        assert method.online_mode in ("aca", "sac"), name
+        update = method.online_update_class()
+        assert issubclass(update, SACUpdate) and update.reports_drift, name  # an online update
         assert (method.start == "scratch") == (method.offline is None), name
-        assert method.start == "aligned" or name == "aca-offline-critic" or method.online_mode == "sac", name
-        assert not method.balanced_replay or (method.offline and method.online_mode == "sac"), name
+        assert method.offline is None or method.offline_update_class() in (SACMLUpdate, CQLUpdate), name
+        assert method.start == "aligned" or name == "aca-offline-critic" or update is not ACAUpdate, name
+        assert not update.uses_density_ratio or method.offline, name
     assert needs_alignment("aca-no-clip") and not needs_alignment("naive")
     with pytest.raises(ValueError, match="unknown method 'td3'"):
         get_method("td3")

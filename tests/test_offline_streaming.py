@@ -10,6 +10,7 @@ import ray
 
 from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 from rllib_o2o.algorithms.o2o_sac.o2o_sac import StreamingOfflineSampler
+from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
 from rllib_o2o.replay import FlatReplayBuffer
 from rllib_o2o.storage import NODE_ID_LABEL, ray_data_path, ray_data_read_args
 
@@ -28,7 +29,7 @@ def offline_algo(dataset_dir, max_rows):
         O2OSACConfig()
         .environment("Pendulum-v1")
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
-        .o2o(mode="sacml", updates_per_iteration=5, hidden=(32, 32), offline_buffer_max_rows=max_rows)
+        .o2o(update=SACMLUpdate, updates_per_iteration=5, hidden=(32, 32), offline_buffer_max_rows=max_rows)
         .training(train_batch_size_per_learner=64)
         .debugging(seed=0)
         .build_algo()

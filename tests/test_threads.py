@@ -173,7 +173,7 @@ def tiny_config(num_env_runners: int = 1):
         O2OSACConfig()
         .environment("Pendulum-v1")
         .env_runners(num_env_runners=num_env_runners, rollout_fragment_length=50)
-        .o2o(mode="sac", hidden=HIDDEN, replay_capacity=1_000)
+        .o2o(hidden=HIDDEN, replay_capacity=1_000)
         .training(train_batch_size_per_learner=16)
         .debugging(seed=0)
     )

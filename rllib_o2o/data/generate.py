@@ -110,7 +110,7 @@ def _collect_with_behaviour_sac(settings, kinds, base, refs, write, progress, to
         O2OSACConfig()
         .environment(settings.env_id, env_config=env_config)
         .env_runners(num_env_runners=settings.num_env_runners)
-        .o2o(mode="sac", env_steps_per_iteration=settings.env_steps_per_iteration,
+        .o2o(env_steps_per_iteration=settings.env_steps_per_iteration,
              random_warmup_steps=settings.random_warmup_steps, hidden=settings.hidden,
              torch_threads=torch_threads)
         .debugging(seed=settings.seed)

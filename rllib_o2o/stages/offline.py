@@ -14,6 +14,8 @@ import numpy as np
 from rllib_o2o.checkpoints import MODULE_DIR, save_module_checkpoint
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta
+from rllib_o2o.methods import Method
+from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.stages.common import (
     evaluation_return,
@@ -26,15 +28,17 @@ from rllib_o2o.stages.common import (
 from rllib_o2o.storage import ray_data_path, ray_data_read_args
 
 
-def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml", log_dir: Path | None = None):
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None):
+    """Stage 1's O2OSAC config: `update` (None: SACMLUpdate; or CQLUpdate) on the dataset through RLlib's offline API."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+    from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
 
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
-        .o2o(mode=mode, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+        .o2o(update=update or SACMLUpdate, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
              max_updates=cfg.offline_steps,
              hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
@@ -48,8 +52,10 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, mode: str = "sacml
 
 
 def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path, console: Console,
-                      metrics: MetricsLog, mode: str = "sacml") -> dict:
-    """Trains `mode` ("sacml" or "cql") for `cfg.offline_steps` updates; resumes from its last checkpoint."""
+                      metrics: MetricsLog, method: Method) -> dict:
+    """Trains `method`'s offline stage (its `offline_update_class()`) for `cfg.offline_steps` updates; resumes
+    from its last checkpoint."""
+    mode = method.offline  # the stage's kind, named in its module's meta and its line
     done = stage_done(stage_dir)
     if done:
         console.line(f"offline stage: already complete (return {done['return']:.1f}), skipped")
@@ -61,7 +67,7 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         return min(progress["iteration"] * cfg.offline_eval_every, cfg.offline_steps)
 
     with console.progress("offline", cfg.offline_steps, "updates") as bar:
-        algo = offline_config(cfg, dataset_dir, meta, mode, log_dir=stage_dir).build_algo()
+        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage_dir).build_algo()
         try:
             progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
             if progress["iteration"]:
@@ -75,8 +81,8 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
                     losses = result["learners"]["default_policy"]
                     progress["curve"].append({"updates": updates(progress), "return": ret, "score": score})
                     log.log(updates(progress), {EVAL_RETURN: ret, EVAL_SCORE: score, **learner_scalars(losses)})
-                    return (f"{format_eval(ret, score)} critic_loss {losses['critic_loss']:.3f} "
-                            f"q_mean {losses['q_mean']:.2f} alpha {losses['alpha']:.3f}")
+                    return (f"{format_eval(ret, score)} critic_loss {losses[CRITIC_LOSS]:.3f} "
+                            f"q_mean {losses[Q_MEAN]:.2f} alpha {losses[ALPHA]:.3f}")
 
                 progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
                                       record, cfg.checkpoint_every, bar, updates)

@@ -10,6 +10,18 @@ import numpy as np
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta, top_k_episodes
 from rllib_o2o.data.shared import SharedDataset
+from rllib_o2o.metrics import (
+    ALPHA,
+    CRITIC_ACTION_WEIGHT_NORM,
+    DENSITY_RATIO_OFFLINE,
+    DENSITY_RATIO_ONLINE,
+    KL_TO_REFERENCE,
+    MEAN_ACTION_SHIFT,
+    ONLINE_DIAGNOSTICS,
+    Q_MEAN,
+    REFERENCE_WEIGHT,
+    TD_ERROR_RMS,
+)
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.stages.common import (
     evaluation_return,
@@ -19,8 +31,6 @@ from rllib_o2o.stages.common import (
     stage_done,
     train_loop,
 )
-
-ACTOR_GRAD_CLIP = 0.25
 
 
 def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None,
@@ -35,7 +45,8 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     from rllib_o2o.methods import get_method
 
     method = get_method(cfg.method)
-    capacity = cfg.replay_capacity + (offline_rows if method.balanced_replay else 0)
+    update = method.online_update_class()
+    capacity = cfg.replay_capacity + (offline_rows if update.uses_density_ratio else 0)
     w0, horizon, w_min = preset.w_schedule
     return (
         O2OSACConfig()
@@ -44,7 +55,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
                      rollout_fragment_length=fragment_per_env(cfg.rollout_fragment_length,
                                                               cfg.num_envs_per_env_runner),
                      custom_resources_per_env_runner=cfg.custom_resources_per_env_runner or {})
-        .o2o(mode=method.online_mode, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
+        .o2o(update=update, clip_beta=preset.clip_beta, use_log_prob_clip=method.use_log_prob_clip,
              critic_includes_reference=method.critic_includes_reference,
              path_only_log_prob=method.path_only_log_prob, reference_entropy_target=method.reference_entropy_target,
              actor_warmup_updates=method.actor_warmup_updates,
@@ -53,9 +64,9 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              critic_target_members=method.critic_target_members, actor_q_reduction=method.actor_q_reduction,
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
-             actor_grad_clip=ACTOR_GRAD_CLIP if method.online_mode == "aca" else None,
+             actor_grad_clip=update.actor_grad_clip,
              env_steps_per_iteration=cfg.eval_every, max_env_steps=cfg.online_steps, updates_per_env_step=1.0,
-             replay_capacity=capacity, balanced_replay=method.balanced_replay,
+             replay_capacity=capacity,
              hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
         .training(train_batch_size_per_learner=cfg.batch_size, initial_alpha=1.0)
@@ -90,11 +101,6 @@ def fragment_per_env(fragment: int, num_envs: int) -> int:
     return max(1, -(-fragment // num_envs))
 
 
-DIAGNOSTICS = ("kl_to_reference", "mean_action_shift", "mean_action_saturated", "policy_std",
-               "critic_action_weight_norm", "td_error_rms", "alpha", "reference_weight",
-               "offline_entropy_bonus_weight", "q_mean")
-
-
 def seed_episodes(method, preset) -> int:
     """The offline episodes a fresh online stage puts in its replay buffer (the preset's, unless
     the method fixes them); a Balanced Replay method puts the whole dataset there instead."""
@@ -106,7 +112,7 @@ def seeds_replay(method_name: str, preset) -> bool:
     from rllib_o2o.methods import get_method
 
     method = get_method(method_name)
-    return method.balanced_replay or seed_episodes(method, preset) > 0
+    return method.online_update_class().uses_density_ratio or seed_episodes(method, preset) > 0
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDataset, meta: DatasetMeta,
@@ -140,7 +146,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
 
                 def evaluated(point: dict, learner: dict) -> None:
                     """Keeps the learner's diagnostics in a new point of the curve, logs both."""
-                    point.update({k: float(learner[k]) for k in DIAGNOSTICS if k in learner})
+                    point.update({k: float(learner[k]) for k in ONLINE_DIAGNOSTICS if k in learner})
                     log.log(point["env_steps"], {EVAL_RETURN: point["return"], EVAL_SCORE: point["score"],
                                                  **learner_scalars(learner)})
 
@@ -149,7 +155,8 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
                     _start(algo, method, start_weights, optimizer_states)
                     if seeds_replay(cfg.method, preset):
                         _seed_replay(algo, dataset.arrays(), meta,
-                                     None if method.balanced_replay else num_seed_episodes, console)
+                                     None if method.online_update_class().uses_density_ratio else num_seed_episodes,
+                                     console)
                     ret = evaluation_return(algo.evaluate())
                     progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
                     evaluated(progress["curve"][-1], {})
@@ -162,16 +169,16 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
                     progress["curve"].append({"env_steps": steps, "return": ret, "score": cfg.score(ret)})
                     learner = result.get("learners", {}).get("default_policy", {})
                     evaluated(progress["curve"][-1], learner)
-                    stats = (f" alpha {learner['alpha']:.3f} q_mean {learner['q_mean']:.2f} td_rms "
-                             f"{learner['td_error_rms']:.2f} KL(pi||pi0) {learner['kl_to_reference']:.2f} "
-                             f"|a-a0| {learner['mean_action_shift']:.3f} |W_a| "
-                             f"{learner['critic_action_weight_norm']:.2f}"
-                             if "alpha" in learner else " (no updates yet)")
-                    if "reference_weight" in learner:
-                        stats = f" w {learner['reference_weight']:.3f}" + stats
-                    if "density_ratio_online" in learner:  # balanced replay: how well w separates the two
-                        stats += (f" density ratio online {learner['density_ratio_online']:.2f} "
-                                  f"offline {learner['density_ratio_offline']:.2f}")
+                    stats = (f" alpha {learner[ALPHA]:.3f} q_mean {learner[Q_MEAN]:.2f} td_rms "
+                             f"{learner[TD_ERROR_RMS]:.2f} KL(pi||pi0) {learner[KL_TO_REFERENCE]:.2f} "
+                             f"|a-a0| {learner[MEAN_ACTION_SHIFT]:.3f} |W_a| "
+                             f"{learner[CRITIC_ACTION_WEIGHT_NORM]:.2f}"
+                             if ALPHA in learner else " (no updates yet)")
+                    if REFERENCE_WEIGHT in learner:
+                        stats = f" w {learner[REFERENCE_WEIGHT]:.3f}" + stats
+                    if DENSITY_RATIO_ONLINE in learner:  # balanced replay: how well w separates the two
+                        stats += (f" density ratio online {learner[DENSITY_RATIO_ONLINE]:.2f} "
+                                  f"offline {learner[DENSITY_RATIO_OFFLINE]:.2f}")
                     return format_eval(ret, cfg.score(ret)) + stats
 
                 progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,

@@ -28,7 +28,9 @@ from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
 )
 
-from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import ACTOR_Q_REDUCTIONS, MODES
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import ACTOR_Q_REDUCTIONS
+from rllib_o2o.algorithms.o2o_sac.updates import SACUpdate
+from rllib_o2o.metrics import NUM_ENV_STEPS_SAMPLED, PRIORITIES
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
@@ -117,7 +119,7 @@ class O2OSACConfig(SACConfig):
 
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or O2OSAC)
-        self.o2o_mode = "sac"
+        self.update_class = SACUpdate
         self.alpha_bc = 30.0
         self.cql_weight = 5.0
         self.cql_num_actions = 10
@@ -143,7 +145,6 @@ class O2OSACConfig(SACConfig):
         self.replay_capacity = 1_000_000
         self.offline_buffer_max_rows = 20_000_000
         self.random_warmup_steps = 0
-        self.balanced_replay = False
         self.balanced_replay_temperature = 5.0
         self.balanced_replay_online_fraction = 0.5
         self.density_lr = 3e-4
@@ -181,7 +182,7 @@ class O2OSACConfig(SACConfig):
     def o2o(
         self,
         *,
-        mode=NotProvided,
+        update=NotProvided,
         alpha_bc=NotProvided,
         cql_weight=NotProvided,
         cql_num_actions=NotProvided,
@@ -207,7 +208,6 @@ class O2OSACConfig(SACConfig):
         replay_capacity=NotProvided,
         offline_buffer_max_rows=NotProvided,
         random_warmup_steps=NotProvided,
-        balanced_replay=NotProvided,
         balanced_replay_temperature=NotProvided,
         balanced_replay_online_fraction=NotProvided,
         density_lr=NotProvided,
@@ -219,9 +219,10 @@ class O2OSACConfig(SACConfig):
     ) -> "O2OSACConfig":
         """Settings of the SAC family.
 
-        mode: "sac" (plain SAC), "sacml" (offline SAC + max-likelihood term),
-            "aca" (online fine-tuning with the aligned critic) or "cql" (offline SAC
-            with CQL's critic penalty: the cql-sac baseline).
+        update: the class of each gradient update (`updates.py`): SACUpdate (plain SAC, default),
+            SACMLUpdate (offline SAC + max-likelihood term), CQLUpdate (offline SAC with CQL's
+            critic penalty: the cql-sac baseline), ACAUpdate (online fine-tuning with the aligned
+            critic) or BalancedReplayUpdate (the Balanced Replay baseline online), or a subclass.
         alpha_bc: SAC+ML's BC scale (lambda = alpha_bc / mean|Q|).
         cql_weight, cql_num_actions, cql_temperature: CQL(H)'s penalty weight, the
             actions sampled per source (uniform, pi at s, pi at s') and its temperature.
@@ -232,7 +233,7 @@ class O2OSACConfig(SACConfig):
             a KL(pi || pi0)-regularised SAC whose prior the critic cannot absorb.
         w_schedule: ACA's [w0, T, w_min]; w drops by w0/(T*1000) per update.
         entropy_scale: c_H; the target entropy is -c_H * |A|.
-        reference_entropy_target: "aca" mode: the target entropy is instead pi0's on the batch's
+        reference_entropy_target: ACAUpdate: the target entropy is instead pi0's on the batch's
             states, -E_{a~pi0}[log pi0(a|s)] (one sample per state), so that the temperature, like
             the actor, is stationary at pi = pi0; -c_H * |A| lets alpha fall from the first update
             whenever pi0's entropy exceeds it.
@@ -244,7 +245,7 @@ class O2OSACConfig(SACConfig):
         actor_warmup_updates: the stage's first updates train the critic only: the actor and the
             temperature stay where the stage started them (ACA: at pi0, alpha = 1) until R has learned
             from this many updates' worth of online data. 0 (default): from the first update.
-        offline_entropy_bonus: "aca" mode: beta_0 of the TD target's state bonus beta_t H(pi0(.|s')),
+        offline_entropy_bonus: ACAUpdate: beta_0 of the TD target's state bonus beta_t H(pi0(.|s')),
             beta_t = beta_0 w_t / w_0 (`maths.offline_entropy_bonus`). Set to the offline critic's
             temperature alpha_off when R starts from a Z distilled from that (soft) critic, so that
             the online target's fixed point at t = 0 is Z. 0 (default): no bonus.
@@ -267,10 +268,11 @@ class O2OSACConfig(SACConfig):
             memory and sampled uniformly; larger ones are streamed from Ray Data each epoch
             with a local shuffle buffer (approximately uniform).
         random_warmup_steps: initial online steps with uniform random actions.
-        balanced_replay: the Balanced Replay baseline (Lee et al. 2022): the offline data
-            stays in the online buffer, rows are replayed in proportion to a learned
-            density ratio d_online / d_offline (a network trained alongside, at density_lr)
-            raised to 1 / balanced_replay_temperature; the first 1000 online rows start with
+        balanced_replay_temperature, balanced_replay_online_fraction, density_lr: the Balanced
+            Replay baseline's (Lee et al. 2022; `update=BalancedReplayUpdate`): the offline data
+            stays in the online buffer, rows are replayed in proportion to a learned density ratio
+            d_online / d_offline (a network trained alongside, at density_lr) raised to
+            1 / balanced_replay_temperature; the first 1000 online rows start with
             balanced_replay_online_fraction of the sampling mass. Needs the offline data online.
         hidden: MLP hidden sizes of actor and critics.
         actor_activation: "relu" or "tanh" (e.g. a policy imported from RLlib's CQL).
@@ -291,13 +293,14 @@ class O2OSACConfig(SACConfig):
         """
         for name, value in locals().items():
             if name != "self" and value is not NotProvided:
-                setattr(self, "o2o_mode" if name == "mode" else name, value)
+                setattr(self, "update_class" if name == "update" else name, value)
         return self
 
     def validate(self) -> None:
         super().validate()
-        if self.o2o_mode not in MODES:
-            raise ValueError(f"o2o mode must be one of {MODES}, got {self.o2o_mode!r}")
+        if not (isinstance(self.update_class, type) and issubclass(self.update_class, SACUpdate)):
+            raise ValueError(f"update must be SACUpdate or a subclass of it (rllib_o2o/algorithms/o2o_sac/updates.py), "
+                             f"got {self.update_class!r}")
         if self.cql_weight < 0 or self.cql_num_actions < 1 or self.cql_temperature <= 0:
             raise ValueError("CQL needs cql_weight >= 0, cql_num_actions >= 1 and cql_temperature > 0")
         if self.clip_beta <= 0:
@@ -305,7 +308,7 @@ class O2OSACConfig(SACConfig):
         w0, horizon, w_min = self.w_schedule
         if not (horizon > 0 and 0 <= w_min <= w0):
             raise ValueError(f"w_schedule [w0, T, w_min] needs T > 0 and 0 <= w_min <= w0, got {self.w_schedule}")
-        if self.balanced_replay and not (self.balanced_replay_temperature > 0
+        if self.update_class.uses_density_ratio and not (self.balanced_replay_temperature > 0
                                          and 0 < self.balanced_replay_online_fraction < 1):
             raise ValueError("balanced replay needs balanced_replay_temperature > 0 and "
                              "0 < balanced_replay_online_fraction < 1")
@@ -357,7 +360,7 @@ class O2OSACConfig(SACConfig):
     @property
     def _model_config_auto_includes(self):
         return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
-                "actor_activation": self.actor_activation, "density_ratio": self.balanced_replay,
+                "actor_activation": self.actor_activation, "density_ratio": self.update_class.uses_density_ratio,
                 "num_critics": self.num_critics}
 
     def get_default_learner_class(self):
@@ -380,7 +383,7 @@ class O2OSAC(SAC):
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         if self.config.is_offline:
             self.replay = self._load_offline_data(obs_dim, act_dim)
-        elif self.config.balanced_replay:
+        elif self.config.update_class.uses_density_ratio:
             self.replay = BalancedReplayBuffer(
                 self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0,
                 initial_online_fraction=self.config.balanced_replay_online_fraction)
@@ -613,9 +616,9 @@ class O2OSAC(SAC):
         batch = self.replay.sample(num_updates, self.config.train_batch_size_per_learner)
         indices = batch.pop("indices", None)  # prioritised replay: rows whose priority comes back
         results = self.call_learner(lambda learner: learner.o2o_update(batch))
-        if "priorities" in results:
-            self.replay.update_priorities(indices, results.pop("priorities"))
+        if PRIORITIES in results:
+            self.replay.update_priorities(indices, results.pop(PRIORITIES))
         self.metrics.log_dict(results, key=(LEARNER_RESULTS, "default_policy"), window=1)
-        self.metrics.log_value((LEARNER_RESULTS, "num_env_steps_sampled_o2o"), self._env_steps_sampled, window=1)
+        self.metrics.log_value((LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED), self._env_steps_sampled, window=1)
 
 
