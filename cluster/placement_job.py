@@ -13,10 +13,10 @@ EnvRunner for its node id and PID and appends them to RUN_DIR/placement.json
 placement and the restart of a killed EnvRunner. Every entry also names the Python
 environment (sys.prefix) of the driver and of each EnvRunner.
 
-Plain runs place EnvRunners with the config key `custom_resources_per_env_runner`;
-this entry point wraps `rllib_o2o.stages.online.online_config` (the one place the
-online O2OSACConfig is built) to set it from the flags above and to add the two
-recording callbacks. Everything else is `rllib-o2o run` unchanged.
+EnvRunners are placed with the pipeline's own `custom_resources_per_env_runner`, and the
+recording is an RLlib callback class the pipeline is told to run (`online_callbacks:
+cluster.placement_job:PlacementRecorder`), both passed as `rllib-o2o run` options. Everything
+else is `rllib-o2o run` unchanged.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-# Under `ray job submit --working-dir .` the repo root is the cwd but not on sys.path.
+# Under `ray job submit --working-dir .` the repo root is the cwd but not on sys.path; with it there the
+# driver imports this file as `cluster.placement_job` too, which is how the pipeline finds PlacementRecorder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray.rllib.callbacks.callbacks import RLlibCallback  # noqa: E402
 
 
 def _runner_info(runner) -> dict:
@@ -39,24 +42,37 @@ def _runner_info(runner) -> dict:
             "pid": os.getpid(), "python_prefix": sys.prefix}
 
 
-def _recorder(path: Path, driver_node: str):
-    def record(event: str, algorithm) -> None:
-        group = algorithm.env_runner_group
-        asked_at = time.time()  # before the runners answer: a runner killed after this cannot be listed
-        runners = group.foreach_env_runner(_runner_info, local_env_runner=False)
-        entries = json.loads(path.read_text()) if path.exists() else []
-        entries.append({"event": event, "time": time.time(), "asked_at": asked_at, "driver_node_id": driver_node,
-                        "driver_python_prefix": sys.prefix,
-                        "env_steps": getattr(algorithm, "env_steps_sampled", 0),
-                        "num_healthy_runners": group.num_healthy_remote_workers(),
-                        "num_runners": group.num_remote_workers(), "runners": runners})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, path)
-        print(f"placement ({event}): EnvRunners {[(r['worker_index'], r['node_id'][:8], r['pid']) for r in runners]}"
-              f", driver on {driver_node[:8]}", flush=True)
+def record_placement(event: str, algorithm) -> None:
+    """Appends the live EnvRunners' node ids and pids (and the driver's) to RUN_DIR/placement.json,
+    RUN_DIR being the parent of the online stage's directory (the algorithm's log_dir)."""
+    import ray
 
-    return record
+    path = Path(algorithm.config.log_dir).parent / "placement.json"
+    driver_node = ray.get_runtime_context().get_node_id()
+    group = algorithm.env_runner_group
+    asked_at = time.time()  # before the runners answer: a runner killed after this cannot be listed
+    runners = group.foreach_env_runner(_runner_info, local_env_runner=False)
+    entries = json.loads(path.read_text()) if path.exists() else []
+    entries.append({"event": event, "time": time.time(), "asked_at": asked_at, "driver_node_id": driver_node,
+                    "driver_python_prefix": sys.prefix,
+                    "env_steps": getattr(algorithm, "env_steps_sampled", 0),
+                    "num_healthy_runners": group.num_healthy_remote_workers(),
+                    "num_runners": group.num_remote_workers(), "runners": runners})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, path)
+    print(f"placement ({event}): EnvRunners {[(r['worker_index'], r['node_id'][:8], r['pid']) for r in runners]}"
+          f", driver on {driver_node[:8]}", flush=True)
+
+
+class PlacementRecorder(RLlibCallback):
+    """Records the EnvRunners' placement after the online algorithm is built and after every iteration."""
+
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        record_placement("online_algorithm_init", algorithm)
+
+    def on_train_result(self, *, algorithm, **kwargs) -> None:
+        record_placement("online_train_result", algorithm)
 
 
 def main(argv: list[str]) -> int:
@@ -68,27 +84,12 @@ def main(argv: list[str]) -> int:
     if ours.out is None:
         parser.error("--out is required (placement.json is written there)")
 
-    import ray
-
-    from rllib_o2o.api import init_ray
     from rllib_o2o.cli import main as cli_main
-    from rllib_o2o.stages import online
 
-    init_ray()
-    record = _recorder(Path(ours.out) / "placement.json", ray.get_runtime_context().get_node_id())
-    build_online_config = online.online_config
-
-    def pinned_online_config(cfg, preset, actor_activation="relu", **kwargs):
-        return (
-            build_online_config(cfg, preset, actor_activation, **kwargs)
-            .env_runners(custom_resources_per_env_runner={ours.runner_resource: ours.runner_resource_amount})
-            .callbacks(on_algorithm_init=lambda algorithm, **kw: record("online_algorithm_init", algorithm),
-                       on_train_result=lambda algorithm, **kw: record("online_train_result", algorithm))
-        )
-
-    online.online_config = pinned_online_config
     Path(ours.out).mkdir(parents=True, exist_ok=True)
-    return cli_main(["run", "--out", ours.out, *rest])
+    resources = json.dumps({ours.runner_resource: ours.runner_resource_amount})
+    return cli_main(["run", "--out", ours.out, "--custom-resources-per-env-runner", resources,
+                     "--online-callbacks", "cluster.placement_job:PlacementRecorder", *rest])
 
 
 if __name__ == "__main__":

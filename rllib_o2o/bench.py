@@ -84,7 +84,7 @@ def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path
 
     Generated datasets are cached by content and settings under `data_dir`: made once per machine.
     """
-    from rllib_o2o.data.generate import CollectSettings, collect, dataset_dir
+    from rllib_o2o.stages.collect import CollectSettings, collect, dataset_dir
 
     resolved = {}
     for name in datasets:

@@ -43,7 +43,7 @@ def _cmd_import_minari(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from rllib_o2o.data.generate import CollectSettings, collect
+    from rllib_o2o.stages.collect import CollectSettings, collect
 
     settings = CollectSettings(
         env_id=args.env, kinds=tuple(args.kinds), num_transitions=args.num_transitions,

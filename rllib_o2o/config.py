@@ -29,6 +29,11 @@ def option(default, help: str, **flag) -> Field:
     return field(default=default, metadata={"help": help, **flag})
 
 
+def _check_import_path(value) -> None:
+    if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+        raise ValueError(f"online_callbacks must be module:Class, got {value!r}")
+
+
 def _check_torch_threads(value) -> None:
     resolve_torch_threads(value, 1)  # "auto" or a positive int
 
@@ -109,6 +114,10 @@ class PipelineConfig:
     storage_path: str | None = option(
         None, "also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a pyarrow URI (s3://, gs://, "
               "hdfs://, file://); a re-run on any node resumes from it")
+    online_callbacks: str | None = option(
+        None, "an RLlib callback class (RLlibCallback subclass) the online stage's algorithm runs, as "
+              "module:Class importable by the driver, e.g. cluster.placement_job:PlacementRecorder: how a job "
+              "watches the run, not what it computes", metavar="MODULE:CLASS", check=_check_import_path)
     align_plateau_patience: int = option(
         0, "stop alignment once Z's held-out Bellman residual has not improved by 1% for this many "
            "evaluations (every 500 Z steps); 0 runs all align_steps")

@@ -42,12 +42,13 @@ PER_METHOD_KEYS = ("method",)
 # have another local path (the storage location is STORAGE_PATH/<run dir name>).
 LOCATION_KEYS = ("out", "storage_path")
 # How fast the run computes or how it is watched, not what it computes: a run resumed on a node
-# with other cores may choose other torch threads, and any run may be resumed verbose or into W&B.
-EXECUTION_KEYS = ("torch_threads", "verbose", "wandb_project")
+# with other cores may choose other torch threads, and any run may be resumed verbose, into W&B or
+# with other callbacks watching it.
+EXECUTION_KEYS = ("torch_threads", "verbose", "wandb_project", "online_callbacks")
 
 
 def embedded_default_dataset(out: Path, torch_threads: int | str = "auto") -> Path:
-    from rllib_o2o.data.generate import CollectSettings, collect
+    from rllib_o2o.stages.collect import CollectSettings, collect
 
     settings = CollectSettings(env_id=EMBEDDED_ENV, kinds=("medium",), num_transitions=5_000,
                                train_env_steps=8_000, env_steps_per_iteration=500, random_warmup_steps=500,

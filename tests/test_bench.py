@@ -46,7 +46,7 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, local_ray, capsys):
+def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, local_ray):
     kwargs = dict(datasets=["hopper-medium"], seeds=[0], overrides=TINY_PIPELINE, collect_overrides=TINY_COLLECT)
     files = run_benchmark("paper", tmp_path / "bench", tmp_path / "data", **kwargs)
     assert len(files) == len(ALL_METHODS) and all(f.exists() for f in files)
@@ -55,11 +55,15 @@ def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, loc
     assert all([p["env_steps"] for p in r["curve"]] == [0, 100, 200] for r in runs)
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert saved["profile"] == "paper" and saved["pipeline"]["online_steps"] == 200
-    capsys.readouterr()
+    written = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "bench").rglob("*.json")}
+    data = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*") if p.is_file()}
 
     run_benchmark("paper", tmp_path / "bench", tmp_path / "data", **kwargs)  # all done: nothing is redone
-    out = capsys.readouterr().out
-    assert out.count("done, skipped") == len(ALL_METHODS) and "up to date, reused" in out
+    unchanged = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in written}
+    changed = sorted(str(p.relative_to(tmp_path)) for p in written
+                     if unchanged[p] != written[p] and p.name != "bench.json")  # bench.json: the settings, rewritten
+    assert not changed, changed
+    assert {p: p.stat().st_mtime_ns for p in data} == data  # the dataset was reused, not generated again
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rllib_o2o.data.generate import CollectSettings, collect
+from rllib_o2o.stages.collect import CollectSettings, collect
 from rllib_o2o.data.schema import DatasetError, episode_returns, read_dataset
 from rllib_o2o.data.validate import validate_dataset
 

@@ -48,7 +48,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     update = method.online_update_class()
     capacity = cfg.replay_capacity + (offline_rows if update.uses_density_ratio else 0)
     w0, horizon, w_min = preset.w_schedule
-    return (
+    config = (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
@@ -77,6 +77,20 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
         .fault_tolerance(restart_failed_env_runners=True)
         .debugging(seed=cfg.seed)
     )
+    if cfg.online_callbacks:
+        config = config.callbacks(callbacks_class=import_class(cfg.online_callbacks))
+    return config
+
+
+def import_class(path: str) -> type:
+    """The class at `module:Class`, or a ValueError naming what could not be imported."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"online_callbacks {path!r}: cannot import it ({type(err).__name__}: {err})") from None
 
 
 def require_offline_temperature(method_name: str, aligned_meta: dict) -> None:
@@ -152,11 +166,17 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
 
                 if not progress:
                     progress = {"iteration": 0, "curve": [], "env_steps": 0}
-                    _start(algo, method, start_weights, optimizer_states)
+                    seed_rows = None
                     if seeds_replay(cfg.method, preset):
-                        _seed_replay(algo, dataset.arrays(), meta,
-                                     None if method.online_update_class().uses_density_ratio else num_seed_episodes,
-                                     console)
+                        k = None if method.online_update_class().uses_density_ratio else num_seed_episodes
+                        seed_rows = dataset.arrays() if k is None else top_k_episodes(dataset.arrays(), k)
+                    start_online(algo, method, start_weights, optimizer_states=optimizer_states,
+                                 seed_rows=seed_rows, action_bounds=(np.asarray(meta.action_low, np.float32),
+                                                                     np.asarray(meta.action_high, np.float32)))
+                    if seed_rows is not None:
+                        what = "the offline dataset" if k is None else f"the {k} highest-return offline episodes"
+                        console.line(f"online stage: seeded the replay buffer with {what} "
+                                     f"({len(seed_rows['rewards'])} transitions)")
                     ret = evaluation_return(algo.evaluate())
                     progress["curve"].append({"env_steps": 0, "return": ret, "score": cfg.score(ret)})
                     evaluated(progress["curve"][-1], {})
@@ -200,8 +220,11 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
     return summary
 
 
-def _start(algo, method, start_weights: dict | None, optimizer_states: dict | None) -> None:
-    """A fresh online stage: the start module (aligned, offline or random), its reference policy and Adam."""
+def start_online(algo, method, start_weights: dict | None, *, optimizer_states: dict | None = None,
+                 seed_rows: dict | None = None, action_bounds: tuple | None = None) -> None:
+    """A fresh online stage: the start module (aligned, offline or random), its reference policy, Adam,
+    the EnvRunners' weights and the protected offline rows `seed_rows` (in env units, `action_bounds`
+    (low, high) arrays) in the replay buffer. The pipeline's online stage and each Tune trial start so."""
     if start_weights is not None:
         if method.fresh_critic:  # ablation: keep this algorithm's random R, not the aligned one
             initial = algo.call_learner(lambda learner: learner.get_module_weights())
@@ -214,6 +237,8 @@ def _start(algo, method, start_weights: dict | None, optimizer_states: dict | No
     if optimizer_states is not None:
         algo.call_learner(lambda learner: learner.set_optimizer_states(optimizer_states))
     algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
+    if seed_rows is not None:
+        algo.replay.add_transitions(seed_rows, *action_bounds, protected=True)
 
 
 def dip(curve: list[dict], online_steps: int) -> float | None:
@@ -222,12 +247,3 @@ def dip(curve: list[dict], online_steps: int) -> float | None:
     if len(early) < 2 and len(curve) > 1:  # evaluations sparser than 10%: take the first after step 0
         early = [p["score"] for p in curve[:2] if p["score"] is not None]
     return min(early) if early else None
-
-
-def _seed_replay(algo, transitions: dict, meta: DatasetMeta, k: int | None, console: Console) -> None:
-    """Protected offline rows in the buffer: the k highest-return episodes, or (None) the whole dataset."""
-    rows = transitions if k is None else top_k_episodes(transitions, k)
-    algo.replay.add_transitions(rows, np.asarray(meta.action_low, np.float32),
-                                np.asarray(meta.action_high, np.float32), protected=True)
-    what = "the offline dataset" if k is None else f"the {k} highest-return offline episodes"
-    console.line(f"online stage: seeded the replay buffer with {what} ({len(rows['rewards'])} transitions)")

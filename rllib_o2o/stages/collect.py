@@ -1,4 +1,7 @@
-"""D4RL-style datasets on gymnasium MuJoCo (or any Box env), generated here.
+"""The collect stage: D4RL-style datasets on gymnasium MuJoCo (or any Box env), generated here.
+
+A stage, not part of `rllib_o2o.data` (the dataset format, its readers and importers): it trains
+a policy with the algorithm layer, so it sits above both.
 
 D4RL's recipe: train a SAC behaviour policy online; `random` is uniform
 actions, `medium` rolls out the policy from when it first reaches a target
