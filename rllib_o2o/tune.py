@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rllib_o2o.methods import alignment_dir_name, needs_alignment
+from rllib_o2o.methods import needs_alignment
 
 KNOBS = ("clip_beta", "w0", "w_T", "w_min", "actor_lr", "critic_lr", "alpha_lr", "entropy_scale",
          "seed_episodes", "seed")
@@ -261,27 +261,26 @@ def __getattr__(name):  # PEP 562: build the Tune class only when asked for (kee
 
 # -- stages 1-2, once -----------------------------------------------------------------
 
-def ensure_aligned(cfg):
-    """Runs (or skips, when done) stages 1 and 2 of the pipeline in cfg.out; returns
-    (run_dir, dataset_dir, meta)."""
+def ensure_aligned(cfg, run):
+    """Runs (or skips, when done) stages 1 and 2 of the pipeline in `run` (`pipeline.open_run(cfg)`);
+    returns (dataset_dir, meta)."""
     from rllib_o2o.pipeline import prepare, run_offline_and_alignment
-    from rllib_o2o.stages.common import stage_done
 
     if not needs_alignment(cfg.method):
         raise ValueError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method!r} "
                          f"has no alignment stage")
-    run_dir, dataset_dir, meta, _ = prepare(cfg)
-    align_dir = run_dir / alignment_dir_name(cfg.method)
-    if stage_done(align_dir) is not None:
-        print(f"tune: using the aligned checkpoint in {align_dir}", flush=True)
+    dataset_dir, meta, _ = prepare(cfg, run)
+    align_stage = run.alignment_stage(cfg.method)
+    if align_stage.done() is not None:
+        print(f"tune: using the aligned checkpoint in {align_stage.path}", flush=True)
     else:
         from rllib_o2o.console import Console
         from rllib_o2o.metrics_log import MetricsLog
 
         from rllib_o2o.data.shared import SharedDataset
 
-        run_offline_and_alignment(cfg, run_dir, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
-    return run_dir, dataset_dir, meta
+        run_offline_and_alignment(cfg, run, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
+    return dataset_dir, meta
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -323,9 +322,11 @@ def _scheduler(settings: TuneSettings, metric: str, iterations: int):
 def experiment_path(settings: TuneSettings, run_dir: Path, run_storage_path: str | None = None) -> str:
     """--tune-storage-path/NAME, else beside the run: RUN_DIR/tune/NAME, or on the run's own storage
     (STORAGE_PATH/<run dir name>/tune/NAME) when the pipeline has a storage path."""
-    from rllib_o2o.storage import run_uri
+    from rllib_o2o.rundir.mirror import run_uri
+    from rllib_o2o.rundir.names import TUNE_DIR
 
-    default = run_uri(run_storage_path, run_dir) + "/tune" if run_storage_path else str((run_dir / "tune").resolve())
+    default = (run_uri(run_storage_path, run_dir) + f"/{TUNE_DIR}" if run_storage_path
+               else str((run_dir / TUNE_DIR).resolve()))
     storage = settings.storage_path or default
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -344,15 +345,17 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from rllib_o2o.algorithms.o2o_sac import O2OSAC
-    from rllib_o2o.checkpoints import MODULE_DIR, load_module_checkpoint, write_json_atomic
+    from rllib_o2o.checkpoints import load_module_checkpoint, write_json_atomic
     from rllib_o2o.data.schema import read_dataset, top_k_episodes
+    from rllib_o2o.pipeline import open_run
     from rllib_o2o.stages.online import require_offline_temperature
-    from rllib_o2o.storage import push_file
 
     settings.validate()
     if not ray.is_initialized():
         raise RuntimeError("run_tune needs Ray: call ray.init() (or join a cluster) first")
-    run_dir, dataset_dir, meta = ensure_aligned(cfg)
+    run = open_run(cfg)
+    run_dir = run.path
+    dataset_dir, meta = ensure_aligned(cfg, run)
     base = asdict(cfg)
     for key, value in (online_overrides or {}).items():
         if key not in ONLINE_FIELDS:
@@ -361,7 +364,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
         base[key] = value
     trial_cfg, preset, _ = trial_settings(base, {})
     trial_cfg.validate()
-    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
+    aligned_weights, aligned_meta = load_module_checkpoint(run.alignment_stage(cfg.method).module_path,
                                                            expect={"stage": "aligned"})
     require_offline_temperature(cfg.method, aligned_meta)
 
@@ -420,8 +423,8 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     summary.update({"experiment": path, "aligned_run": str(run_dir), "seconds_this_invocation":
                     time.perf_counter() - start, "online_steps": trial_cfg.online_steps,
                     "eval_every": trial_cfg.eval_every, "space": settings.space})
-    write_json_atomic(run_dir / f"tune_{settings.name}_summary.json", summary)
-    push_file(run_dir / f"tune_{settings.name}_summary.json")
+    write_json_atomic(run.tune_summary_path(settings.name), summary)
+    run.push_file(run.tune_summary_path(settings.name))
     if "://" not in path:
         write_json_atomic(Path(path) / "summary.json", summary)
     return summary
@@ -523,18 +526,16 @@ def config_from_args(args, load_file, flags: dict) -> tuple:
 
     `flags`: the pipeline flags given on the command line (rllib_o2o.flags.given_values).
     """
-    from rllib_o2o.config import RUN_CONFIG_FILE, PipelineConfig, config_from_options
+    from rllib_o2o.config import PipelineConfig, config_from_options
+    from rllib_o2o.rundir.layout import RunDir
 
     flags = dict(flags)
     if args.from_run:
-        saved = Path(args.from_run) / RUN_CONFIG_FILE
+        saved = RunDir(args.from_run).config_path
         storage_path = flags.pop("storage_path", None)
         if storage_path and not saved.exists():  # a fresh node: the run is on storage only
-            from rllib_o2o.storage import attach, sync_run
-
             Path(args.from_run).mkdir(parents=True, exist_ok=True)
-            attach(Path(args.from_run), storage_path)
-            sync_run(Path(args.from_run))
+            RunDir.open(args.from_run, storage_path).sync()
         if not saved.exists():
             raise ValueError(f"{args.from_run}: no config.json, not a run directory of `rllib-o2o run`")
         if args.config:
