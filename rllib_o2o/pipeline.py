@@ -4,7 +4,8 @@ Each stage writes its outputs under the run directory and a DONE.json only
 after they are durable, so a re-run skips finished stages and resumes an
 interrupted one from its last checkpoint. With `storage_path` the run directory
 is mirrored to STORAGE_PATH/<run dir name> (`rllib_o2o.rundir.mirror`), so the re-run
-may be on another node.
+may be on another node. A run holds its directory's lock (`rllib_o2o.rundir.lock`)
+from start to end: a second process on the same run is refused.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def resolve_dataset(cfg: PipelineConfig, run: RunDir) -> Path:
 def open_run(cfg: PipelineConfig) -> RunDir:
     """The run directory `cfg` describes, after validating `cfg`, mirrored when it has a storage path.
 
-    Nothing is written."""
+    Nothing is written; take `run.lock()` before `prepare`."""
     cfg.validate()
     return RunDir.open(cfg.out, cfg.storage_path)
 
@@ -93,7 +94,7 @@ def open_run(cfg: PipelineConfig) -> RunDir:
 def prepare(cfg: PipelineConfig, run: RunDir, validated=None):
     """Validation before any training (dataset vs env, output path), then the sync with storage.
 
-    `run`: `open_run(cfg)`. Returns (dataset_dir, meta, stats): the
+    `run`: `open_run(cfg)`, locked by the caller. Returns (dataset_dir, meta, stats): the
     dataset's statistics come from its validation, `validated` (the preflight's DatasetStats)
     when that was of the same directory."""
     from rllib_o2o.data.rollouts import check_registered
@@ -233,9 +234,15 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     quiet_libraries(cfg.verbose)
     console = Console()
     start = time.perf_counter()
+    run = open_run(cfg)
+    with run.lock():
+        return _run_pipeline(cfg, run, console, start, validated)
+
+
+def _run_pipeline(cfg: PipelineConfig, run: RunDir, console: Console, start: float, validated) -> dict:
+    """`run_pipeline` in its run directory, locked."""
     from rllib_o2o.stages.online import require_offline_temperature, run_online_stage, seeds_replay
 
-    run = open_run(cfg)
     run_dir = run.path
     dataset_dir, meta, stats = prepare(cfg, run, validated)
     preset = get_preset(cfg.preset, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,

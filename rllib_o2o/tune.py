@@ -262,8 +262,8 @@ def __getattr__(name):  # PEP 562: build the Tune class only when asked for (kee
 # -- stages 1-2, once -----------------------------------------------------------------
 
 def ensure_aligned(cfg, run):
-    """Runs (or skips, when done) stages 1 and 2 of the pipeline in `run` (`pipeline.open_run(cfg)`);
-    returns (dataset_dir, meta)."""
+    """Runs (or skips, when done) stages 1 and 2 of the pipeline in `run` (`pipeline.open_run(cfg)`,
+    locked by the caller); returns (dataset_dir, meta)."""
     from rllib_o2o.pipeline import prepare, run_offline_and_alignment
 
     if not needs_alignment(cfg.method):
@@ -338,22 +338,30 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
 
     `online_overrides` (ONLINE_FIELDS only) change the online stage of the trials without
     touching the aligned run's saved config (e.g. a shorter online budget for the search).
-    Needs `ray.init()` (or a cluster) beforehand.
+    Needs `ray.init()` (or a cluster) beforehand. Holds the run directory's lock throughout.
     """
     import ray
+
+    from rllib_o2o.pipeline import open_run
+
+    settings.validate()
+    if not ray.is_initialized():
+        raise RuntimeError("run_tune needs Ray: call ray.init() (or join a cluster) first")
+    run = open_run(cfg)
+    with run.lock():
+        return _run_tune(cfg, settings, online_overrides, run)
+
+
+def _run_tune(cfg, settings: TuneSettings, online_overrides: dict | None, run) -> dict:
+    """`run_tune` in its run directory `run`, locked."""
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     from rllib_o2o.algorithms.o2o_sac import O2OSAC
     from rllib_o2o.checkpoints import load_module_checkpoint, write_json_atomic
     from rllib_o2o.data.schema import read_dataset, top_k_episodes
-    from rllib_o2o.pipeline import open_run
     from rllib_o2o.stages.online import require_offline_temperature
 
-    settings.validate()
-    if not ray.is_initialized():
-        raise RuntimeError("run_tune needs Ray: call ray.init() (or join a cluster) first")
-    run = open_run(cfg)
     run_dir = run.path
     dataset_dir, meta = ensure_aligned(cfg, run)
     base = asdict(cfg)
@@ -534,8 +542,9 @@ def config_from_args(args, load_file, flags: dict) -> tuple:
         saved = RunDir(args.from_run).config_path
         storage_path = flags.pop("storage_path", None)
         if storage_path and not saved.exists():  # a fresh node: the run is on storage only
-            Path(args.from_run).mkdir(parents=True, exist_ok=True)
-            RunDir.open(args.from_run, storage_path).sync()
+            run = RunDir.open(args.from_run, storage_path)
+            with run.lock():  # released before run_tune locks it again for the search
+                run.sync()
         if not saved.exists():
             raise ValueError(f"{args.from_run}: no config.json, not a run directory of `rllib-o2o run`")
         if args.config:

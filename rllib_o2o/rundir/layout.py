@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rllib_o2o.rundir.lock import RunLock
 from rllib_o2o.rundir.mirror import Mirror
 from rllib_o2o.rundir.names import (
     DATASETS_DIR,
@@ -85,7 +86,7 @@ class RunDir:
     def online_stage(self, method: str) -> StageDir:
         return self.stage(online_stage_name(method))
 
-    # -- storage --------------------------------------------------------------------------------
+    # -- storage and exclusive use -----------------------------------------------------------
 
     def push_file(self, path: Path) -> None:
         """Uploads one file of the run (config, results) when the run has storage."""
@@ -100,3 +101,7 @@ class RunDir:
         """With storage: what the run dir lacks comes down, what storage lacks goes up (`Mirror.sync`)."""
         if self.mirror is not None:
             self.mirror.sync()
+
+    def lock(self) -> RunLock:
+        """This process's exclusive use of the directory and of its storage run (a context manager)."""
+        return RunLock(self.path, self.mirror)

@@ -202,6 +202,30 @@ class Mirror:
         except (OSError, ValueError) as err:
             raise StorageError(f"storage {uri}: unreadable ({err})") from None
 
+    def write_json(self, name: str, obj) -> None:
+        """A small JSON file of the run's own on storage (not in the local run directory), whole or not at all."""
+        data = json.dumps(obj, sort_keys=True).encode()
+
+        def write(fs, path: str) -> None:
+            with fs.open_output_stream(path) as stream:
+                stream.write(data)
+
+        remote, _ = self._remote(self.run_dir / name)
+        try:
+            self._fs.create_dir(self._root, recursive=True)
+            _publish(self._fs, remote, write)
+        except OSError as err:
+            raise self._transfer_error(err) from None
+
+    def delete(self, name: str) -> None:
+        """Removes a file of the run from storage (nothing if it is not there)."""
+        remote, _ = self._remote(self.run_dir / name)
+        try:
+            if _is_file(self._fs, remote):
+                self._fs.delete_file(remote)
+        except OSError as err:
+            raise self._transfer_error(err) from None
+
     # -- stages --------------------------------------------------------------------------
 
     def _remote_slots(self, remote_stage: str) -> list[tuple[int, str]]:

@@ -14,6 +14,8 @@ DATASETS_DIR = "datasets"  # datasets made (the embedded default), imported or f
 IMPORTED_DATASET_DIR = f"{DATASETS_DIR}/imported"  # a D4RL file or Minari dataset, imported
 FETCHED_DATASET_DIR = f"{DATASETS_DIR}/fetched"  # a dataset URI, copied
 TUNE_DIR = "tune"  # `rllib-o2o tune`'s experiments, unless --tune-storage-path says otherwise
+LOCK_FILE = ".run.lock"  # flock'ed while a process runs in the directory (`lock.RunLock`)
+LEASE_FILE = ".run.lease"  # the same on storage: a lease with an expiry (not .json: never synced)
 
 # -- a stage directory ------------------------------------------------------------------
 CHECKPOINT_DIR = "checkpoint"  # the newest committed checkpoint
