@@ -8,7 +8,10 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from ray.rllib.utils.metrics import LEARNER_RESULTS  # where `algo.train()` keeps the learners' losses and values
+
 from rllib_o2o.console import StageProgress
+from rllib_o2o.nonfinite import NonFiniteError, describe, non_finite
 from rllib_o2o.rundir.stage import StageDir
 
 
@@ -22,6 +25,14 @@ def format_eval(ret: float, score: float | None) -> str:
     return f"return {ret:.1f}" + ("" if score is None else f" score {score:.1f}")
 
 
+def check_finite(result: dict, stage: StageDir, iteration: int) -> None:
+    """Raises NonFiniteError when a learner number of the iteration's `result` is NaN or infinite."""
+    found = non_finite(result.get(LEARNER_RESULTS, {}), f"{LEARNER_RESULTS}/")
+    if found:
+        raise NonFiniteError(f"{stage.name} stage: {describe(found)} in training iteration {iteration}; stopped "
+                             f"before saving it, {stage.latest_checkpoint_note()}")
+
+
 def train_loop(algo, stage: StageDir, progress: dict, is_finished: Callable[[dict], bool],
                record: Callable[[dict, dict], str], checkpoint_every: int, bar: StageProgress,
                count: Callable[[dict], int]) -> dict:
@@ -30,7 +41,8 @@ def train_loop(algo, stage: StageDir, progress: dict, is_finished: Callable[[dic
     `record(progress, result)` updates progress (and logs the iteration's metrics) and
     returns what `bar` shows beside `count(progress)`. The bar moves after the iteration's
     checkpoint, when one is due, is saved: with `checkpoint_every` 1 an iteration's line means
-    it is on disk (the tests kill runs on such lines).
+    it is on disk (the tests kill runs on such lines). An iteration whose learner results hold a
+    NaN or infinite number stops the stage (NonFiniteError) before it is recorded or saved.
     """
     iterations_since_save = 0
     while not is_finished(progress):
@@ -44,6 +56,7 @@ def train_loop(algo, stage: StageDir, progress: dict, is_finished: Callable[[dic
                   f"({detail}); {stage.latest_checkpoint_note()}. Re-run the same command to resume from it.",
                   file=sys.stderr, flush=True)
             raise
+        check_finite(result, stage, iteration)
         progress["iteration"] = iteration
         info = record(progress, result)
         iterations_since_save += 1

@@ -15,7 +15,8 @@ import pytest
 
 from rllib_o2o.checkpoints import CheckpointError
 from rllib_o2o.console import Console
-from rllib_o2o.rundir.names import CHECKPOINT_DIR, CORRUPT_DIR, PREVIOUS_DIR
+from rllib_o2o.nonfinite import NonFiniteError
+from rllib_o2o.rundir.names import CHECKPOINT_DIR, CORRUPT_DIR, DONE_FILE, PREVIOUS_DIR
 from rllib_o2o.rundir.stage import StageDir, read_checkpoint
 from rllib_o2o.stages.common import train_loop
 from tests.faults.pipeline_proc import (
@@ -221,6 +222,62 @@ def _train(algo, stage_dir, progress, iterations=5, checkpoint_every=1):
                       lambda p, r: f"it {p['iteration']}", checkpoint_every,
                       Console(io.StringIO()).progress(stage_dir.name, iterations, "iterations"),
                       lambda p: p["iteration"])
+
+
+class DivergingAlgo(FakeAlgo):
+    """Reports RLlib-shaped learner results whose `metric` (a path under "learners") is `value` from
+    iteration `diverge_at` on."""
+
+    def __init__(self, diverge_at: int, metric: tuple = ("default_policy", "critic_loss"), value=float("nan")):
+        super().__init__()
+        self.diverge_at, self.metric, self.value = diverge_at, metric, value
+
+    def train(self):
+        result = super().train()
+        learners = {"default_policy": {"critic_loss": 0.5, "q_mean": -3.0, "alpha": 0.2, "num_updates_lifetime": 7},
+                    "num_env_steps_sampled_o2o": 200 * self.state}
+        if self.state >= self.diverge_at:
+            *parents, name = self.metric
+            inner = learners
+            for key in parents:
+                inner = inner[key]
+            inner[name] = self.value
+        return {**result, "learners": learners}
+
+
+@pytest.mark.parametrize("metric, value", [
+    (("default_policy", "critic_loss"), float("nan")),
+    (("default_policy", "q_mean"), float("-inf")),
+    (("num_env_steps_sampled_o2o",), float("inf")),
+])
+def test_a_non_finite_learner_result_stops_the_stage_before_its_checkpoint(tmp_path, metric, value):
+    stage = tmp_path / "online"
+    with pytest.raises(NonFiniteError) as err:
+        _train(DivergingAlgo(diverge_at=3, metric=metric, value=value), stage, {"iteration": 0})
+    message = str(err.value)
+    assert "/".join(("learners",) + metric) in message and "iteration 3" in message and "\n" not in message
+    assert str(stage / CHECKPOINT_DIR) in message  # where the last good checkpoint is
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 2  # iteration 3 was never saved
+    assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 1
+    assert not (stage / DONE_FILE).exists()
+    resumed = FakeAlgo()
+    assert StageDir(stage).restore_checkpoint(resumed)["iteration"] == 2 and resumed.state == 2
+
+
+def test_a_non_finite_result_between_checkpoints_keeps_the_older_one(tmp_path):
+    stage = tmp_path / "offline"
+    progress = {"iteration": 0}
+    with pytest.raises(NonFiniteError, match="iteration 5"):
+        _train(DivergingAlgo(diverge_at=5), stage, progress, iterations=8, checkpoint_every=2)
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 4
+    assert progress["iteration"] == 4  # the diverged iteration is not recorded either
+    assert not (stage / DONE_FILE).exists()
+
+
+def test_finite_learner_results_train_to_the_end(tmp_path):
+    stage = tmp_path / "online"
+    assert _train(DivergingAlgo(diverge_at=99), stage, {"iteration": 0})["iteration"] == 5
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 5
 
 
 @pytest.mark.slow
