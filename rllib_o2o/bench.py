@@ -29,7 +29,8 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
                   dataset_paths: dict[str, str] | None = None, num_env_runners: int = 0,
                   collect_overrides: dict | None = None, storage_path: str | None = None) -> list[Path]:
     """Runs every (dataset, seed, method) not yet done; returns the results files."""
-    from rllib_o2o.pipeline import PipelineConfig, results_path, run_pipeline
+    from rllib_o2o.pipeline import PipelineConfig, run_pipeline
+    from rllib_o2o.rundir.layout import RunDir
 
     profile = get_profile(profile_name)
     if collect_overrides:
@@ -60,7 +61,7 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
         for seed in seeds:
             run_dir = out / name / f"seed{seed}"
             for method in methods:
-                target = results_path(run_dir, method)
+                target = RunDir(run_dir).results_path(method)
                 index = len(done_files) + 1
                 if target.exists():
                     print(f"[bench {index}/{total}] {name} seed {seed} {method}: done, skipped", flush=True)
@@ -107,6 +108,7 @@ def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path
 def _import_given(name: str, source: str, data_dir: Path) -> Path:
     """A given dataset dir, D4RL file, Minari id or URI, resolved as `rllib-o2o run --dataset` does."""
     from rllib_o2o.pipeline import PipelineConfig, resolve_dataset
+    from rllib_o2o.rundir.layout import RunDir
 
     env_id, _ = split_dataset_name(name)
-    return resolve_dataset(PipelineConfig(dataset=source, env=env_id), data_dir / "given" / name)
+    return resolve_dataset(PipelineConfig(dataset=source, env=env_id), RunDir(data_dir / "given" / name))

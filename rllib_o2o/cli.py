@@ -74,10 +74,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         results = run(cfg)  # config, --out, dataset, env, checkpoint checked before Ray or any write
     except ValueError as err:
         raise CLIError(str(err)) from None
-    from rllib_o2o.pipeline import results_path, score_table
+    from rllib_o2o.pipeline import score_table
+    from rllib_o2o.rundir.layout import RunDir
 
     print(score_table(results))
-    print(f"results: {results_path(Path(cfg.out), cfg.method)}")
+    print(f"results: {RunDir(cfg.out).results_path(cfg.method)}")
     print(next_steps(cfg.out, cfg.method))
     return 0
 
@@ -119,7 +120,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         overrides["verbose"] = True
     try:
         if storage_path:
-            from rllib_o2o.storage import check_storage
+            from rllib_o2o.rundir.mirror import check_storage
 
             check_storage(storage_path, args.out)
         from rllib_o2o.ray_start import init_ray
@@ -193,7 +194,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         settings.validate()
         cfg.validate()
         if cfg.storage_path:
-            from rllib_o2o.storage import check_storage
+            from rllib_o2o.rundir.mirror import check_storage
 
             check_storage(cfg.storage_path, cfg.out)
         from rllib_o2o.ray_start import init_ray

@@ -15,8 +15,6 @@ from rllib_o2o.presets import PRESETS, get_preset
 from rllib_o2o.suggest import UnknownNameError
 from rllib_o2o.threads import resolve_torch_threads
 
-RUN_CONFIG_FILE = "config.json"  # a run directory's config, written by pipeline.prepare: what makes it a run
-
 EMBEDDED_ENV = "Pendulum-v1"
 
 

@@ -29,17 +29,12 @@ from rllib_o2o.checkpoints import (
     commit_dir,
     load_module_checkpoint,
 )
-from rllib_o2o.config import RUN_CONFIG_FILE
 from rllib_o2o.methods import get_method
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.policy_import import RLLIB_MODULE_SUBDIR
-from rllib_o2o.stages.common import (
-    ALGO_DIR,
-    CHECKPOINT_DIR,
-    DONE_FILE,
-    PREVIOUS_DIR,
-    read_checkpoint,
-)
+from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.rundir.names import ALGO_DIR, CHECKPOINT_DIR, PREVIOUS_DIR, RUN_CONFIG_FILE
+from rllib_o2o.rundir.stage import StageDir, read_checkpoint
 
 POLICY_FILE = "policy.json"
 ACTOR_FILE = "actor.pt"
@@ -113,13 +108,10 @@ def export_policy(run_dir: str | Path, out: str | Path, *, stage: str | None = N
     one that verifies, so a run in progress exports its latest policy), else
     "offline" (pi0: the aligned actor is pi0 unchanged).
     """
-    from rllib_o2o.pipeline import (  # imports Ray: only here
-        PipelineConfig,
-        offline_stage_dir,
-        online_stage_dir,
-    )
+    from rllib_o2o.pipeline import PipelineConfig  # imports Ray: only here
 
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     saved = _run_config(run_dir)
     method = method or saved.get("method", "aca")
     get_method(method)
@@ -129,17 +121,17 @@ def export_policy(run_dir: str | Path, out: str | Path, *, stage: str | None = N
         cfg = PipelineConfig.from_dict({**saved, "method": method})
     except (TypeError, ValueError) as err:
         raise ValueError(f"{run_dir / RUN_CONFIG_FILE}: {err}") from None
-    online_dir, offline_dir = online_stage_dir(run_dir, method), offline_stage_dir(run_dir, method)
+    online_stage, offline_stage = run.online_stage(method), run.offline_stage(method)
     if stage is None:
-        stage = "online" if _checkpoints(online_dir) or offline_dir is None else "offline"
+        stage = "online" if online_stage.checkpoints() or offline_stage is None else "offline"
     if stage == "online":
-        actor, checkpoint, step = _online_actor(online_dir)
-        activation = _online_activation(cfg, run_dir)
+        actor, checkpoint, step = _online_actor(online_stage)
+        activation = _online_activation(cfg, run)
     else:
-        if offline_dir is None:
+        if offline_stage is None:
             raise ValueError(f"method {method!r} has no offline stage (it starts online from a random "
                              "initialisation); only --stage online can be exported")
-        actor, checkpoint, step, activation = _offline_actor(offline_dir, online_dir)
+        actor, checkpoint, step, activation = _offline_actor(offline_stage, online_stage)
     spec = _spec(cfg, actor, activation, run_dir, stage, method, checkpoint, step)
     ExportedPolicy(spec, actor)  # the weights must rebuild the actor before anything is written
     _write(Path(out), spec, actor, overwrite)
@@ -162,40 +154,36 @@ def _run_config(run_dir: Path) -> dict:
     return saved
 
 
-def _checkpoints(stage_dir: Path) -> list[Path]:
-    """A stage's committed checkpoints, newest first."""
-    return [p for p in (stage_dir / CHECKPOINT_DIR, stage_dir / PREVIOUS_DIR) if p.is_dir()]
-
-
-def _online_actor(stage_dir: Path) -> tuple[dict, Path, int]:
+def _online_actor(stage: StageDir) -> tuple[dict, Path, int]:
     """The actor of the newest online checkpoint, and its env step."""
-    if not _checkpoints(stage_dir):
-        raise ValueError(f"{stage_dir}: no committed checkpoint to export (expected {CHECKPOINT_DIR}/ or "
+    if not stage.checkpoints():
+        raise ValueError(f"{stage.path}: no committed checkpoint to export (expected {CHECKPOINT_DIR}/ or "
                          f"{PREVIOUS_DIR}/; the online stage has not saved one yet)")
-    actor, path, progress = _checkpoint_actor(stage_dir)
+    actor, path, progress = _checkpoint_actor(stage)
     return actor, path, int(progress.get("env_steps", 0))
 
 
-def _offline_actor(stage_dir: Path, online_dir: Path) -> tuple[dict, Path, int, str]:
+def _offline_actor(stage: StageDir, online_stage: StageDir) -> tuple[dict, Path, int, str]:
     """The finished stage's module/ (tensors only), else the newest checkpoint of a stage in progress."""
-    module = stage_dir / MODULE_DIR
+    module = stage.module_path
     if module.is_dir():
         weights, meta = load_module_checkpoint(module, expect={"stage": "offline"})
-        done = json.loads((stage_dir / DONE_FILE).read_text()) if (stage_dir / DONE_FILE).is_file() else {}
+        done = stage.done() or {}
         activation = meta.get("actor_activation", TRAINED_OFFLINE_ACTIVATION)
         return _actor_state(weights, module), module, int(done.get("updates", 0)), activation
-    if not _checkpoints(stage_dir):
-        raise ValueError(f"{stage_dir.parent}: nothing to export (expected {stage_dir}/{MODULE_DIR}/ or a committed "
-                         f"checkpoint in {stage_dir}/ or {online_dir}/; has the run started training?)")
-    actor, path, progress = _checkpoint_actor(stage_dir)
+    if not stage.checkpoints():
+        raise ValueError(f"{stage.path.parent}: nothing to export (expected {stage.path}/{MODULE_DIR}/ or a "
+                         f"committed checkpoint in {stage.path}/ or {online_stage.path}/; has the run started "
+                         "training?)")
+    actor, path, progress = _checkpoint_actor(stage)
     curve = progress.get("curve") or [{}]
     return actor, path, int(curve[-1].get("updates", 0)), TRAINED_OFFLINE_ACTIVATION
 
 
-def _checkpoint_actor(stage_dir: Path) -> tuple[dict, Path, dict]:
+def _checkpoint_actor(stage: StageDir) -> tuple[dict, Path, dict]:
     """The actor and progress of the newest committed checkpoint that verifies (warns when it falls back)."""
     problems = []
-    for path in _checkpoints(stage_dir):
+    for path in stage.checkpoints():
         try:
             progress = read_checkpoint(path)
             actor = _actor_state(_read_rllib_state(path / ALGO_DIR / RLLIB_MODULE_SUBDIR / RLLIB_STATE_FILE), path)
@@ -205,14 +193,14 @@ def _checkpoint_actor(stage_dir: Path) -> tuple[dict, Path, dict]:
         if problems:
             print(f"WARNING: {problems[0]}; exporting the previous checkpoint {path}", file=sys.stderr, flush=True)
         return actor, path, progress
-    raise CheckpointError(f"{stage_dir}: no usable checkpoint ({'; '.join(problems)})")
+    raise CheckpointError(f"{stage.path}: no usable checkpoint ({'; '.join(problems)})")
 
 
-def _online_activation(cfg, run_dir: Path) -> str:
+def _online_activation(cfg, run: RunDir) -> str:
     """The online actor's activation is that of the module the stage started from."""
     from rllib_o2o.pipeline import online_start_weights
 
-    return online_start_weights(cfg, run_dir)[1].get("actor_activation", "relu")
+    return online_start_weights(cfg, run)[1].get("actor_activation", "relu")
 
 
 def _read_rllib_state(path: Path) -> dict:

@@ -171,10 +171,5 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def alignment_dir_name(name: str) -> str:
-    tag = get_method(name).alignment_tag()
-    return f"alignment-{tag}" if tag else "alignment"
-
-
 def needs_alignment(name: str) -> bool:
     return get_method(name).start == "aligned"

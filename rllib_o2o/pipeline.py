@@ -3,8 +3,9 @@
 Each stage writes its outputs under the run directory and a DONE.json only
 after they are durable, so a re-run skips finished stages and resumes an
 interrupted one from its last checkpoint. With `storage_path` the run directory
-is mirrored to STORAGE_PATH/<run dir name> (`rllib_o2o.storage`), so the re-run
-may be on another node.
+is mirrored to STORAGE_PATH/<run dir name> (`rllib_o2o.rundir.mirror`), so the re-run
+may be on another node. A run holds its directory's lock (`rllib_o2o.rundir.lock`)
+from start to end: a second process on the same run is refused.
 """
 
 from __future__ import annotations
@@ -19,21 +20,23 @@ import numpy as np
 import ray
 
 from rllib_o2o.checkpoints import (
-    MODULE_DIR,
     load_module_checkpoint,
     load_optimizer_states,
     save_module_checkpoint,
     write_json_atomic,
 )
-from rllib_o2o.config import EMBEDDED_ENV, RUN_CONFIG_FILE, PipelineConfig
+from rllib_o2o.config import EMBEDDED_ENV, PipelineConfig
 from rllib_o2o.console import Console, quiet_libraries
+from rllib_o2o.data.location import fetch_dataset, is_uri
 from rllib_o2o.data.scores import reference_scores
 from rllib_o2o.data.shared import SharedDataset
-from rllib_o2o.methods import alignment_dir_name, get_method
+from rllib_o2o.methods import get_method
 from rllib_o2o.metrics_log import MetricsLog, require_wandb
 from rllib_o2o.presets import get_preset, preset_for_dataset
 from rllib_o2o.ray_start import init_ray
-from rllib_o2o.storage import attach, fetch_dataset, is_uri, push_file, read_remote_json, sync_run
+from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.rundir.names import RUN_CONFIG_FILE
+from rllib_o2o.rundir.stage import StageDir
 
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
@@ -56,15 +59,15 @@ def embedded_default_dataset(out: Path, torch_threads: int | str = "auto") -> Pa
     return collect(settings, out, torch_threads=torch_threads)["medium"]
 
 
-def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
+def resolve_dataset(cfg: PipelineConfig, run: RunDir) -> Path:
     """A dataset directory for `cfg.dataset`: as is, or imported from D4RL HDF5 / Minari."""
     if cfg.dataset is None:
-        return embedded_default_dataset(run_dir / "datasets", cfg.torch_threads)
+        return embedded_default_dataset(run.datasets_path, cfg.torch_threads)
     from rllib_o2o.data.sources import D4RL, DIRECTORY, dataset_kind
 
     if is_uri(cfg.dataset):
-        return fetch_dataset(cfg.dataset, run_dir / "datasets" / "fetched")
-    target = run_dir / "datasets" / "imported"
+        return fetch_dataset(cfg.dataset, run.fetched_dataset_path)
+    target = run.imported_dataset_path
     if (target / "dataset.json").exists():
         return target
     kind = dataset_kind(cfg.dataset)  # as the preflight decided
@@ -81,19 +84,25 @@ def resolve_dataset(cfg: PipelineConfig, run_dir: Path) -> Path:
     return import_minari(cfg.dataset, out_dir=target, env_id=cfg.env)
 
 
-def prepare(cfg: PipelineConfig, validated=None):
-    """Validation before any training (config, dataset vs env, output path), then the sync with storage.
+def open_run(cfg: PipelineConfig) -> RunDir:
+    """The run directory `cfg` describes, after validating `cfg`, mirrored when it has a storage path.
 
-    Returns (run_dir, dataset_dir, meta, stats): the dataset's statistics come from its validation,
-    `validated` (the preflight's DatasetStats) when that was of the same directory."""
+    Nothing is written; take `run.lock()` before `prepare`."""
+    cfg.validate()
+    return RunDir.open(cfg.out, cfg.storage_path)
+
+
+def prepare(cfg: PipelineConfig, run: RunDir, validated=None):
+    """Validation before any training (dataset vs env, output path), then the sync with storage.
+
+    `run`: `open_run(cfg)`, locked by the caller. Returns (dataset_dir, meta, stats): the
+    dataset's statistics come from its validation, `validated` (the preflight's DatasetStats)
+    when that was of the same directory."""
     from rllib_o2o.data.rollouts import check_registered
     from rllib_o2o.data.validate import validate_dataset
 
-    cfg.validate()
-    run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    uri = attach(run_dir, cfg.storage_path)
-    dataset_dir = resolve_dataset(cfg, run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    dataset_dir = resolve_dataset(cfg, run)
     from rllib_o2o.data.schema import read_meta
 
     meta = read_meta(dataset_dir)
@@ -107,15 +116,15 @@ def prepare(cfg: PipelineConfig, validated=None):
         refs = (meta.ref_min_score, meta.ref_max_score)
         cfg.ref_min_score, cfg.ref_max_score = refs if None not in refs else (reference_scores(cfg.env) or refs)
     cfg.preset = cfg.preset or preset_for_dataset(Path(cfg.dataset).name if cfg.dataset else dataset_dir.name)
-    saved = run_dir / RUN_CONFIG_FILE
+    saved = run.config_path
     if saved.exists():
-        _refuse_other_run(json.loads(saved.read_text()), cfg, str(run_dir))
-    if uri is not None:
-        _refuse_other_run(read_remote_json(run_dir, RUN_CONFIG_FILE), cfg, uri)
+        _refuse_other_run(json.loads(saved.read_text()), cfg, str(run.path))
+    if run.mirror is not None:
+        _refuse_other_run(run.stored_json(RUN_CONFIG_FILE), cfg, run.mirror.uri)
     if not saved.exists():
         write_json_atomic(saved, asdict(cfg))
-    sync_run(run_dir)  # with storage: what the run dir lacks comes down, what storage lacks goes up
-    return run_dir, dataset_dir, meta, stats
+    run.sync()  # with storage: what the run dir lacks comes down, what storage lacks goes up
+    return dataset_dir, meta, stats
 
 
 def _refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> None:
@@ -127,38 +136,33 @@ def _refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) ->
                          "use another --out to start a new run")
 
 
-def offline_stage_dir(run_dir: Path, method: str) -> Path | None:
-    kind = get_method(method).offline
-    return None if kind is None else run_dir / ("offline" if kind == "sacml" else f"offline-{kind}")
-
-
-def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: SharedDataset, meta, console: Console,
+def run_offline_and_alignment(cfg: PipelineConfig, run: RunDir, dataset: SharedDataset, meta, console: Console,
                               metrics: MetricsLog) -> tuple[dict | None, dict | None]:
     """The method's offline stage and, if it starts from the aligned critic, the alignment Ray task.
 
-    Each is skipped when already complete in `run_dir` (methods share them). The offline stage
+    Each is skipped when already complete in `run` (methods share them). The offline stage
     reads `dataset.path` through RLlib's offline API (Ray Data); the alignment task, the shared copy.
     """
     from rllib_o2o.metrics_log import HELDOUT_RESIDUAL, Z_LOSS
     from rllib_o2o.stages.alignment import AlignSettings, align_in_task
-    from rllib_o2o.stages.common import mark_done, stage_done
     from rllib_o2o.stages.offline import run_offline_stage
 
     method = get_method(cfg.method)
-    stage_dir = offline_stage_dir(run_dir, cfg.method)
-    if stage_dir is None:
+    offline_stage = run.offline_stage(cfg.method)
+    if offline_stage is None:
         offline = None
     elif cfg.offline_checkpoint and method.offline == "sacml":
-        offline = import_offline_stage(cfg, meta, stage_dir, console)
+        offline = import_offline_stage(cfg, meta, offline_stage, console)
     else:
-        offline = run_offline_stage(cfg, Path(dataset.path), meta, stage_dir, console, metrics, method)
+        offline = run_offline_stage(cfg, Path(dataset.path), meta, offline_stage, console, metrics, method)
     if method.start != "aligned":
         return offline, None
 
-    align_dir = run_dir / alignment_dir_name(cfg.method)
-    alignment = stage_done(align_dir)
+    align_stage = run.alignment_stage(cfg.method)
+    alignment = align_stage.done()
     if alignment is None:
-        offline_weights, offline_meta = load_module_checkpoint(stage_dir / MODULE_DIR, expect={"stage": "offline"})
+        offline_weights, offline_meta = load_module_checkpoint(offline_stage.module_path,
+                                                               expect={"stage": "offline"})
         actor = {k[len("actor."):]: v for k, v in offline_weights.items() if k.startswith("actor.")}
         alpha_off = offline_temperature = cfg.alpha_off if cfg.alpha_off is not None else offline_meta["alpha_off"]
         if method.z_temperature == "online":
@@ -176,13 +180,13 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: Share
             critic = {k[len("critic."):]: v for k, v in offline_weights.items() if k.startswith("critic.")}
             if not critic:
                 raise ValueError(f"method {cfg.method!r} distils Z from the offline critic, but "
-                                 f"{stage_dir / MODULE_DIR} holds an actor only (an imported policy?); "
+                                 f"{offline_stage.module_path} holds an actor only (an imported policy?); "
                                  f"use --method aca, which fits Z by TD on the data")
         verb = "distilling Z from the offline critic" if critic else "fitting Z"
         console.line(f"alignment: {verb} for at most {cfg.align_steps} steps in a Ray task")
         data = dataset.refs()  # through the object store: any node can run the task
         with (console.progress("alignment", cfg.align_steps, "Z steps") as bar,
-              metrics.stage(align_dir, None) as log):  # no checkpoints: a re-run fits Z from the start
+              metrics.stage(align_stage.path, None) as log):  # no checkpoints: a re-run fits Z from the start
 
             def on_point(point: dict) -> None:
                 log.log(point["step"], {Z_LOSS: point["z_loss"], HELDOUT_RESIDUAL: point["heldout_residual"]})
@@ -194,14 +198,14 @@ def run_offline_and_alignment(cfg: PipelineConfig, run_dir: Path, dataset: Share
             bar.start(0)
             report = align_in_task(actor, data, tuple(cfg.hidden), settings, cfg.align_num_gpus, on_point,
                                    offline_critic=critic)
-        save_module_checkpoint(align_dir / MODULE_DIR, report.pop("weights"), {
+        save_module_checkpoint(align_stage.module_path, report.pop("weights"), {
             "stage": "aligned", "algorithm": "O2OSAC/aca", "env_id": cfg.env,
             "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden),
             "actor_activation": settings.actor_activation, "offline_temperature": offline_temperature})
-        alignment = mark_done(align_dir, report)
+        alignment = align_stage.mark_done(report)
         curve = report["z_loss_curve"]
         plateau = ", stopped at the plateau" if report["stopped_at_plateau"] else ""
-        console.saved("alignment", align_dir / MODULE_DIR,
+        console.saved("alignment", align_stage.module_path,
                       f"{report['z_steps_done']} Z steps in {report['seconds']:.1f}s{plateau}, z_loss "
                       f"{curve[0]['z_loss']:.3f} -> {curve[-1]['z_loss']:.3f}, max |R(s,a) - Z(s)| = "
                       f"{report['surgery_max_abs_error']:.2g}")
@@ -226,13 +230,21 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     (normalised scores, None without reference scores), dataset_score (the data's mean
     episode, normalised) and seconds_this_invocation.
     """
-    from rllib_o2o.stages.online import require_offline_temperature, run_online_stage, seeds_replay
-
     require_wandb(cfg.wandb_project)  # before anything trains (the embedded dataset's generation included)
     quiet_libraries(cfg.verbose)
     console = Console()
     start = time.perf_counter()
-    run_dir, dataset_dir, meta, stats = prepare(cfg, validated)
+    run = open_run(cfg)
+    with run.lock():
+        return _run_pipeline(cfg, run, console, start, validated)
+
+
+def _run_pipeline(cfg: PipelineConfig, run: RunDir, console: Console, start: float, validated) -> dict:
+    """`run_pipeline` in its run directory, locked."""
+    from rllib_o2o.stages.online import require_offline_temperature, run_online_stage, seeds_replay
+
+    run_dir = run.path
+    dataset_dir, meta, stats = prepare(cfg, run, validated)
     preset = get_preset(cfg.preset, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
                         seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
     console.line(f"run {run_dir}: env {cfg.env}, dataset {dataset_dir}, preset {cfg.preset} {preset}")
@@ -241,14 +253,14 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
                          run_id=wandb_run_id(cfg), run_dir=run_dir, config=asdict(cfg))
     dataset = SharedDataset(dataset_dir)  # read once, by the first stage that needs it
     try:
-        offline, alignment = run_offline_and_alignment(cfg, run_dir, dataset, meta, console, metrics)
+        offline, alignment = run_offline_and_alignment(cfg, run, dataset, meta, console, metrics)
         if not seeds_replay(cfg.method, preset):
             dataset.release()  # no later reader: the object store's copy goes now
-        start_weights, start_meta = online_start_weights(cfg, run_dir)
+        start_weights, start_meta = online_start_weights(cfg, run)
         require_offline_temperature(cfg.method, start_meta)
-        online = run_online_stage(cfg, preset, start_weights, dataset, meta, online_stage_dir(run_dir, cfg.method),
+        online = run_online_stage(cfg, preset, start_weights, dataset, meta, run.online_stage(cfg.method),
                                   console, metrics, actor_activation=start_meta.get("actor_activation", "relu"),
-                                  optimizer_states=online_optimizer_states(cfg, run_dir),
+                                  optimizer_states=online_optimizer_states(cfg, run),
                                   offline_temperature=start_meta.get("offline_temperature"))
     finally:
         dataset.release()
@@ -273,8 +285,8 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
         "final_score": online["final_score"],
         "seconds_this_invocation": time.perf_counter() - start,
     }
-    write_json_atomic(results_path(run_dir, cfg.method), results)
-    push_file(results_path(run_dir, cfg.method))
+    write_json_atomic(run.results_path(cfg.method), results)
+    run.push_file(run.results_path(cfg.method))
     return results
 
 
@@ -288,25 +300,15 @@ def wandb_run_id(cfg: PipelineConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def online_stage_dir(run_dir: Path, method: str) -> Path:
-    return run_dir / ("online" if method == "aca" else f"online-{method}")
-
-
-def results_path(run_dir: Path, method: str) -> Path:
-    return run_dir / ("results.json" if method == "aca" else f"results-{method}.json")
-
-
-def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | None, dict]:
+def online_start_weights(cfg: PipelineConfig, run: RunDir) -> tuple[dict | None, dict]:
     """The module state the online stage starts from (None: random init) and its checkpoint's meta
     (the actor's activation; for an aligned module also the offline temperature)."""
     method = get_method(cfg.method)
     if method.start == "scratch":
         return None, {}
     if method.start == "aligned":
-        return load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
-                                      expect={"stage": "aligned"})
-    weights, meta = load_module_checkpoint(offline_stage_dir(run_dir, cfg.method) / MODULE_DIR,
-                                           expect={"stage": "offline"})
+        return load_module_checkpoint(run.alignment_stage(cfg.method).module_path, expect={"stage": "aligned"})
+    weights, meta = load_module_checkpoint(run.offline_stage(cfg.method).module_path, expect={"stage": "offline"})
     missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
     if missing:
         raise ValueError(f"method {cfg.method!r} transfers the offline critic, but the offline checkpoint "
@@ -319,26 +321,25 @@ def online_start_weights(cfg: PipelineConfig, run_dir: Path) -> tuple[dict | Non
     return weights, meta
 
 
-def online_optimizer_states(cfg: PipelineConfig, run_dir: Path) -> dict | None:
+def online_optimizer_states(cfg: PipelineConfig, run: RunDir) -> dict | None:
     """The offline learner's Adam states when `carry_optimizer_state` (else None: fresh Adam)."""
-    stage_dir = offline_stage_dir(run_dir, cfg.method)
-    if not get_method(cfg.method).carry_optimizer_state or stage_dir is None:
+    stage = run.offline_stage(cfg.method)
+    if not get_method(cfg.method).carry_optimizer_state or stage is None:
         return None
-    states = load_optimizer_states(stage_dir / MODULE_DIR)
+    states = load_optimizer_states(stage.module_path)
     if states is None:
-        raise ValueError(f"method {cfg.method!r} carries the offline optimizer state, but {stage_dir / 'module'} "
+        raise ValueError(f"method {cfg.method!r} carries the offline optimizer state, but {stage.module_path} "
                          "holds none (an imported policy, or an offline stage from before it was saved)")
     return states
 
 
-def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path, console: Console) -> dict:
+def import_offline_stage(cfg: PipelineConfig, meta, stage: StageDir, console: Console) -> dict:
     """Stage 1 replaced by an existing offline checkpoint (RLlib CQL/SAC or this project's)."""
     from rllib_o2o.data.rollouts import evaluate_policy
     from rllib_o2o.policy import ActorPolicy
     from rllib_o2o.policy_import import load_reference_actor
-    from rllib_o2o.stages.common import mark_done, stage_done
 
-    done = stage_done(stage_dir)
+    done = stage.done()
     if done:
         return done
     ref = load_reference_actor(cfg.offline_checkpoint, meta.obs_dim, meta.act_dim)
@@ -354,14 +355,14 @@ def import_offline_stage(cfg: PipelineConfig, meta, stage_dir: Path, console: Co
                          activation=ref.activation)
     returns = evaluate_policy(cfg.env, policy, cfg.eval_episodes, cfg.seed + 10_000, cfg.max_episode_steps)
     weights = {f"actor.{k}": v for k, v in actor.items()}
-    save_module_checkpoint(stage_dir / MODULE_DIR, weights, {
+    save_module_checkpoint(stage.module_path, weights, {
         "stage": "offline", "algorithm": f"imported:{kind}", "env_id": cfg.env, "obs_dim": meta.obs_dim,
         "act_dim": meta.act_dim, "hidden": list(ref.hidden), "alpha_off": alpha_off,
         "actor_activation": ref.activation, "source": str(cfg.offline_checkpoint)})
     ret = float(returns.mean())
-    summary = mark_done(stage_dir, {"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
+    summary = stage.mark_done({"return": ret, "score": cfg.score(ret), "curve": [], "updates": 0,
                                     "seconds": 0.0, "alpha_off": alpha_off, "source": str(cfg.offline_checkpoint)})
-    console.saved("offline", stage_dir / MODULE_DIR, f"{kind} policy imported from {cfg.offline_checkpoint}, "
+    console.saved("offline", stage.module_path, f"{kind} policy imported from {cfg.offline_checkpoint}, "
                   f"return {ret:.1f}")
     return summary
 

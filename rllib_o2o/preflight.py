@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from rllib_o2o.rundir.names import FETCHED_DATASET_DIR, IMPORTED_DATASET_DIR
+
 # Ray Jobs puts the job's config (with its runtime_env) in every driver's environment under this name.
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
@@ -62,8 +64,8 @@ def check_dataset(cfg):
 
     if cfg.dataset is None:
         return None, None
-    imported = Path(cfg.out) / "datasets" / "imported"
-    fetched = Path(cfg.out) / "datasets" / "fetched"
+    imported = Path(cfg.out) / IMPORTED_DATASET_DIR
+    fetched = Path(cfg.out) / FETCHED_DATASET_DIR
     if "://" in str(cfg.dataset):  # a URI: fetched (and validated) into the run directory by the pipeline
         if not (fetched / META_FILE).exists():
             return None, None
@@ -145,7 +147,7 @@ def check_before_training(cfg):
     check_job_paths(cfg)
     check_output_dir(cfg.out)
     if cfg.storage_path is not None:
-        from rllib_o2o.storage import check_storage
+        from rllib_o2o.rundir.mirror import check_storage
 
         check_storage(cfg.storage_path, cfg.out)
     meta, stats = check_dataset(cfg)

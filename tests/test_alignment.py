@@ -16,10 +16,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from rllib_o2o import maths
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
 from rllib_o2o.data.rollouts import collect_transitions, env_meta
-from rllib_o2o.data.schema import write_dataset
+from rllib_o2o.data.schema import read_dataset, write_dataset
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
+from rllib_o2o.nonfinite import NonFiniteError
 from rllib_o2o.stages import alignment
-from rllib_o2o.stages.alignment import AlignSettings, align, align_remote, z_fit_step
+from rllib_o2o.stages.alignment import AlignSettings, align, align_in_task, align_remote, z_fit_step
 
 HIDDEN = (32, 32)
 OBS_DIM, ACT_DIM = 3, 1  # Pendulum-v1
@@ -149,6 +150,21 @@ def test_align_rejects_a_broken_surgery(dataset_dir, pi0_state, monkeypatch):
         align(pi0_state, str(dataset_dir), HIDDEN, settings(z_steps=5, curve_every=5))
 
 
+def nan_rewards(dataset_dir):
+    """The dataset as a (columns, meta) pair whose rewards are NaN: every Z step's loss is NaN."""
+    columns, meta = read_dataset(dataset_dir)
+    return {**columns, "rewards": np.full_like(columns["rewards"], np.nan)}, meta
+
+
+def test_align_stops_on_a_non_finite_z_loss(dataset_dir, pi0_state):
+    points = []
+    with pytest.raises(NonFiniteError) as err:
+        align(pi0_state, nan_rewards(dataset_dir), HIDDEN, settings(z_steps=40, curve_every=20), progress=points.append)
+    message = str(err.value)
+    assert message.startswith("alignment stage: ") and "z_loss = nan" in message and "Z step 20" in message
+    assert points == []  # the diverged point is not reported as progress
+
+
 def _log_pi(mean, log_std, u):
     return (Normal(mean, log_std.exp()).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, torch.tanh(u))).sum(-1)
 
@@ -238,6 +254,16 @@ def test_align_remote_matches_local(ray_session, dataset_dir, pi0_state):
                                    err_msg=key)
     assert [p["step"] for p in remote["z_loss_curve"]] == [20, 40, 60]
     assert remote["surgery_max_abs_error"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_align_in_task_raises_the_non_finite_error_itself(ray_session, dataset_dir, pi0_state):
+    points = []
+    with pytest.raises(NonFiniteError) as err:
+        align_in_task(pi0_state, nan_rewards(dataset_dir), HIDDEN, settings(z_steps=40, curve_every=20), 0,
+                      points.append)
+    assert "\n" not in str(err.value) and "Z step 20" in str(err.value)  # not the task's traceback
+    assert points == []
 
 
 def pendulum_module_keys():

@@ -188,9 +188,9 @@ def test_pipeline_job_runs_its_env_runners_on_the_worker_node(pipeline_job, loop
     assert info.entrypoint.startswith(sys.executable)
 
     from rllib_o2o.methods import DEFAULT_METHOD
-    from rllib_o2o.pipeline import results_path
+    from rllib_o2o.rundir.layout import RunDir
 
-    results = json.loads(results_path(pipeline_job["out"], DEFAULT_METHOD).read_text())
+    results = json.loads(RunDir(pipeline_job["out"]).results_path(DEFAULT_METHOD).read_text())
     steps = [p["env_steps"] for p in results["online"]["curve"]]
     assert steps == list(range(0, ONLINE_STEPS + 1, EVAL_EVERY))
     assert results["alignment"]["surgery_max_abs_error"] == 0.0

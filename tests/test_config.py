@@ -87,11 +87,12 @@ def test_the_default_method_distils_z_unless_an_imported_policy_has_no_critic():
 
 def test_tune_refuses_a_method_without_an_alignment_stage(no_ray, tmp_path):
     from rllib_o2o.cli import main
+    from rllib_o2o.rundir.layout import RunDir
     from rllib_o2o.tune import ensure_aligned
 
     assert main(["tune", "--method", "naive", "--out", str(tmp_path / "run")]) == 2
     with pytest.raises(ValueError, match="no alignment stage"):
-        ensure_aligned(PipelineConfig(method="naive", out=str(tmp_path / "run")))
+        ensure_aligned(PipelineConfig(method="naive", out=str(tmp_path / "run")), RunDir(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

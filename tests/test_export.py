@@ -40,7 +40,7 @@ from rllib_o2o.networks import TanhGaussianActor
 from rllib_o2o.pipeline import PipelineConfig
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.policy_import import RLLIB_MODULE_SUBDIR
-from rllib_o2o.stages.common import (
+from rllib_o2o.rundir.names import (
     ALGO_DIR,
     CHECKPOINT_DIR,
     DONE_FILE,
@@ -62,7 +62,7 @@ def _actor_weights(seed: int) -> dict:
 
 
 def _write_online_checkpoint(path, weights: dict, env_steps: int) -> None:
-    """What `save_checkpoint` commits: RLlib's pickled RLModule state under algo/, progress, manifest."""
+    """What `StageDir.save_checkpoint` commits: RLlib's pickled RLModule state under algo/, progress, manifest."""
     state_dir = path / ALGO_DIR / RLLIB_MODULE_SUBDIR
     state_dir.mkdir(parents=True)
     pi0 = {f"ref_{k}": v for k, v in weights.items()}

@@ -12,7 +12,7 @@ from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
 from rllib_o2o.algorithms.o2o_sac.o2o_sac import StreamingOfflineSampler
 from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
 from rllib_o2o.replay import FlatReplayBuffer
-from rllib_o2o.storage import NODE_ID_LABEL, ray_data_path, ray_data_read_args
+from rllib_o2o.data.location import NODE_ID_LABEL, ray_data_path, ray_data_read_args
 
 pytestmark = pytest.mark.slow
 

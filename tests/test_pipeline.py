@@ -19,8 +19,8 @@ from rllib_o2o.metrics_log import (
     TENSORBOARD_DIR,
     Z_LOSS,
 )
-from rllib_o2o.methods import DEFAULT_METHOD, alignment_dir_name
-from rllib_o2o.pipeline import online_stage_dir, results_path
+from rllib_o2o.methods import DEFAULT_METHOD
+from rllib_o2o.rundir.layout import RunDir
 from tests.tensorboard_events import scalars
 
 pytestmark = pytest.mark.slow
@@ -59,8 +59,9 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     home.mkdir()
     env = {**os.environ, "HOME": str(home)}
     # The default method's stage directories and results file.
-    align_dir, online_dir = out / alignment_dir_name(DEFAULT_METHOD), online_stage_dir(out, DEFAULT_METHOD)
-    results_file = results_path(out, DEFAULT_METHOD)
+    run = RunDir(out)
+    align_dir, online_dir = run.alignment_stage(DEFAULT_METHOD).path, run.online_stage(DEFAULT_METHOD).path
+    results_file = run.results_path(DEFAULT_METHOD)
 
     # 1) killed in stage 3 right after its first checkpoint (its line follows the checkpoint).
     log = run_until(cmd, "online 200/500 env steps", env=env)

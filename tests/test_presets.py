@@ -129,13 +129,13 @@ def _pendulum_hdf5(path, num=400):
 
 
 def test_imported_dataset_keeps_its_name_for_the_preset(tmp_path):
-    from rllib_o2o.pipeline import PipelineConfig, prepare
+    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
 
     results = {}
     for kind in ("medium-replay", "expert"):
         h5 = _pendulum_hdf5(tmp_path / f"pendulum-{kind}-v2.hdf5")
         cfg = PipelineConfig(dataset=str(h5), env="Pendulum-v1", out=str(tmp_path / f"run-{kind}"))
-        prepare(cfg)
+        prepare(cfg, open_run(cfg))
         results[kind] = cfg.preset
     assert results == {"medium-replay": "medium-replay", "expert": "expert"}
 
@@ -144,13 +144,13 @@ def test_dataset_directory_name_chooses_the_preset(tmp_path):
     """The path that works today: a dataset directory used in place keeps its own name."""
     from rllib_o2o.data.rollouts import collect_transitions, env_meta
     from rllib_o2o.data.schema import write_dataset
-    from rllib_o2o.pipeline import PipelineConfig, prepare
+    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
 
     data = write_dataset(tmp_path / "pendulum-medium-expert", collect_transitions("Pendulum-v1", 250, seed=0),
                          env_meta("Pendulum-v1"))
     cfg = PipelineConfig(dataset=str(data), out=str(tmp_path / "run"))
-    prepare(cfg)
+    prepare(cfg, open_run(cfg))
     assert cfg.preset == "medium-expert"
     cfg = PipelineConfig(dataset=str(data), out=str(tmp_path / "run2"), preset="random")
-    prepare(cfg)
+    prepare(cfg, open_run(cfg))
     assert cfg.preset == "random"  # an explicit preset wins over the guess

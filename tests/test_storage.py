@@ -6,7 +6,8 @@ import pytest
 
 from rllib_o2o.data.schema import DatasetError, read_dataset
 from rllib_o2o.pipeline import PipelineConfig, resolve_dataset
-from rllib_o2o.storage import fetch_dataset, is_uri, ray_data_path, ray_data_read_args
+from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.data.location import fetch_dataset, is_uri, ray_data_path, ray_data_read_args
 
 
 def test_uri_detection_and_ray_data_paths(tmp_path, monkeypatch):
@@ -41,5 +42,5 @@ def test_fetch_refuses_what_is_not_a_dataset(tmp_path):
 
 def test_pipeline_resolves_a_uri_dataset_into_the_run_directory(tmp_path, pendulum_dir):
     cfg = PipelineConfig(dataset=pendulum_dir.resolve().as_uri(), env="Pendulum-v1", out=str(tmp_path / "run"))
-    local = resolve_dataset(cfg, tmp_path / "run")
+    local = resolve_dataset(cfg, RunDir(tmp_path / "run"))
     assert local == tmp_path / "run" / "datasets" / "fetched" and (local / "dataset.json").exists()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rllib_o2o import storage
 from rllib_o2o.cli import main
-from rllib_o2o.stages.common import mark_done, restore_checkpoint, save_checkpoint, stage_done
+from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.rundir.mirror import run_uri
+from rllib_o2o.rundir.stage import StageDir
 
 
 class FakeAlgo:
@@ -35,20 +36,18 @@ class FakeAlgo:
 def store(request, tmp_path):
     """A storage path as a plain directory and as a file:// URI (pyarrow's code path for s3://, gs://)."""
     root = tmp_path / "store"
-    yield str(root) if request.param == "dir" else root.as_uri()
-    storage._MIRRORS.clear()
+    return str(root) if request.param == "dir" else root.as_uri()
 
 
 def store_dir(store: str) -> Path:
     return Path(store.removeprefix("file://"))
 
 
-def node(tmp_path: Path, name: str, store: str) -> Path:
-    """The run dir `run` on a (new) node `name`, attached to the storage."""
+def node(tmp_path: Path, name: str, store: str) -> RunDir:
+    """The run dir `run` on a (new) node `name`, mirrored to the storage."""
     run = tmp_path / name / "run"
     run.mkdir(parents=True, exist_ok=True)
-    storage.attach(run, store)
-    return run
+    return RunDir.open(run, store)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -58,38 +57,38 @@ def files(root: Path) -> dict[str, bytes]:
 def test_checkpoints_round_trip_byte_identical_to_a_fresh_node(tmp_path, store, capsys):
     run = node(tmp_path, "a", store)
     for iteration in (1, 2):
-        save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()), run / "offline",
-                        {"iteration": iteration, "curve": []})
+        run.stage("offline").save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()),
+                                         {"iteration": iteration, "curve": []})
     out = capsys.readouterr().out
     assert out.count("storage: uploaded offline/checkpoint -> ") == 2, out
-    assert f"{storage.run_uri(store, run)}/offline/checkpoint-a (4 files" in out  # 2 algo files, progress, manifest
+    assert f"{run_uri(store, run.path)}/offline/checkpoint-a (4 files" in out  # 2 algo files, progress, manifest
 
     fresh = node(tmp_path, "b", store)
-    storage.sync_run(fresh)
+    fresh.sync()
     assert "storage: downloaded offline/checkpoint <- " in capsys.readouterr().out
     for name in ("checkpoint", "checkpoint.prev"):
-        assert files(fresh / "offline" / name) == files(run / "offline" / name), name
+        assert files(fresh.path / "offline" / name) == files(run.path / "offline" / name), name
     algo = FakeAlgo()
-    assert restore_checkpoint(algo, fresh / "offline")["iteration"] == 2 and algo.restored == b"iteration 2"
+    assert fresh.stage("offline").restore_checkpoint(algo)["iteration"] == 2 and algo.restored == b"iteration 2"
 
 
 def test_a_checkpoint_whose_manifest_was_not_uploaded_is_not_taken(tmp_path, store, capsys):
     run = node(tmp_path, "a", store)
     for iteration in (1, 2):
-        save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()), run / "online",
-                        {"iteration": iteration, "curve": []})
+        run.stage("online").save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()),
+                                         {"iteration": iteration, "curve": []})
     newest = store_dir(store) / "run" / "online" / "checkpoint-b"
     (newest / "manifest.json").unlink()  # killed mid-upload: files sent, manifest (the marker) not yet
     (newest / "algo" / "state.bin").write_bytes(b"half")
 
     fresh = node(tmp_path, "b", store)
-    storage.sync_run(fresh)
+    fresh.sync()
     algo = FakeAlgo()
-    assert restore_checkpoint(algo, fresh / "online")["iteration"] == 1 and algo.restored == b"iteration 1"
-    assert not (fresh / "online" / "checkpoint.prev").exists()
+    assert fresh.stage("online").restore_checkpoint(algo)["iteration"] == 1 and algo.restored == b"iteration 1"
+    assert not (fresh.path / "online" / "checkpoint.prev").exists()
 
     # The next upload reuses the incomplete slot (the complete one stays) and sends all of it.
-    save_checkpoint(FakeAlgo(state=b"iteration 3"), run / "online", {"iteration": 3, "curve": []})
+    run.stage("online").save_checkpoint(FakeAlgo(state=b"iteration 3"), {"iteration": 3, "curve": []})
     assert "online/checkpoint-b (4 files" in capsys.readouterr().out
     assert json.loads((newest / "progress.json").read_text())["iteration"] == 3
 
@@ -97,71 +96,73 @@ def test_a_checkpoint_whose_manifest_was_not_uploaded_is_not_taken(tmp_path, sto
 def test_a_damaged_upload_is_skipped_with_a_warning(tmp_path, store, capsys):
     run = node(tmp_path, "a", store)
     for iteration in (1, 2):
-        save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()), run / "offline",
-                        {"iteration": iteration, "curve": []})
+        run.stage("offline").save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()),
+                                         {"iteration": iteration, "curve": []})
     (store_dir(store) / "run" / "offline" / "checkpoint-b" / "algo" / "state.bin").write_bytes(b"iteration X")
 
     fresh = node(tmp_path, "b", store)
-    storage.sync_run(fresh)
+    fresh.sync()
     assert "skipped the checkpoint" in capsys.readouterr().err
-    assert restore_checkpoint(FakeAlgo(), fresh / "offline")["iteration"] == 1
-    assert not [p for p in (fresh / "offline").iterdir() if ".tmp-" in p.name]
+    assert fresh.stage("offline").restore_checkpoint(FakeAlgo())["iteration"] == 1
+    assert not [p for p in (fresh.path / "offline").iterdir() if ".tmp-" in p.name]
 
 
 def test_incremental_upload_sends_changed_files_and_drops_stale_ones(tmp_path, store, capsys):
     run = node(tmp_path, "a", store)
-    save_checkpoint(FakeAlgo(state=b"1", extra=b"only in 1"), run / "online", {"iteration": 1})
-    save_checkpoint(FakeAlgo(state=b"2"), run / "online", {"iteration": 2})
+    run.stage("online").save_checkpoint(FakeAlgo(state=b"1", extra=b"only in 1"), {"iteration": 1})
+    run.stage("online").save_checkpoint(FakeAlgo(state=b"2"), {"iteration": 2})
     slot_a = store_dir(store) / "run" / "online" / "checkpoint-a"
     big = slot_a / "algo" / "big.bin"
     before = big.stat().st_mtime_ns
     capsys.readouterr()
-    save_checkpoint(FakeAlgo(state=b"3"), run / "online", {"iteration": 3})  # overwrites the older slot, a
+    run.stage("online").save_checkpoint(FakeAlgo(state=b"3"), {"iteration": 3})  # overwrites the older slot, a
     line = capsys.readouterr().out
     assert "online/checkpoint-a (3 files" in line and "1 unchanged" in line, line  # state, progress, manifest
     assert big.stat().st_mtime_ns == before
     assert not (slot_a / "algo" / "extra.bin").exists()
-    assert files(slot_a) == files(run / "online" / "checkpoint")
+    assert files(slot_a) == files(run.path / "online" / "checkpoint")
 
 
 def test_finished_stage_uploads_outputs_then_done_marker(tmp_path, store, capsys):
     run = node(tmp_path, "a", store)
-    stage = run / "alignment"
+    stage = run.path / "alignment"
     (stage / "module").mkdir(parents=True)
     (stage / "module" / "module.pt").write_bytes(b"weights")
     (stage / "module" / "meta.json").write_text("{}")
-    mark_done(stage, {"seconds": 1.0})
+    run.stage("alignment").mark_done({"seconds": 1.0})
     assert "storage: uploaded alignment (outputs, DONE.json) -> " in capsys.readouterr().out
 
     remote = store_dir(store) / "run" / "alignment"
     (remote / "DONE.json").rename(remote / "DONE.later")  # as if killed before the marker went up
     fresh = node(tmp_path, "b", store)
-    storage.sync_run(fresh)
-    assert stage_done(fresh / "alignment") is None  # outputs without DONE.json: not a finished stage
+    fresh.sync()
+    assert fresh.stage("alignment").done() is None  # outputs without DONE.json: not a finished stage
 
     (remote / "DONE.later").rename(remote / "DONE.json")
-    storage.sync_run(fresh)
-    assert stage_done(fresh / "alignment") == {"seconds": 1.0}
-    assert files(fresh / "alignment") == files(stage)
+    fresh.sync()
+    assert fresh.stage("alignment").done() == {"seconds": 1.0}
+    assert files(fresh.path / "alignment") == files(stage)
 
 
 def test_start_of_run_uploads_what_storage_lacks(tmp_path, store, capsys):
     run = tmp_path / "a" / "run"
-    save_checkpoint(FakeAlgo(state=b"1"), run / "offline", {"iteration": 1})  # written before the crash,
-    (run / "config.json").write_text('{"seed": 0}')                           # never uploaded
-    storage.attach(run, store)
-    storage.sync_run(run)
+    StageDir(run / "offline").save_checkpoint(FakeAlgo(state=b"1"), {"iteration": 1})  # written before the crash,
+    (run / "config.json").write_text('{"seed": 0}')                                    # never uploaded
+    mirrored = RunDir.open(run, store)
+    mirrored.sync()
     out = capsys.readouterr().out
     assert "uploaded offline/checkpoint" in out and "uploaded config.json" in out
     assert files(store_dir(store) / "run" / "offline" / "checkpoint-a") == files(run / "offline" / "checkpoint")
-    storage.sync_run(run)
+    mirrored.sync()
     assert "storage:" not in capsys.readouterr().out  # nothing changed: nothing sent
 
 
-def test_detached_run_writes_nothing_to_storage(tmp_path, store):
-    run = node(tmp_path, "a", store)
-    storage.attach(run, None)
-    save_checkpoint(FakeAlgo(state=b"1"), run / "offline", {"iteration": 1})
+def test_run_without_a_mirror_writes_nothing_to_storage(tmp_path, store):
+    run = RunDir(node(tmp_path, "a", store).path)  # the same directory, no mirror
+    run.stage("offline").save_checkpoint(FakeAlgo(state=b"1"), {"iteration": 1})
+    run.stage("offline").mark_done({"seconds": 1.0})
+    run.push_file(run.path / "config.json")
+    run.sync()
     assert not store_dir(store).exists()
 
 
@@ -182,13 +183,13 @@ def test_unusable_storage_path_exit_2_before_ray(kind, tmp_path, pendulum_dir, c
 
 
 def test_storage_holding_another_run_is_refused(tmp_path, store, pendulum_dir):
-    from rllib_o2o.pipeline import PipelineConfig, prepare
+    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
 
     (store_dir(store) / "run").mkdir(parents=True)
     (store_dir(store) / "run" / "config.json").write_text(json.dumps({"seed": 123, "out": "elsewhere"}))
     cfg = PipelineConfig(dataset=str(pendulum_dir), env="Pendulum-v1", out=str(tmp_path / "run"), storage_path=store)
     with pytest.raises(ValueError, match=r"/run holds a run with a different config \(seed differ\)"):
-        prepare(cfg)
+        prepare(cfg, open_run(cfg))
     assert not (store_dir(store) / "run" / "offline").exists()
 
 

@@ -97,7 +97,7 @@ def aligned_run(local_ray, pendulum_data, tmp_path_factory):
     from rllib_o2o.checkpoints import save_module_checkpoint
     from rllib_o2o.data.schema import write_dataset
     from rllib_o2o.networks import TanhGaussianActor
-    from rllib_o2o.pipeline import PipelineConfig
+    from rllib_o2o.pipeline import PipelineConfig, open_run
     from rllib_o2o.tune import ensure_aligned
 
     work = tmp_path_factory.mktemp("tune")
@@ -111,7 +111,9 @@ def aligned_run(local_ray, pendulum_data, tmp_path_factory):
                             "alpha_off": 0.2, "actor_activation": "relu"})
     cfg = PipelineConfig(dataset=str(dataset), env="Pendulum-v1", out=str(work / "run"),
                          offline_checkpoint=str(work / "pi0"), **TINY)
-    ensure_aligned(cfg)
+    run = open_run(cfg)
+    with run.lock():
+        ensure_aligned(cfg, run)
     assert (work / "run" / "alignment" / "DONE.json").exists()
     assert not (work / "run" / "online").exists()  # no online stage: that is the trials' job
     return work / "run"

@@ -25,6 +25,7 @@ from rllib_o2o import maths
 from rllib_o2o.data.schema import read_dataset
 from rllib_o2o.data.shared import resolve_columns
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor, critic_from_baseline
+from rllib_o2o.nonfinite import NonFiniteError, describe, non_finite
 from rllib_o2o.replay import RowSampler
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
@@ -61,6 +62,15 @@ class AlignSettings:
 
 class AlignmentError(RuntimeError):
     """The rebuilt critic does not satisfy R_i(s, a) == Z_i(s)."""
+
+
+def check_finite(point: dict) -> None:
+    """Raises NonFiniteError when a number of a Z-fit curve point (z_loss, the held-out errors) is NaN or infinite."""
+    found = non_finite(point)
+    if found:
+        raise NonFiniteError(f"alignment stage: {describe(found)} at Z step {point['step']}; stopped before the "
+                             "critic surgery, nothing was saved (alignment keeps no checkpoints: a re-run fits Z "
+                             "from the start)")
 
 
 def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -146,6 +156,7 @@ def align(actor_state: dict, dataset, hidden: tuple, settings: AlignSettings,
                     watched = distill_error(z, holdout_batch)
                     curve[-1]["heldout_distill_error"] = watched
                 window = []
+                check_finite(curve[-1])
                 if progress:
                     progress(curve[-1])
                 if watched < best * (1.0 - settings.plateau_tolerance):
@@ -327,6 +338,7 @@ def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSetting
     """`align` as its Ray task (`settings.num_cpus`, `num_gpus`), each curve point handed to `on_point`
     on the driver while the fit runs. The points travel through a Ray queue, so the task may run
     on any node; a retried task (a dead worker) sends its points again from the start."""
+    from ray.exceptions import RayTaskError
     from ray.util.queue import Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
@@ -339,6 +351,11 @@ def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSetting
             for point in queue.get_nowait_batch(waiting) if waiting else ():
                 on_point(point)
             if finished:
-                return ray.get(result)
+                try:
+                    return ray.get(result)
+                except RayTaskError as err:
+                    if isinstance(err.cause, NonFiniteError):  # its one-line message, not the task's traceback
+                        raise err.cause from None
+                    raise
     finally:
         queue.shutdown(force=True)

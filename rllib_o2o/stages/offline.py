@@ -11,21 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rllib_o2o.checkpoints import MODULE_DIR, save_module_checkpoint
+from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta
 from rllib_o2o.methods import Method
 from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
-from rllib_o2o.stages.common import (
-    evaluation_return,
-    format_eval,
-    mark_done,
-    restore_checkpoint,
-    stage_done,
-    train_loop,
-)
-from rllib_o2o.storage import ray_data_path, ray_data_read_args
+from rllib_o2o.data.location import ray_data_path, ray_data_read_args
+from rllib_o2o.rundir.stage import StageDir
+from rllib_o2o.stages.common import evaluation_return, format_eval, train_loop
 
 
 def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None):
@@ -51,12 +45,12 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | Non
     )
 
 
-def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path, console: Console,
+def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, console: Console,
                       metrics: MetricsLog, method: Method) -> dict:
     """Trains `method`'s offline stage (its `offline_update_class()`) for `cfg.offline_steps` updates; resumes
     from its last checkpoint."""
     mode = method.offline  # the stage's kind, named in its module's meta and its line
-    done = stage_done(stage_dir)
+    done = stage.done()
     if done:
         console.line(f"offline stage: already complete (return {done['return']:.1f}), skipped")
         return done
@@ -67,13 +61,13 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
         return min(progress["iteration"] * cfg.offline_eval_every, cfg.offline_steps)
 
     with console.progress("offline", cfg.offline_steps, "updates") as bar:
-        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage_dir).build_algo()
+        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage.path).build_algo()
         try:
-            progress = restore_checkpoint(algo, stage_dir) or {"iteration": 0, "curve": []}
+            progress = stage.restore_checkpoint(algo) or {"iteration": 0, "curve": []}
             if progress["iteration"]:
                 console.line(f"offline stage: resumed at iteration {progress['iteration']}")
             bar.start(updates(progress))
-            with metrics.stage(stage_dir, updates(progress) if progress["iteration"] else None) as log:
+            with metrics.stage(stage.path, updates(progress) if progress["iteration"] else None) as log:
 
                 def record(progress: dict, result: dict) -> str:
                     ret = evaluation_return(result)
@@ -84,24 +78,24 @@ def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage_dir: Path
                     return (f"{format_eval(ret, score)} critic_loss {losses[CRITIC_LOSS]:.3f} "
                             f"q_mean {losses[Q_MEAN]:.2f} alpha {losses[ALPHA]:.3f}")
 
-                progress = train_loop(algo, stage_dir, progress, lambda p: p["iteration"] >= num_iterations,
+                progress = train_loop(algo, stage, progress, lambda p: p["iteration"] >= num_iterations,
                                       record, cfg.checkpoint_every, bar, updates)
             weights = algo.call_learner(lambda learner: learner.get_module_weights())
             optimizer_states = algo.call_learner(lambda learner: learner.get_optimizer_states())
         finally:
             algo.stop()
     alpha_off = float(np.exp(weights["log_alpha"]))
-    save_module_checkpoint(stage_dir / MODULE_DIR, weights, {
+    save_module_checkpoint(stage.module_path, weights, {
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
         "actor_activation": "relu",
     }, optimizer_states=optimizer_states)
     last = progress["curve"][-1]
-    summary = mark_done(stage_dir, {
+    summary = stage.mark_done({
         "return": last["return"], "score": last["score"], "curve": progress["curve"],
         "alpha_off": alpha_off, "updates": cfg.offline_steps,
         "seconds": time.perf_counter() - start,
     })
-    console.saved("offline", stage_dir / MODULE_DIR, f"{mode}, {format_eval(last['return'], last['score'])}, "
+    console.saved("offline", stage.module_path, f"{mode}, {format_eval(last['return'], last['score'])}, "
                   f"alpha_off {alpha_off:.3f}, {summary['seconds']:.0f}s")
     return summary

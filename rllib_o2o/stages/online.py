@@ -23,14 +23,9 @@ from rllib_o2o.metrics import (
     TD_ERROR_RMS,
 )
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
-from rllib_o2o.stages.common import (
-    evaluation_return,
-    format_eval,
-    mark_done,
-    restore_checkpoint,
-    stage_done,
-    train_loop,
-)
+from rllib_o2o.rundir.names import alignment_stage_name
+from rllib_o2o.rundir.stage import StageDir
+from rllib_o2o.stages.common import evaluation_return, format_eval, train_loop
 
 
 def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None,
@@ -96,12 +91,12 @@ def import_class(path: str) -> type:
 def require_offline_temperature(method_name: str, aligned_meta: dict) -> None:
     """A method that keeps the offline entropy bonus cannot start from an aligned checkpoint that does not
     record the offline temperature (aligned before it was recorded): refused, not run without the bonus."""
-    from rllib_o2o.methods import alignment_dir_name, get_method
+    from rllib_o2o.methods import get_method
 
     if get_method(method_name).keep_offline_entropy_bonus and aligned_meta.get("offline_temperature") is None:
         raise ValueError(f"method {method_name!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
                          "records no offline_temperature (aligned by an older version): remove the run's "
-                         f"{alignment_dir_name(method_name)}/ directory to align again")
+                         f"{alignment_stage_name(method_name)}/ directory to align again")
 
 
 def fragment_per_env(fragment: int, num_envs: int) -> int:
@@ -130,7 +125,7 @@ def seeds_replay(method_name: str, preset) -> bool:
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDataset, meta: DatasetMeta,
-                     stage_dir: Path, console: Console, metrics: MetricsLog, actor_activation: str = "relu",
+                     stage: StageDir, console: Console, metrics: MetricsLog, actor_activation: str = "relu",
                      optimizer_states: dict | None = None, offline_temperature: float | None = None) -> dict:
     """Fine-tunes from `start_weights` (None: random init) for `cfg.online_steps` env steps; resumable.
 
@@ -142,7 +137,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
 
     method = get_method(cfg.method)
     num_seed_episodes = seed_episodes(method, preset)
-    done = stage_done(stage_dir)
+    done = stage.done()
     if done:
         console.line(f"online stage: already complete ({format_eval(done['final_return'], done['final_score'])}), "
                      "skipped")
@@ -150,13 +145,13 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
     start = time.perf_counter()
     with console.progress("online", cfg.online_steps, "env steps") as bar:
         algo = online_config(cfg, preset, actor_activation, offline_rows=meta.num_transitions,
-                             log_dir=stage_dir, offline_temperature=offline_temperature).build_algo()
+                             log_dir=stage.path, offline_temperature=offline_temperature).build_algo()
         try:
-            progress = restore_checkpoint(algo, stage_dir)
+            progress = stage.restore_checkpoint(algo)
             if progress:
                 console.line(f"online stage: resumed at {algo.env_steps_sampled} env steps")
             bar.start(progress["env_steps"] if progress else 0)
-            with metrics.stage(stage_dir, None if progress is None else progress["env_steps"]) as log:
+            with metrics.stage(stage.path, None if progress is None else progress["env_steps"]) as log:
 
                 def evaluated(point: dict, learner: dict) -> None:
                     """Keeps the learner's diagnostics in a new point of the curve, logs both."""
@@ -201,12 +196,12 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
                                   f"offline {learner[DENSITY_RATIO_OFFLINE]:.2f}")
                     return format_eval(ret, cfg.score(ret)) + stats
 
-                progress = train_loop(algo, stage_dir, progress, lambda p: p["env_steps"] >= cfg.online_steps,
+                progress = train_loop(algo, stage, progress, lambda p: p["env_steps"] >= cfg.online_steps,
                                       record, cfg.checkpoint_every, bar, lambda p: p["env_steps"])
         finally:
             algo.stop()
     curve = progress["curve"]
-    summary = mark_done(stage_dir, {
+    summary = stage.mark_done({
         "curve": curve,
         "dip": dip(curve, cfg.online_steps),
         "final_score": curve[-1]["score"],
@@ -216,7 +211,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
     })
     dip_score = "" if summary["dip"] is None else f", dip {summary['dip']:.1f}"
     final = format_eval(summary["final_return"], summary["final_score"])
-    console.saved("online", stage_dir, f"{cfg.method}, final {final}{dip_score}, {summary['seconds']:.0f}s")
+    console.saved("online", stage.path, f"{cfg.method}, final {final}{dip_score}, {summary['seconds']:.0f}s")
     return summary
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from pathlib import Path
 
 from rllib_o2o.tune.settings import ONLINE_FIELDS, TuneSettings
 from rllib_o2o.tune.space import DEFAULT_SPACE, KNOBS
@@ -45,18 +44,17 @@ def config_from_args(args, load_file, flags: dict) -> tuple:
 
     `flags`: the pipeline flags given on the command line (rllib_o2o.flags.given_values).
     """
-    from rllib_o2o.config import RUN_CONFIG_FILE, PipelineConfig, config_from_options
+    from rllib_o2o.config import PipelineConfig, config_from_options
+    from rllib_o2o.rundir.layout import RunDir
 
     flags = dict(flags)
     if args.from_run:
-        saved = Path(args.from_run) / RUN_CONFIG_FILE
+        saved = RunDir(args.from_run).config_path
         storage_path = flags.pop("storage_path", None)
         if storage_path and not saved.exists():  # a fresh node: the run is on storage only
-            from rllib_o2o.storage import attach, sync_run
-
-            Path(args.from_run).mkdir(parents=True, exist_ok=True)
-            attach(Path(args.from_run), storage_path)
-            sync_run(Path(args.from_run))
+            run = RunDir.open(args.from_run, storage_path)
+            with run.lock():  # released before run_tune locks it again for the search
+                run.sync()
         if not saved.exists():
             raise ValueError(f"{args.from_run}: no config.json, not a run directory of `rllib-o2o run`")
         if args.config:

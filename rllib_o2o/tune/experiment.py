@@ -12,32 +12,31 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rllib_o2o.methods import alignment_dir_name, needs_alignment
+from rllib_o2o.methods import needs_alignment
 from rllib_o2o.tune.settings import ONLINE_FIELDS, TuneSettings, trial_algo_config, trial_settings
 from rllib_o2o.tune.space import max_seed_episodes, param_space
 from rllib_o2o.tune.summary import summarize
 
-def ensure_aligned(cfg):
-    """Runs (or skips, when done) stages 1 and 2 of the pipeline in cfg.out; returns
-    (run_dir, dataset_dir, meta)."""
+def ensure_aligned(cfg, run):
+    """Runs (or skips, when done) stages 1 and 2 of the pipeline in `run` (`pipeline.open_run(cfg)`,
+    locked by the caller); returns (dataset_dir, meta)."""
     from rllib_o2o.pipeline import prepare, run_offline_and_alignment
-    from rllib_o2o.stages.common import stage_done
 
     if not needs_alignment(cfg.method):
         raise ValueError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method!r} "
                          f"has no alignment stage")
-    run_dir, dataset_dir, meta, _ = prepare(cfg)
-    align_dir = run_dir / alignment_dir_name(cfg.method)
-    if stage_done(align_dir) is not None:
-        print(f"tune: using the aligned checkpoint in {align_dir}", flush=True)
+    dataset_dir, meta, _ = prepare(cfg, run)
+    align_stage = run.alignment_stage(cfg.method)
+    if align_stage.done() is not None:
+        print(f"tune: using the aligned checkpoint in {align_stage.path}", flush=True)
     else:
         from rllib_o2o.console import Console
         from rllib_o2o.metrics_log import MetricsLog
 
         from rllib_o2o.data.shared import SharedDataset
 
-        run_offline_and_alignment(cfg, run_dir, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
-    return run_dir, dataset_dir, meta
+        run_offline_and_alignment(cfg, run, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
+    return dataset_dir, meta
 
 
 def _search_alg(settings: TuneSettings, metric: str, seed: int):
@@ -77,9 +76,11 @@ def _scheduler(settings: TuneSettings, metric: str, iterations: int):
 def experiment_path(settings: TuneSettings, run_dir: Path, run_storage_path: str | None = None) -> str:
     """--tune-storage-path/NAME, else beside the run: RUN_DIR/tune/NAME, or on the run's own storage
     (STORAGE_PATH/<run dir name>/tune/NAME) when the pipeline has a storage path."""
-    from rllib_o2o.storage import run_uri
+    from rllib_o2o.rundir.mirror import run_uri
+    from rllib_o2o.rundir.names import TUNE_DIR
 
-    default = run_uri(run_storage_path, run_dir) + "/tune" if run_storage_path else str((run_dir / "tune").resolve())
+    default = (run_uri(run_storage_path, run_dir) + f"/{TUNE_DIR}" if run_storage_path
+               else str((run_dir / TUNE_DIR).resolve()))
     storage = settings.storage_path or default
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -91,23 +92,33 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
 
     `online_overrides` (ONLINE_FIELDS only) change the online stage of the trials without
     touching the aligned run's saved config (e.g. a shorter online budget for the search).
-    Needs `ray.init()` (or a cluster) beforehand.
+    Needs `ray.init()` (or a cluster) beforehand. Holds the run directory's lock throughout.
     """
     import ray
-    from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from rllib_o2o.algorithms.o2o_sac import O2OSAC
-    from rllib_o2o.checkpoints import MODULE_DIR, load_module_checkpoint, write_json_atomic
-    from rllib_o2o.data.schema import read_dataset, top_k_episodes
-    from rllib_o2o.stages.online import require_offline_temperature
-    from rllib_o2o.storage import push_file
-    from rllib_o2o.tune.trainable import ACATrainable
+    from rllib_o2o.pipeline import open_run
 
     settings.validate()
     if not ray.is_initialized():
         raise RuntimeError("run_tune needs Ray: call ray.init() (or join a cluster) first")
-    run_dir, dataset_dir, meta = ensure_aligned(cfg)
+    run = open_run(cfg)
+    with run.lock():
+        return _run_tune(cfg, settings, online_overrides, run)
+
+
+def _run_tune(cfg, settings: TuneSettings, online_overrides: dict | None, run) -> dict:
+    """`run_tune` in its run directory `run`, locked."""
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from rllib_o2o.algorithms.o2o_sac import O2OSAC
+    from rllib_o2o.checkpoints import load_module_checkpoint, write_json_atomic
+    from rllib_o2o.data.schema import read_dataset, top_k_episodes
+    from rllib_o2o.stages.online import require_offline_temperature
+    from rllib_o2o.tune.trainable import ACATrainable
+
+    run_dir = run.path
+    dataset_dir, meta = ensure_aligned(cfg, run)
     base = asdict(cfg)
     for key, value in (online_overrides or {}).items():
         if key not in ONLINE_FIELDS:
@@ -116,7 +127,7 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
         base[key] = value
     trial_cfg, preset, _ = trial_settings(base, {})
     trial_cfg.validate()
-    aligned_weights, aligned_meta = load_module_checkpoint(run_dir / alignment_dir_name(cfg.method) / MODULE_DIR,
+    aligned_weights, aligned_meta = load_module_checkpoint(run.alignment_stage(cfg.method).module_path,
                                                            expect={"stage": "aligned"})
     require_offline_temperature(cfg.method, aligned_meta)
 
@@ -175,8 +186,8 @@ def run_tune(cfg, settings: TuneSettings, online_overrides: dict | None = None) 
     summary.update({"experiment": path, "aligned_run": str(run_dir), "seconds_this_invocation":
                     time.perf_counter() - start, "online_steps": trial_cfg.online_steps,
                     "eval_every": trial_cfg.eval_every, "space": settings.space})
-    write_json_atomic(run_dir / f"tune_{settings.name}_summary.json", summary)
-    push_file(run_dir / f"tune_{settings.name}_summary.json")
+    write_json_atomic(run.tune_summary_path(settings.name), summary)
+    run.push_file(run.tune_summary_path(settings.name))
     if "://" not in path:
         write_json_atomic(Path(path) / "summary.json", summary)
     return summary

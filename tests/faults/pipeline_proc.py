@@ -264,14 +264,13 @@ def copy_stages(source: Path, out: Path, stages: tuple[str, ...]) -> None:
 def newest_checkpoint(stage_dir: Path) -> dict | None:
     """Progress of the checkpoint a resume would use (None: the stage restarts from scratch)."""
     from rllib_o2o.checkpoints import CheckpointError
-    from rllib_o2o.stages.common import CHECKPOINT_DIR, PREVIOUS_DIR, read_checkpoint
+    from rllib_o2o.rundir.stage import StageDir, read_checkpoint
 
-    for name in (CHECKPOINT_DIR, PREVIOUS_DIR):
-        if (stage_dir / name).exists():
-            try:
-                return read_checkpoint(stage_dir / name)
-            except CheckpointError:
-                continue
+    for path in StageDir(stage_dir).checkpoints():
+        try:
+            return read_checkpoint(path)
+        except CheckpointError:
+            continue
     return None
 
 

@@ -1,6 +1,6 @@
 """Stage checkpoints: two kept, verified by manifest, a damaged newest one skipped with a warning.
 
-The unit tests drive `save_checkpoint` / `restore_checkpoint` / `train_loop` with
+The unit tests drive `StageDir.save_checkpoint` / `restore_checkpoint` and `train_loop` with
 a stand-in algorithm (RLlib's `save_to_path` / `restore_from_path` contract);
 the last test damages a real online checkpoint of a killed run and resumes it.
 """
@@ -15,15 +15,10 @@ import pytest
 
 from rllib_o2o.checkpoints import CheckpointError
 from rllib_o2o.console import Console
-from rllib_o2o.stages.common import (
-    CHECKPOINT_DIR,
-    CORRUPT_DIR,
-    PREVIOUS_DIR,
-    read_checkpoint,
-    restore_checkpoint,
-    save_checkpoint,
-    train_loop,
-)
+from rllib_o2o.nonfinite import NonFiniteError
+from rllib_o2o.rundir.names import CHECKPOINT_DIR, CORRUPT_DIR, DONE_FILE, PREVIOUS_DIR
+from rllib_o2o.rundir.stage import StageDir, read_checkpoint
+from rllib_o2o.stages.common import train_loop
 from tests.faults.pipeline_proc import (
     PipelineProcess,
     check_results,
@@ -69,7 +64,7 @@ def _save(stage_dir, iterations):
     algo = FakeAlgo()
     for i in range(1, iterations + 1):
         algo.state = i
-        save_checkpoint(algo, stage_dir, {"iteration": i, "curve": list(range(i))})
+        StageDir(stage_dir).save_checkpoint(algo, {"iteration": i, "curve": list(range(i))})
 
 
 def _hidden(stage_dir):
@@ -83,13 +78,13 @@ def test_two_newest_checkpoints_are_kept(tmp_path):
     assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 2
     assert sorted(p.name for p in stage.iterdir()) == [CHECKPOINT_DIR, PREVIOUS_DIR]
     algo = FakeAlgo()
-    assert restore_checkpoint(algo, stage)["iteration"] == 3 and algo.state == 3
+    assert StageDir(stage).restore_checkpoint(algo)["iteration"] == 3 and algo.state == 3
 
 
 def test_no_checkpoint_means_a_fresh_stage(tmp_path):
-    assert restore_checkpoint(FakeAlgo(), tmp_path / "missing") is None
+    assert StageDir(tmp_path / "missing").restore_checkpoint(FakeAlgo()) is None
     (tmp_path / "empty").mkdir()
-    assert restore_checkpoint(FakeAlgo(), tmp_path / "empty") is None
+    assert StageDir(tmp_path / "empty").restore_checkpoint(FakeAlgo()) is None
 
 
 def _truncate_blob(latest):
@@ -143,7 +138,7 @@ def test_damaged_latest_falls_back_to_previous_with_a_warning(tmp_path, capsys, 
     problem = DAMAGE[damage](latest)
 
     algo = FakeAlgo()
-    progress = restore_checkpoint(algo, stage)
+    progress = StageDir(stage).restore_checkpoint(algo)
     assert progress["iteration"] == 2 and algo.state == 2
     err = capsys.readouterr().err
     assert f"WARNING: online checkpoint {latest} is unusable (" in err, err
@@ -154,7 +149,7 @@ def test_damaged_latest_falls_back_to_previous_with_a_warning(tmp_path, capsys, 
 
     # Training goes on: the next save must not rotate the damaged checkpoint over the good one.
     algo.state = 3
-    save_checkpoint(algo, stage, {"iteration": 3, "curve": [0, 1, 2]})
+    StageDir(stage).save_checkpoint(algo, {"iteration": 3, "curve": [0, 1, 2]})
     assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 3
     assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 2
 
@@ -165,7 +160,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path, capsys):
     _truncate_blob(stage / CHECKPOINT_DIR)
     _garble_progress(stage / PREVIOUS_DIR)
     with pytest.raises(CheckpointError) as err:
-        restore_checkpoint(FakeAlgo(), stage)
+        StageDir(stage).restore_checkpoint(FakeAlgo())
     message = str(err.value)
     assert "no usable checkpoint" in message and "\n" not in message
     assert str(stage / CHECKPOINT_DIR) in message and str(stage / PREVIOUS_DIR) in message
@@ -182,11 +177,11 @@ def test_killed_between_the_two_renames(tmp_path, capsys):
     (stage / CHECKPOINT_DIR).rename(stage / PREVIOUS_DIR)
     FakeAlgo(9).save_to_path(stage / ".checkpoint.tmp-abc" / "algo")  # the uncommitted third checkpoint
     algo = FakeAlgo()
-    assert restore_checkpoint(algo, stage)["iteration"] == 2 and algo.state == 2
+    assert StageDir(stage).restore_checkpoint(algo)["iteration"] == 2 and algo.state == 2
     assert "WARNING" not in capsys.readouterr().err
     assert _hidden(stage) == []  # half-written and rotated-out leftovers are removed
     algo.state = 3
-    save_checkpoint(algo, stage, {"iteration": 3})
+    StageDir(stage).save_checkpoint(algo, {"iteration": 3})
     assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 3
     assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 2
 
@@ -201,7 +196,7 @@ def test_failed_save_keeps_the_old_checkpoints(tmp_path):
             raise OSError("No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(Full(5), stage, {"iteration": 5})
+        StageDir(stage).save_checkpoint(Full(5), {"iteration": 5})
     assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 2
     assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 1
     assert _hidden(stage) == []
@@ -212,14 +207,77 @@ def test_a_training_crash_names_the_checkpoint_to_resume_from(tmp_path, capsys):
     algo = FakeAlgo(fail_at=3)
     progress = {"iteration": 0}
     with pytest.raises(RuntimeError, match="injected learner fault"):
-        train_loop(algo, stage, progress, lambda p: p["iteration"] >= 5, lambda p, r: f"it {p['iteration']}", 1,
-                   Console(io.StringIO()).progress("online", 5, "iterations"), lambda p: p["iteration"])
+        _train(algo, stage, progress)
     err = capsys.readouterr().err
     assert (f"ERROR: online stage failed in training iteration 3 (RuntimeError: injected learner fault); "
             f"the last complete checkpoint is {stage / CHECKPOINT_DIR} (iteration 2). "
             "Re-run the same command to resume from it.") in err, err
     resumed = FakeAlgo()
-    assert restore_checkpoint(resumed, stage)["iteration"] == 2 and resumed.state == 2
+    assert StageDir(stage).restore_checkpoint(resumed)["iteration"] == 2 and resumed.state == 2
+
+
+def _train(algo, stage_dir, progress, iterations=5, checkpoint_every=1):
+    """`train_loop` for `iterations` iterations of `algo` in a real StageDir at `stage_dir`."""
+    return train_loop(algo, StageDir(stage_dir), progress, lambda p: p["iteration"] >= iterations,
+                      lambda p, r: f"it {p['iteration']}", checkpoint_every,
+                      Console(io.StringIO()).progress(stage_dir.name, iterations, "iterations"),
+                      lambda p: p["iteration"])
+
+
+class DivergingAlgo(FakeAlgo):
+    """Reports RLlib-shaped learner results whose `metric` (a path under "learners") is `value` from
+    iteration `diverge_at` on."""
+
+    def __init__(self, diverge_at: int, metric: tuple = ("default_policy", "critic_loss"), value=float("nan")):
+        super().__init__()
+        self.diverge_at, self.metric, self.value = diverge_at, metric, value
+
+    def train(self):
+        result = super().train()
+        learners = {"default_policy": {"critic_loss": 0.5, "q_mean": -3.0, "alpha": 0.2, "num_updates_lifetime": 7},
+                    "num_env_steps_sampled_o2o": 200 * self.state}
+        if self.state >= self.diverge_at:
+            *parents, name = self.metric
+            inner = learners
+            for key in parents:
+                inner = inner[key]
+            inner[name] = self.value
+        return {**result, "learners": learners}
+
+
+@pytest.mark.parametrize("metric, value", [
+    (("default_policy", "critic_loss"), float("nan")),
+    (("default_policy", "q_mean"), float("-inf")),
+    (("num_env_steps_sampled_o2o",), float("inf")),
+])
+def test_a_non_finite_learner_result_stops_the_stage_before_its_checkpoint(tmp_path, metric, value):
+    stage = tmp_path / "online"
+    with pytest.raises(NonFiniteError) as err:
+        _train(DivergingAlgo(diverge_at=3, metric=metric, value=value), stage, {"iteration": 0})
+    message = str(err.value)
+    assert "/".join(("learners",) + metric) in message and "iteration 3" in message and "\n" not in message
+    assert str(stage / CHECKPOINT_DIR) in message  # where the last good checkpoint is
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 2  # iteration 3 was never saved
+    assert read_checkpoint(stage / PREVIOUS_DIR)["iteration"] == 1
+    assert not (stage / DONE_FILE).exists()
+    resumed = FakeAlgo()
+    assert StageDir(stage).restore_checkpoint(resumed)["iteration"] == 2 and resumed.state == 2
+
+
+def test_a_non_finite_result_between_checkpoints_keeps_the_older_one(tmp_path):
+    stage = tmp_path / "offline"
+    progress = {"iteration": 0}
+    with pytest.raises(NonFiniteError, match="iteration 5"):
+        _train(DivergingAlgo(diverge_at=5), stage, progress, iterations=8, checkpoint_every=2)
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 4
+    assert progress["iteration"] == 4  # the diverged iteration is not recorded either
+    assert not (stage / DONE_FILE).exists()
+
+
+def test_finite_learner_results_train_to_the_end(tmp_path):
+    stage = tmp_path / "online"
+    assert _train(DivergingAlgo(diverge_at=99), stage, {"iteration": 0})["iteration"] == 5
+    assert read_checkpoint(stage / CHECKPOINT_DIR)["iteration"] == 5
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from rllib_o2o.stages.common import CHECKPOINT_DIR, read_checkpoint
+from rllib_o2o.rundir.names import CHECKPOINT_DIR
+from rllib_o2o.rundir.stage import read_checkpoint
 from tests.faults.pipeline_proc import (
     KillPoint,
     PipelineProcess,

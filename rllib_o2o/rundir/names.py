@@ -1,0 +1,50 @@
+"""Every name inside a run directory, shared by the code that writes it and the code that reads it.
+
+Pure: no I/O. `layout.RunDir` joins these to paths; a stage directory's own names are
+`StageDir`'s, `Mirror`'s (what it uploads and trusts) and the exporter's.
+"""
+
+from __future__ import annotations
+
+from rllib_o2o.methods import get_method
+
+# -- the run directory ------------------------------------------------------------------
+RUN_CONFIG_FILE = "config.json"  # the run's config, written by pipeline.prepare: what makes it a run
+DATASETS_DIR = "datasets"  # datasets made (the embedded default), imported or fetched: local only, never mirrored
+IMPORTED_DATASET_DIR = f"{DATASETS_DIR}/imported"  # a D4RL file or Minari dataset, imported
+FETCHED_DATASET_DIR = f"{DATASETS_DIR}/fetched"  # a dataset URI, copied
+TUNE_DIR = "tune"  # `rllib-o2o tune`'s experiments, unless --tune-storage-path says otherwise
+LOCK_FILE = ".run.lock"  # flock'ed while a process runs in the directory (`lock.RunLock`)
+LEASE_FILE = ".run.lease"  # the same on storage: a lease with an expiry (not .json: never synced)
+
+# -- a stage directory ------------------------------------------------------------------
+CHECKPOINT_DIR = "checkpoint"  # the newest committed checkpoint
+PREVIOUS_DIR = "checkpoint.prev"  # the one before it
+CORRUPT_DIR = "checkpoint.corrupt"  # a newest checkpoint that did not restore, kept for inspection
+DONE_FILE = "DONE.json"  # the stage's summary, written once its outputs are durable
+PROGRESS_FILE = "progress.json"  # inside a checkpoint: the stage's loop state (iteration, curve)
+ALGO_DIR = "algo"  # inside a checkpoint: RLlib's algorithm state (`save_to_path`)
+
+
+def offline_stage_name(method: str) -> str | None:
+    """The offline stage `method` starts from (shared by the methods with the same kind), None without one."""
+    kind = get_method(method).offline
+    return None if kind is None else ("offline" if kind == "sacml" else f"offline-{kind}")
+
+
+def alignment_stage_name(method: str) -> str:
+    """aca's alignment is `alignment/`; methods aligning otherwise get their settings as a suffix."""
+    tag = get_method(method).alignment_tag()
+    return f"alignment-{tag}" if tag else "alignment"
+
+
+def online_stage_name(method: str) -> str:
+    return "online" if method == "aca" else f"online-{method}"
+
+
+def results_file_name(method: str) -> str:
+    return "results.json" if method == "aca" else f"results-{method}.json"
+
+
+def tune_summary_file_name(experiment: str) -> str:
+    return f"tune_{experiment}_summary.json"
