@@ -107,7 +107,8 @@ def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path
 
 def _import_given(name: str, source: str, data_dir: Path) -> Path:
     """A given dataset dir, D4RL file, Minari id or URI, resolved as `rllib-o2o run --dataset` does."""
-    from rllib_o2o.pipeline import PipelineConfig, resolve_dataset
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.context import resolve_dataset
     from rllib_o2o.rundir.layout import RunDir
 
     env_id, _ = split_dataset_name(name)

@@ -198,9 +198,9 @@ def _checkpoint_actor(stage: StageDir) -> tuple[dict, Path, dict]:
 
 def _online_activation(cfg, run: RunDir) -> str:
     """The online actor's activation is that of the module the stage started from."""
-    from rllib_o2o.pipeline import online_start_weights
+    from rllib_o2o.stages.online import start_module
 
-    return online_start_weights(cfg, run)[1].get("actor_activation", "relu")
+    return start_module(cfg.method, run)[1].get("actor_activation", "relu")
 
 
 def _read_rllib_state(path: Path) -> dict:

@@ -7,7 +7,7 @@ be creatable as, a writable directory), `--storage-path` (it must open and take 
 which is removed), the dataset against its dataset.json and the env's spaces,
 the env id, and an `--offline-checkpoint`'s compatibility with the dataset and
 the run's network sizes. Nothing here writes to the run directory; the pipeline
-(`rllib_o2o.pipeline.prepare`) repeats the dataset checks on what it imports.
+(`rllib_o2o.context.RunContext.open`) repeats the dataset checks on what it imports.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-from rllib_o2o.rundir.names import FETCHED_DATASET_DIR, IMPORTED_DATASET_DIR
 
 # Ray Jobs puts the job's config (with its runtime_env) in every driver's environment under this name.
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -58,36 +56,27 @@ def check_dataset(cfg):
     pipeline once they are on local disk); and a dataset directory's validation (DatasetStats,
     which the pipeline then reuses), else None.
     """
-    from rllib_o2o.data.schema import META_FILE, read_meta
-    from rllib_o2o.data.sources import D4RL, MINARI, dataset_kind
+    from rllib_o2o.context import locate_dataset
+    from rllib_o2o.data.schema import read_meta
+    from rllib_o2o.data.sources import D4RL, MINARI
     from rllib_o2o.data.validate import validate_dataset
+    from rllib_o2o.rundir.layout import RunDir
 
-    if cfg.dataset is None:
-        return None, None
-    imported = Path(cfg.out) / IMPORTED_DATASET_DIR
-    fetched = Path(cfg.out) / FETCHED_DATASET_DIR
-    if "://" in str(cfg.dataset):  # a URI: fetched (and validated) into the run directory by the pipeline
-        if not (fetched / META_FILE).exists():
-            return None, None
-        path = fetched
-    elif (imported / META_FILE).exists():  # the run's own import of a D4RL file or Minari dataset
-        path = imported
-    else:
-        kind = dataset_kind(cfg.dataset)  # raises for a missing path or one that holds no dataset
-        if kind == D4RL:
+    where = locate_dataset(cfg, RunDir(cfg.out))  # the pipeline's own decision, nothing written
+    if not where.ready:
+        if where.kind == D4RL:
             from rllib_o2o.data.d4rl import load_d4rl
 
             if not cfg.env:
                 raise ValueError("--env is required to import a D4RL file")
             return load_d4rl(cfg.dataset, cfg.env)[1], None  # every check of the import, nothing written
-        if kind == MINARI:  # it must at least exist
+        if where.kind == MINARI:  # it must at least exist
             from rllib_o2o.data.minari_import import _data_dir
 
             _data_dir(cfg.dataset)
-            return None, None
-        path = Path(cfg.dataset)
-    stats = validate_dataset(path, env_id=cfg.env)
-    return read_meta(path), stats
+        return None, None  # the embedded default and a URI are validated once they are on local disk
+    stats = validate_dataset(where.directory, env_id=cfg.env)
+    return read_meta(where.directory), stats
 
 
 def check_offline_checkpoint(cfg, meta) -> None:

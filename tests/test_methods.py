@@ -11,7 +11,8 @@ import ray
 from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate, CQLUpdate, SACMLUpdate, SACUpdate
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.methods import METHODS, get_method, needs_alignment
-from rllib_o2o.pipeline import PipelineConfig, online_start_weights, run_pipeline
+from rllib_o2o.pipeline import PipelineConfig, run_pipeline
+from rllib_o2o.stages.online import start_module
 from rllib_o2o.rundir.layout import RunDir
 
 TINY = dict(env="Pendulum-v1", batch_size=64, hidden=[32, 32], replay_capacity=10_000, offline_steps=200,
@@ -59,20 +60,20 @@ def test_naive_starts_from_the_whole_offline_module_with_its_update_count_reset(
                "target_critic.weights.0": np.zeros((2, 4, 5)), "log_alpha": np.array(-1.5, np.float32),
                "num_updates": np.array(5000, np.int64)}
     save_module_checkpoint(tmp_path / "offline" / "module", weights, {"stage": "offline", "actor_activation": "relu"})
-    got, start_meta = online_start_weights(PipelineConfig(method="naive"), RunDir(tmp_path))
+    got, start_meta = start_module("naive", RunDir(tmp_path))
     assert start_meta["actor_activation"] == "relu" and int(got["num_updates"]) == 0
     np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
     assert float(got["log_alpha"]) == -1.5  # the offline temperature travels with the critic
-    assert online_start_weights(PipelineConfig(method="sac-scratch"), RunDir(tmp_path)) == (None, {})
+    assert start_module("sac-scratch", RunDir(tmp_path)) == (None, {})
     # the ablation with ACA's online losses keeps the offline critic but starts at ACA's temperature 1
-    got, _ = online_start_weights(PipelineConfig(method="aca-offline-critic"), RunDir(tmp_path))
+    got, _ = start_module("aca-offline-critic", RunDir(tmp_path))
     np.testing.assert_array_equal(got["critic.weights.0"], weights["critic.weights.0"])
     assert float(got["log_alpha"]) == 0.0 and int(got["num_updates"]) == 0
 
     save_module_checkpoint(tmp_path / "offline" / "module", {"actor.head.weight": weights["actor.head.weight"]},
                            {"stage": "offline"})  # e.g. an imported policy: no critic to transfer
     with pytest.raises(ValueError, match="transfers the offline critic"):
-        online_start_weights(PipelineConfig(method="naive"), RunDir(tmp_path))
+        start_module("naive", RunDir(tmp_path))
 
 
 @pytest.mark.slow

@@ -129,14 +129,14 @@ def _pendulum_hdf5(path, num=400):
 
 
 def test_imported_dataset_keeps_its_name_for_the_preset(tmp_path):
-    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
+    from rllib_o2o.context import RunContext
+    from rllib_o2o.pipeline import PipelineConfig, open_run
 
     results = {}
     for kind in ("medium-replay", "expert"):
         h5 = _pendulum_hdf5(tmp_path / f"pendulum-{kind}-v2.hdf5")
         cfg = PipelineConfig(dataset=str(h5), env="Pendulum-v1", out=str(tmp_path / f"run-{kind}"))
-        prepare(cfg, open_run(cfg))
-        results[kind] = cfg.preset
+        results[kind] = RunContext.open(cfg, open_run(cfg)).config.preset
     assert results == {"medium-replay": "medium-replay", "expert": "expert"}
 
 
@@ -144,13 +144,12 @@ def test_dataset_directory_name_chooses_the_preset(tmp_path):
     """The path that works today: a dataset directory used in place keeps its own name."""
     from rllib_o2o.data.rollouts import collect_transitions, env_meta
     from rllib_o2o.data.schema import write_dataset
-    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
+    from rllib_o2o.context import RunContext
+    from rllib_o2o.pipeline import PipelineConfig, open_run
 
     data = write_dataset(tmp_path / "pendulum-medium-expert", collect_transitions("Pendulum-v1", 250, seed=0),
                          env_meta("Pendulum-v1"))
     cfg = PipelineConfig(dataset=str(data), out=str(tmp_path / "run"))
-    prepare(cfg, open_run(cfg))
-    assert cfg.preset == "medium-expert"
+    assert RunContext.open(cfg, open_run(cfg)).config.preset == "medium-expert"
     cfg = PipelineConfig(dataset=str(data), out=str(tmp_path / "run2"), preset="random")
-    prepare(cfg, open_run(cfg))
-    assert cfg.preset == "random"  # an explicit preset wins over the guess
+    assert RunContext.open(cfg, open_run(cfg)).config.preset == "random"  # an explicit preset wins over the guess

@@ -183,13 +183,14 @@ def test_unusable_storage_path_exit_2_before_ray(kind, tmp_path, pendulum_dir, c
 
 
 def test_storage_holding_another_run_is_refused(tmp_path, store, pendulum_dir):
-    from rllib_o2o.pipeline import PipelineConfig, open_run, prepare
+    from rllib_o2o.context import RunContext
+    from rllib_o2o.pipeline import PipelineConfig, open_run
 
     (store_dir(store) / "run").mkdir(parents=True)
     (store_dir(store) / "run" / "config.json").write_text(json.dumps({"seed": 123, "out": "elsewhere"}))
     cfg = PipelineConfig(dataset=str(pendulum_dir), env="Pendulum-v1", out=str(tmp_path / "run"), storage_path=store)
     with pytest.raises(ValueError, match=r"/run holds a run with a different config \(seed differ\)"):
-        prepare(cfg, open_run(cfg))
+        RunContext.open(cfg, open_run(cfg))
     assert not (store_dir(store) / "run" / "offline").exists()
 
 

@@ -147,11 +147,12 @@ def test_pipeline_key_flag_and_stage_configs_carry_torch_threads(tmp_path):
 def test_a_run_resumes_with_other_torch_threads_but_not_another_seed():
     from dataclasses import asdict
 
-    from rllib_o2o.pipeline import PipelineConfig, _refuse_other_run
+    from rllib_o2o.context import refuse_other_run
+    from rllib_o2o.pipeline import PipelineConfig
 
-    _refuse_other_run(asdict(PipelineConfig(torch_threads=2)), PipelineConfig(), "RUN")
+    refuse_other_run(asdict(PipelineConfig(torch_threads=2)), PipelineConfig(), "RUN")
     with pytest.raises(ValueError, match="seed differ"):
-        _refuse_other_run(asdict(PipelineConfig(seed=1)), PipelineConfig(), "RUN")
+        refuse_other_run(asdict(PipelineConfig(seed=1)), PipelineConfig(), "RUN")
 
 
 def test_align_sets_its_threads_in_the_calling_process(pi0_state, tiny_dataset):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rllib_o2o.methods import get_method
 
 # -- the run directory ------------------------------------------------------------------
-RUN_CONFIG_FILE = "config.json"  # the run's config, written by pipeline.prepare: what makes it a run
+RUN_CONFIG_FILE = "config.json"  # the run's config, written by context.RunContext.open: what makes it a run
 DATASETS_DIR = "datasets"  # datasets made (the embedded default), imported or fetched: local only, never mirrored
 IMPORTED_DATASET_DIR = f"{DATASETS_DIR}/imported"  # a D4RL file or Minari dataset, imported
 FETCHED_DATASET_DIR = f"{DATASETS_DIR}/fetched"  # a dataset URI, copied

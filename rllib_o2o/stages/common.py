@@ -1,18 +1,34 @@
-"""What stages 1 and 3 share: the resumable training loop and the evaluation helpers.
+"""What the stages share: their contract, the resumable training loop and the evaluation helpers.
 
-A stage's checkpoints, DONE.json marker and uploads are its `rundir.stage.StageDir`'s.
+A stage is an object with `role` (the key of its summary in a run's results), `stage_dir(ctx)`
+(its `rundir.stage.StageDir`: checkpoints, DONE.json, uploads) and `run(ctx, io)`, which takes
+its inputs from the run's `context.RunContext` and the run directory, writes its outputs and
+DONE.json there, and returns its summary (at once, when DONE.json is there already).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Callable
 
 from ray.rllib.utils.metrics import LEARNER_RESULTS  # where `algo.train()` keeps the learners' losses and values
 
-from rllib_o2o.console import StageProgress
+from rllib_o2o.console import Console, StageProgress
+from rllib_o2o.data.shared import SharedDataset
+from rllib_o2o.metrics_log import MetricsLog
 from rllib_o2o.nonfinite import NonFiniteError, describe, non_finite
 from rllib_o2o.rundir.stage import StageDir
+
+
+@dataclass
+class StageIO:
+    """What the stages of one invocation write through: the console, the metrics log (TensorBoard,
+    W&B) and the dataset's shared copy (read once, by the first stage that needs it)."""
+
+    console: Console
+    metrics: MetricsLog
+    dataset: SharedDataset
 
 
 def evaluation_return(result: dict) -> float | None:

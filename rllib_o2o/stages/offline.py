@@ -19,7 +19,7 @@ from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.data.location import ray_data_path, ray_data_read_args
 from rllib_o2o.rundir.stage import StageDir
-from rllib_o2o.stages.common import evaluation_return, format_eval, train_loop
+from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
 
 def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None):
@@ -45,10 +45,23 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | Non
     )
 
 
-def run_offline_stage(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, console: Console,
-                      metrics: MetricsLog, method: Method) -> dict:
-    """Trains `method`'s offline stage (its `offline_update_class()`) for `cfg.offline_steps` updates; resumes
-    from its last checkpoint."""
+class OfflineTraining:
+    """Stage 1: the method's offline update (`Method.offline_update_class()`: SAC+ML, or CQL for cql-sac)
+    for `offline_steps` updates on the dataset, read through RLlib's offline API; resumable. Outputs:
+    module/ (weights, meta with alpha_off, Adam states) and DONE.json (curve, score, alpha_off)."""
+
+    role = "offline"
+
+    def stage_dir(self, ctx) -> StageDir:
+        return ctx.run.offline_stage(ctx.config.method)
+
+    def run(self, ctx, io: StageIO) -> dict:
+        return _train_offline(ctx.config, ctx.dataset_dir, ctx.meta, self.stage_dir(ctx), io.console, io.metrics,
+                              ctx.method)
+
+
+def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, console: Console,
+                   metrics: MetricsLog, method: Method) -> dict:
     mode = method.offline  # the stage's kind, named in its module's meta and its line
     done = stage.done()
     if done:

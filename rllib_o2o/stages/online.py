@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from rllib_o2o.checkpoints import load_module_checkpoint, load_optimizer_states
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta, top_k_episodes
 from rllib_o2o.data.shared import SharedDataset
@@ -23,9 +25,11 @@ from rllib_o2o.metrics import (
     TD_ERROR_RMS,
 )
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
+from rllib_o2o.methods import get_method
+from rllib_o2o.rundir.layout import RunDir
 from rllib_o2o.rundir.names import alignment_stage_name
 from rllib_o2o.rundir.stage import StageDir
-from rllib_o2o.stages.common import evaluation_return, format_eval, train_loop
+from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
 
 def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int = 0, log_dir: Path | None = None,
@@ -122,6 +126,61 @@ def seeds_replay(method_name: str, preset) -> bool:
 
     method = get_method(method_name)
     return method.online_update_class().uses_density_ratio or seed_episodes(method, preset) > 0
+
+
+class OnlineFineTuning:
+    """Stage 3: the method's online update from its start module (aligned, offline or random) for
+    `online_steps` env steps on the EnvRunners; resumable. Output: DONE.json (the curve of evaluations
+    with the learner's diagnostics, dip, final score)."""
+
+    role = "online"
+
+    def stage_dir(self, ctx) -> StageDir:
+        return ctx.run.online_stage(ctx.config.method)
+
+    def run(self, ctx, io: StageIO) -> dict:
+        cfg, run = ctx.config, ctx.run
+        if not seeds_replay(cfg.method, ctx.preset):
+            io.dataset.release()  # no later reader: the object store's copy goes now
+        start_weights, start_meta = start_module(cfg.method, run)
+        require_offline_temperature(cfg.method, start_meta)
+        return run_online_stage(cfg, ctx.preset, start_weights, io.dataset, ctx.meta, self.stage_dir(ctx),
+                                io.console, io.metrics, actor_activation=start_meta.get("actor_activation", "relu"),
+                                optimizer_states=offline_optimizer_states(cfg.method, run),
+                                offline_temperature=start_meta.get("offline_temperature"))
+
+
+def start_module(method_name: str, run: RunDir) -> tuple[dict | None, dict]:
+    """The module state the online stage starts from (None: random init) and its checkpoint's meta
+    (the actor's activation; for an aligned module also the offline temperature)."""
+    method = get_method(method_name)
+    if method.start == "scratch":
+        return None, {}
+    if method.start == "aligned":
+        return load_module_checkpoint(run.alignment_stage(method_name).module_path, expect={"stage": "aligned"})
+    weights, meta = load_module_checkpoint(run.offline_stage(method_name).module_path, expect={"stage": "offline"})
+    missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
+    if missing:
+        raise ValueError(f"method {method_name!r} transfers the offline critic, but the offline checkpoint "
+                         f"({meta.get('algorithm')}) has no {sorted(missing)}")
+    weights = dict(weights)
+    weights["num_updates"] = weights["num_updates"] * 0  # online update count starts at 0
+    start_temperature = method.online_update_class().start_temperature  # ACA's: 1, whatever its critic
+    if start_temperature is not None:
+        weights["log_alpha"] = np.full_like(weights["log_alpha"], math.log(start_temperature))
+    return weights, meta
+
+
+def offline_optimizer_states(method_name: str, run: RunDir) -> dict | None:
+    """The offline learner's Adam states when `carry_optimizer_state` (else None: fresh Adam)."""
+    stage = run.offline_stage(method_name)
+    if not get_method(method_name).carry_optimizer_state or stage is None:
+        return None
+    states = load_optimizer_states(stage.module_path)
+    if states is None:
+        raise ValueError(f"method {method_name!r} carries the offline optimizer state, but {stage.module_path} "
+                         "holds none (an imported policy, or an offline stage from before it was saved)")
+    return states
 
 
 def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDataset, meta: DatasetMeta,

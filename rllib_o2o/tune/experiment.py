@@ -18,25 +18,22 @@ from rllib_o2o.tune.space import max_seed_episodes, param_space
 from rllib_o2o.tune.summary import summarize
 
 def ensure_aligned(cfg, run):
-    """Runs (or skips, when done) stages 1 and 2 of the pipeline in `run` (`pipeline.open_run(cfg)`,
-    locked by the caller); returns (dataset_dir, meta)."""
-    from rllib_o2o.pipeline import prepare, run_offline_and_alignment
+    """Runs (or skips, when done) the stages before the online one, as the pipeline plans them, in `run`
+    (`pipeline.open_run(cfg)`, locked by the caller); returns the run's `context.RunContext`."""
+    from rllib_o2o.console import Console
+    from rllib_o2o.context import RunContext
+    from rllib_o2o.pipeline import plan, run_stages
 
     if not needs_alignment(cfg.method):
         raise ValueError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method!r} "
                          f"has no alignment stage")
-    dataset_dir, meta, _ = prepare(cfg, run)
+    ctx = RunContext.open(cfg, run)
     align_stage = run.alignment_stage(cfg.method)
     if align_stage.done() is not None:
         print(f"tune: using the aligned checkpoint in {align_stage.path}", flush=True)
     else:
-        from rllib_o2o.console import Console
-        from rllib_o2o.metrics_log import MetricsLog
-
-        from rllib_o2o.data.shared import SharedDataset
-
-        run_offline_and_alignment(cfg, run, SharedDataset(dataset_dir), meta, Console(), MetricsLog())
-    return dataset_dir, meta
+        run_stages(ctx, plan(ctx)[:-1], Console())  # offline (or its import), alignment: not the online stage
+    return ctx
 
 
 def _search_alg(settings: TuneSettings, metric: str, seed: int):
@@ -118,7 +115,8 @@ def _run_tune(cfg, settings: TuneSettings, online_overrides: dict | None, run) -
     from rllib_o2o.tune.trainable import ACATrainable
 
     run_dir = run.path
-    dataset_dir, meta = ensure_aligned(cfg, run)
+    ctx = ensure_aligned(cfg, run)
+    cfg, dataset_dir, meta = ctx.config, ctx.dataset_dir, ctx.meta  # the run's config, completed from its dataset
     base = asdict(cfg)
     for key, value in (online_overrides or {}).items():
         if key not in ONLINE_FIELDS:
