@@ -24,6 +24,10 @@ CORRUPT_DIR = "checkpoint.corrupt"  # a newest checkpoint that did not restore, 
 DONE_FILE = "DONE.json"  # the stage's summary, written once its outputs are durable
 PROGRESS_FILE = "progress.json"  # inside a checkpoint: the stage's loop state (iteration, curve)
 ALGO_DIR = "algo"  # inside a checkpoint: RLlib's algorithm state (`save_to_path`)
+# In a stage's progress (so in its checkpoints) and DONE.json: the checkpoint each later invocation resumed
+# from (offline: its iteration, online: its env steps), in order, for the invocations that saved progress
+# after resuming (a resume killed before its first save leaves no entry); [] for a stage run in one go.
+RESUMED_FROM = "resumed_from"
 
 
 def offline_stage_name(method: str) -> str | None:

@@ -18,6 +18,7 @@ from rllib_o2o.methods import Method
 from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.data.location import ray_data_path, ray_data_read_args
+from rllib_o2o.rundir.names import RESUMED_FROM
 from rllib_o2o.rundir.stage import StageDir
 from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
@@ -78,6 +79,7 @@ def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, c
         try:
             progress = stage.restore_checkpoint(algo) or {"iteration": 0, "curve": []}
             if progress["iteration"]:
+                progress[RESUMED_FROM] = [*progress.get(RESUMED_FROM, []), progress["iteration"]]
                 console.line(f"offline stage: resumed at iteration {progress['iteration']}")
             bar.start(updates(progress))
             with metrics.stage(stage.path, updates(progress) if progress["iteration"] else None) as log:
@@ -106,7 +108,7 @@ def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, c
     last = progress["curve"][-1]
     summary = stage.mark_done({
         "return": last["return"], "score": last["score"], "curve": progress["curve"],
-        "alpha_off": alpha_off, "updates": cfg.offline_steps,
+        "alpha_off": alpha_off, "updates": cfg.offline_steps, RESUMED_FROM: progress.get(RESUMED_FROM, []),
         "seconds": time.perf_counter() - start,
     })
     console.saved("offline", stage.module_path, f"{mode}, {format_eval(last['return'], last['score'])}, "

@@ -27,7 +27,7 @@ from rllib_o2o.metrics import (
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.methods import get_method
 from rllib_o2o.rundir.layout import RunDir
-from rllib_o2o.rundir.names import alignment_stage_name
+from rllib_o2o.rundir.names import RESUMED_FROM, alignment_stage_name
 from rllib_o2o.rundir.stage import StageDir
 from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
@@ -208,6 +208,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
         try:
             progress = stage.restore_checkpoint(algo)
             if progress:
+                progress[RESUMED_FROM] = [*progress.get(RESUMED_FROM, []), progress["env_steps"]]
                 console.line(f"online stage: resumed at {algo.env_steps_sampled} env steps")
             bar.start(progress["env_steps"] if progress else 0)
             with metrics.stage(stage.path, None if progress is None else progress["env_steps"]) as log:
@@ -266,6 +267,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
         "final_score": curve[-1]["score"],
         "final_return": curve[-1]["return"],
         "env_steps": progress["env_steps"],
+        RESUMED_FROM: progress.get(RESUMED_FROM, []),
         "seconds": time.perf_counter() - start,
     })
     dip_score = "" if summary["dip"] is None else f", dip {summary['dip']:.1f}"

@@ -10,6 +10,8 @@ command) in the alignment task, then twice in stage 3, and finally runs to the e
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.faults.pipeline_proc import EVAL_EVERY, check_results
@@ -26,8 +28,7 @@ def _first_kill_in(kill_chain, stage):
 def _resumed_where_it_stopped(stage: str, checkpoint: dict | None, log: str) -> None:
     """The next run continued from the checkpoint the kill left (and re-did nothing before it)."""
     if stage == "offline":
-        if checkpoint:
-            assert f"offline stage: resumed at iteration {checkpoint['iteration']}" in log, log[-3000:]
+        if checkpoint:  # where it resumed: DONE.json's resumed_from (test_consecutive_kills_...)
             for done in range(1, checkpoint["iteration"] + 1):
                 assert f"offline {100 * done}/" not in log, log[-3000:]
         else:
@@ -38,7 +39,6 @@ def _resumed_where_it_stopped(stage: str, checkpoint: dict | None, log: str) -> 
         assert "alignment: already complete" in log, log[-3000:]
         if checkpoint:
             steps = checkpoint["env_steps"]
-            assert f"online stage: resumed at {steps} env steps" in log, log[-3000:]
             for done in range(0, steps + 1, EVAL_EVERY):
                 assert f"online {done}/" not in log, log[-3000:]
         else:
@@ -64,3 +64,13 @@ def test_consecutive_kills_then_resume_to_completion(kill_chain):
     assert kill_chain["rc"] == 0, kill_chain["final_log"][-4000:]
     results = check_results(kill_chain["out"], kill_chain["online_steps"])
     assert results["online"]["env_steps"] == kill_chain["online_steps"]
+    # Where each stage resumed, from its DONE.json: the offline stage from the checkpoint its kill left;
+    # the online stage finally from the checkpoint the second online kill left, after the first's.
+    offline_kill, online_kills = steps[0]["checkpoint"], [s["checkpoint"] for s in steps[2:]]
+    offline_done = json.loads((kill_chain["out"] / "offline" / "DONE.json").read_text())
+    assert offline_done["resumed_from"] == ([offline_kill["iteration"]] if offline_kill else []), offline_done
+    resumed = results["online"]["resumed_from"]
+    expected = [c["env_steps"] for c in online_kills if c]
+    assert resumed == sorted(resumed) and set(resumed) <= set(expected), (resumed, expected)
+    if online_kills[-1]:
+        assert resumed[-1] == online_kills[-1]["env_steps"], (resumed, online_kills)
