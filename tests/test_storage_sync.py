@@ -11,7 +11,6 @@ import pytest
 
 from rllib_o2o.cli import main
 from rllib_o2o.rundir.layout import RunDir
-from rllib_o2o.rundir.mirror import run_uri
 from rllib_o2o.rundir.stage import StageDir
 
 
@@ -54,18 +53,18 @@ def files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_checkpoints_round_trip_byte_identical_to_a_fresh_node(tmp_path, store, capsys):
+def test_checkpoints_round_trip_byte_identical_to_a_fresh_node(tmp_path, store):
     run = node(tmp_path, "a", store)
     for iteration in (1, 2):
         run.stage("offline").save_checkpoint(FakeAlgo(state=f"iteration {iteration}".encode()),
                                          {"iteration": iteration, "curve": []})
-    out = capsys.readouterr().out
-    assert out.count("storage: uploaded offline/checkpoint -> ") == 2, out
-    assert f"{run_uri(store, run.path)}/offline/checkpoint-a (4 files" in out  # 2 algo files, progress, manifest
+    slots = {slot: files(store_dir(store) / "run" / "offline" / slot) for slot in ("checkpoint-a", "checkpoint-b")}
+    for slot, uploaded in slots.items():  # both uploads whole: 2 algo files, progress, manifest
+        assert len(uploaded) == 4 and "manifest.json" in uploaded, (slot, sorted(uploaded))
+    assert {json.loads(uploaded["progress.json"])["iteration"] for uploaded in slots.values()} == {1, 2}
 
     fresh = node(tmp_path, "b", store)
     fresh.sync()
-    assert "storage: downloaded offline/checkpoint <- " in capsys.readouterr().out
     for name in ("checkpoint", "checkpoint.prev"):
         assert files(fresh.path / "offline" / name) == files(run.path / "offline" / name), name
     algo = FakeAlgo()
@@ -144,17 +143,18 @@ def test_finished_stage_uploads_outputs_then_done_marker(tmp_path, store, capsys
     assert files(fresh.path / "alignment") == files(stage)
 
 
-def test_start_of_run_uploads_what_storage_lacks(tmp_path, store, capsys):
+def test_start_of_run_uploads_what_storage_lacks(tmp_path, store):
     run = tmp_path / "a" / "run"
     StageDir(run / "offline").save_checkpoint(FakeAlgo(state=b"1"), {"iteration": 1})  # written before the crash,
     (run / "config.json").write_text('{"seed": 0}')                                    # never uploaded
     mirrored = RunDir.open(run, store)
     mirrored.sync()
-    out = capsys.readouterr().out
-    assert "uploaded offline/checkpoint" in out and "uploaded config.json" in out
-    assert files(store_dir(store) / "run" / "offline" / "checkpoint-a") == files(run / "offline" / "checkpoint")
+    remote = store_dir(store) / "run"
+    assert files(remote / "offline" / "checkpoint-a") == files(run / "offline" / "checkpoint")
+    assert (remote / "config.json").read_text() == '{"seed": 0}'
+    sent = {p: p.stat().st_mtime_ns for p in remote.rglob("*") if p.is_file()}
     mirrored.sync()
-    assert "storage:" not in capsys.readouterr().out  # nothing changed: nothing sent
+    assert {p: p.stat().st_mtime_ns for p in remote.rglob("*") if p.is_file()} == sent  # nothing changed: nothing sent
 
 
 def test_run_without_a_mirror_writes_nothing_to_storage(tmp_path, store):
