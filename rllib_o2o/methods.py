@@ -123,6 +123,9 @@ METHODS = {
                            keep_offline_entropy_bonus=True,
                            description="aca-consistent-target aligned from the CQL offline stage (cql-sac's), so "
                                        "that it and cql-sac differ in the online stage only"),
+    "aca-from-cql-no-bonus": Method("cql", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
+                                    description="probe: aca-from-cql without the offline critic's entropy bonus in the TD "
+                                                "target (CQL's alpha_off is about 1 on HalfCheetah, 0.2 on Hopper)"),
     "aca-from-cql-td": Method("cql", "aligned", "ACAUpdate", reference_entropy_target=True,
                               description="aca-from-cql with Z fitted by TD on the data (aca's alignment) instead of "
                                           "distilled from the CQL critic, whose values CQL's penalty pushes down"),
