@@ -2,9 +2,14 @@
 
 Per dataset and method, over seeds: offline score (online step 0), dip (lowest
 normalised score in the first 10% of online steps), final score, mean of the
-last 10% of evaluations, and the area under the curve (time-averaged normalised
-score over the online budget), each as mean +- std with a 95% t-interval.
-With one seed there is no spread: std and the interval are None in JSON and n/a in the table.
+last 10% of evaluations, the area under the curve (time-averaged normalised
+score over the online budget) and CORL's regret (mean over the evaluations of
+1 - score / 100), each as mean +- std with a 95% t-interval. With one seed there
+is no spread: std and the interval are None in JSON and n/a in the table.
+
+Per method across datasets: the interquartile mean of the final scores and of the
+regrets of all its runs, with a 95% stratified-bootstrap interval (strata: datasets;
+rllib_o2o/stats.py).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ import statistics
 from pathlib import Path
 
 from rllib_o2o.methods import DEFAULT_METHOD
+from rllib_o2o.stats import regret, stratified_bootstrap_interval
 
 # Two-sided 95% Student-t critical values by degrees of freedom (1..30); the normal value beyond.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042]
-METRICS = ("offline", "dip", "final", "last10", "auc")
+METRICS = ("offline", "dip", "final", "last10", "auc", "regret")
 METRIC_TITLES = {"offline": "offline (step 0)", "dip": "dip (first 10%)", "final": "final",
-                 "last10": "last 10% mean", "auc": "AUC"}
+                 "last10": "last 10% mean", "auc": "AUC", "regret": "regret"}
+ACROSS_DATASETS = ("final", "regret")  # the figures aggregated per method over every dataset and seed
 
 
 def run_metrics(curve: list[dict], online_steps: int) -> dict[str, float]:
@@ -35,7 +42,7 @@ def run_metrics(curve: list[dict], online_steps: int) -> dict[str, float]:
     area = sum((x1 - x0) * (s0 + s1) / 2 for x0, x1, s0, s1 in zip(steps, steps[1:], scores, scores[1:]))
     span = steps[-1] - steps[0]
     return {"offline": scores[0], "dip": dip(curve, online_steps), "final": scores[-1], "last10": statistics.fmean(late),
-            "auc": area / span if span > 0 else scores[0]}
+            "auc": area / span if span > 0 else scores[0], "regret": regret(scores)}
 
 
 def summarize(values: list[float]) -> dict[str, float | None]:
@@ -49,10 +56,10 @@ def summarize(values: list[float]) -> dict[str, float | None]:
     return {"mean": mean, "std": std, "ci95": t * std / math.sqrt(n), "n": n}
 
 
-def format_cell(summary: dict) -> str:
+def format_cell(summary: dict, digits: int = 1) -> str:
     """'mean ± std', or 'mean ± n/a' when one seed gives no spread."""
-    spread = "n/a" if summary["std"] is None else f"{summary['std']:.1f}"
-    return f"{summary['mean']:.1f} ± {spread}"
+    spread = "n/a" if summary["std"] is None else f"{summary['std']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f} ± {spread}"
 
 
 def load_runs(bench_dir: str | Path) -> list[dict]:
@@ -83,11 +90,44 @@ def aggregate(runs: list[dict]) -> dict[tuple[str, str], dict]:
             for key, group in sorted(groups.items())}
 
 
+def across_datasets(runs: list[dict], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Per method: for each of ACROSS_DATASETS, the IQM over all its runs with a 95% stratified-bootstrap
+    interval (runs resampled within each dataset), and the datasets and number of runs it covers."""
+    result = {}
+    for method in sorted({r["method"] for r in runs}):
+        by_dataset: dict[str, list[dict]] = {}
+        for run in runs:
+            if run["method"] == method:
+                by_dataset.setdefault(run["dataset"], []).append(run)
+        row = {"datasets": sorted(by_dataset), "runs": sum(len(group) for group in by_dataset.values())}
+        for metric in ACROSS_DATASETS:
+            iqm, low, high = stratified_bootstrap_interval(
+                {dataset: [r[metric] for r in group] for dataset, group in by_dataset.items()}, reps=reps, seed=seed)
+            row[metric] = {"iqm": iqm, "low": low, "high": high}
+        result[method] = row
+    return result
+
+
+def markdown_across_datasets(rows: dict[str, dict]) -> str:
+    lines = ["| method | datasets | runs | final IQM [95% interval] | regret IQM [95% interval] |",
+             "|---|---|---|---|---|"]
+    for method, row in rows.items():
+        final, reg = row["final"], row["regret"]
+        lines.append(f"| {method} | {', '.join(row['datasets'])} | {row['runs']} | "
+                     f"{final['iqm']:.1f} [{final['low']:.1f}, {final['high']:.1f}] | "
+                     f"{reg['iqm']:.3f} [{reg['low']:.3f}, {reg['high']:.3f}] |")
+    lines.append("")
+    lines.append("Interquartile mean over every run of the method (all datasets and seeds), 95% percentile "
+                 "interval of a bootstrap that resamples seeds within each dataset. Compare methods on the same "
+                 "datasets only.")
+    return "\n".join(lines)
+
+
 def markdown_table(table: dict[tuple[str, str], dict]) -> str:
     lines = ["| dataset | method | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |",
              "|---|---|---|" + "---|" * len(METRICS)]
     for (dataset, method), row in table.items():
-        cells = [format_cell(row[m]) for m in METRICS]
+        cells = [format_cell(row[m], 3 if m == "regret" else 1) for m in METRICS]
         lines.append(f"| {dataset} | {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Normalised scores (100 = the dataset's reference max), mean ± std over seeds "
@@ -136,11 +176,14 @@ def write_report(bench_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     out = Path(out_dir) if out_dir else Path(bench_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(runs)
+    overall = across_datasets(runs)
     plots = plot_curves(runs, out)
-    text = "\n".join([f"# O2O comparison: {bench_dir}", "", markdown_table(table), ""]
+    text = "\n".join([f"# O2O comparison: {bench_dir}", "", markdown_table(table), "",
+                      "## Across datasets", "", markdown_across_datasets(overall), ""]
                      + [f"![{p.stem}]({p.name})" for p in plots]) + "\n"
     (out / "report.md").write_text(text)
     write_json_atomic(out / "report.json", {
         "table": [{"dataset": d, "method": m, **row} for (d, m), row in table.items()],
+        "across_datasets": overall,
         "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs]})
     return out / "report.md"

@@ -67,6 +67,14 @@ def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, cap
     assert (tmp_path / "report" / "hopper-medium.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(saved["runs"]) == 3 and "| naive |" in capsys.readouterr().out
+    # regret = mean over evaluations of 1 - score/100: (0.60 + 0.62 + 0.40) / 3 and (0.58 + 0.60 + 0.30) / 3
+    assert table[("hopper-medium", "aca")]["regret"]["mean"] == pytest.approx((0.54 + 1.48 / 3) / 2)
+    # across datasets: the IQM of aca's two finals (n = 2: nothing trimmed) inside its bootstrap interval
+    overall = saved["across_datasets"]["aca"]
+    assert overall["datasets"] == ["hopper-medium"] and overall["runs"] == 2
+    assert overall["final"]["iqm"] == 65.0 and 60.0 <= overall["final"]["low"] <= 65.0 <= overall["final"]["high"] <= 70.0
+    assert saved["across_datasets"]["naive"]["regret"] == {"iqm": pytest.approx(1 - 95 / 300), "low": pytest.approx(1 - 95 / 300),
+                                                           "high": pytest.approx(1 - 95 / 300)}  # one run: no spread
 
 
 def test_report_on_a_directory_without_results_is_an_error(tmp_path, capsys):
