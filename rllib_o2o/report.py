@@ -168,8 +168,34 @@ def plot_curves(runs: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
+def plot_across_datasets(rows: dict[str, dict], out_dir: Path) -> Path:
+    """across-datasets.png: per method, the IQM of its final scores and of its regrets over all datasets and
+    seeds, with their 95% stratified-bootstrap intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(rows)
+    fig, axes = plt.subplots(1, len(ACROSS_DATASETS), figsize=(10, 0.45 * len(methods) + 1.6), sharey=True)
+    for ax, metric in zip(axes, ACROSS_DATASETS):
+        iqm = [rows[m][metric]["iqm"] for m in methods]
+        errors = [[v - rows[m][metric]["low"] for m, v in zip(methods, iqm)],
+                  [rows[m][metric]["high"] - v for m, v in zip(methods, iqm)]]
+        ax.errorbar(iqm, range(len(methods)), xerr=errors, fmt="o", capsize=4)
+        ax.set_title(f"{METRIC_TITLES[metric]} (IQM, 95% interval)")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(methods)), methods)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    path = out_dir / "across-datasets.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(bench_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Writes report.md, report.json and one PNG per dataset; returns report.md's path."""
+    """Writes report.md, report.json, one PNG per dataset and across-datasets.png; returns report.md's path."""
     from rllib_o2o.checkpoints import write_json_atomic
 
     runs = load_runs(bench_dir)
@@ -177,7 +203,7 @@ def write_report(bench_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(runs)
     overall = across_datasets(runs)
-    plots = plot_curves(runs, out)
+    plots = plot_curves(runs, out) + [plot_across_datasets(overall, out)]
     text = "\n".join([f"# O2O comparison: {bench_dir}", "", markdown_table(table), "",
                       "## Across datasets", "", markdown_across_datasets(overall), ""]
                      + [f"![{p.stem}]({p.name})" for p in plots]) + "\n"

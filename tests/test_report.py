@@ -65,6 +65,7 @@ def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, cap
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| hopper-medium | aca | 2 | 41.0 ± 1.4 | 39.0 ± 1.4 | 65.0 ± 7.1 |" in text
     assert (tmp_path / "report" / "hopper-medium.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "across-datasets.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(saved["runs"]) == 3 and "| naive |" in capsys.readouterr().out
     # regret = mean over evaluations of 1 - score/100: (0.60 + 0.62 + 0.40) / 3 and (0.58 + 0.60 + 0.30) / 3
