@@ -33,7 +33,7 @@ from rllib_o2o.stages.alignment_stage import Alignment
 from rllib_o2o.stages.common import StageIO
 from rllib_o2o.stages.offline import OfflineTraining
 from rllib_o2o.stages.offline_import import OfflineImport
-from rllib_o2o.stages.online import OnlineFineTuning
+from rllib_o2o.stages.online import OnlineFineTuning, seeds_replay
 
 
 def open_run(cfg: PipelineConfig) -> RunDir:
@@ -68,7 +68,7 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     which generating the embedded default dataset already needs. `validated`: the checks'
     DatasetStats of the dataset directory, so that it is not read again to validate it.
 
-    Results: env_id, dataset, preset, method, seed, reference_scores; offline and
+    Results: env_id, dataset, preset, method, seed, reference_scores, offline_data_online; offline and
     alignment (their reports, None for a method without that stage), online (curve of
     evaluations, dip, final score); offline_score (online step 0), dip, final_score
     (normalised scores, None without reference scores), dataset_score (the data's mean
@@ -115,6 +115,9 @@ def _results(ctx: RunContext, summaries: dict, seconds: float) -> dict:
         "reference_scores": [cfg.ref_min_score, cfg.ref_max_score],
         # the behaviour data's mean episode, normalised: what the offline policy is read against
         "dataset_score": cfg.score(ctx.stats.return_mean),
+        # whether the online stage keeps offline rows in its replay buffer (seeded episodes, Balanced Replay):
+        # False is ACA's setting, where the offline data is not available (or not kept) online
+        "offline_data_online": seeds_replay(cfg.method, ctx.preset),
         "offline": offline and {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
         "alignment": alignment and {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
                                                                "z_steps_per_s")},

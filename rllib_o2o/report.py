@@ -76,7 +76,8 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
         dataset = path.parent.parent.name if path.parent.name.startswith("seed") else Path(results["dataset"]).name
         online_steps = max(p["env_steps"] for p in curve)
         runs.append({"path": str(path), "dataset": dataset, "method": results.get("method", "aca"),
-                     "seed": results.get("seed", 0), "curve": curve, **run_metrics(curve, online_steps)})
+                     "seed": results.get("seed", 0), "offline_data_online": results.get("offline_data_online"),
+                     "curve": curve, **run_metrics(curve, online_steps)})
     if not runs:
         raise ValueError(f"{bench_dir}: no results*.json with evaluations found")
     return runs
@@ -86,8 +87,16 @@ def aggregate(runs: list[dict]) -> dict[tuple[str, str], dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         groups.setdefault((run["dataset"], run["method"]), []).append(run)
-    return {key: {m: summarize([r[m] for r in group]) for m in METRICS} | {"seeds": sorted(r["seed"] for r in group)}
+    return {key: {m: summarize([r[m] for r in group]) for m in METRICS}
+            | {"seeds": sorted(r["seed"] for r in group), "offline_data_online": data_setting(group)}
             for key, group in sorted(groups.items())}
+
+
+def data_setting(runs: list[dict]) -> bool | None:
+    """Whether the runs kept offline data in their online replay buffer: True, False, or None when their
+    results do not say (written before the field existed) or disagree."""
+    settings = {r.get("offline_data_online") for r in runs}
+    return settings.pop() if len(settings) == 1 else None
 
 
 def across_datasets(runs: list[dict], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
@@ -124,14 +133,18 @@ def markdown_across_datasets(rows: dict[str, dict]) -> str:
 
 
 def markdown_table(table: dict[tuple[str, str], dict]) -> str:
-    lines = ["| dataset | method | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
+    lines = ["| dataset | method | seeds | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " | offline data online |",
+             "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    setting = {True: "yes", False: "no", None: "?"}
     for (dataset, method), row in table.items():
         cells = [format_cell(row[m], 3 if m == "regret" else 1) for m in METRICS]
-        lines.append(f"| {dataset} | {method} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {dataset} | {method} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {setting[row['offline_data_online']]} |")
     lines.append("")
     lines.append("Normalised scores (100 = the dataset's reference max), mean ± std over seeds "
-                 "(n/a with one seed). 95% t-interval half-widths are in report.json.")
+                 "(n/a with one seed). 95% t-interval half-widths are in report.json. Offline data online: "
+                 "whether the online stage kept offline rows in its replay buffer (no: ACA's setting, where the "
+                 "offline data is not needed online; ?: results written before this was recorded).")
     return "\n".join(lines)
 
 

@@ -89,6 +89,8 @@ def test_methods_share_stages_of_one_run_directory(tmp_path, pendulum_dir):
         assert [p["env_steps"] for p in r["online"]["curve"]] == [0, 200, 400], m
         on_disk = json.loads((tmp_path / ("results.json" if m == "aca" else f"results-{m}.json")).read_text())
         assert on_disk["final_score"] == r["final_score"]
+    # only Balanced Replay keeps offline rows online here (the pendulum dataset's preset seeds no episodes)
+    assert {m for m, r in results.items() if r["offline_data_online"]} == {"balanced-replay"}
     # one SAC+ML offline stage and one alignment served aca, naive and the ablation
     assert results["naive"]["offline"]["curve"] == results["aca"]["offline"]["curve"]
     assert results["naive"]["alignment"] is None and results["sac-scratch"]["offline"] is None

@@ -43,20 +43,23 @@ def test_one_seed_has_no_spread_and_no_nan_in_json(tmp_path):
     assert "| hopper-medium | aca | 1 | 40.0 ± n/a |" in (tmp_path / "report" / "report.md").read_text()
 
 
-def write_run(root, dataset, seed, method, scores):
+def write_run(root, dataset, seed, method, scores, offline_data_online=False):
     run = root / dataset / f"seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     name = "results.json" if method == "aca" else f"results-{method}.json"
     (run / name).write_text(json.dumps({"method": method, "seed": seed, "env_id": "Hopper-v5",
-                                        "dataset": f"/data/{dataset}", "online": {"curve": curve(scores)}}))
+                                        "dataset": f"/data/{dataset}", "online": {"curve": curve(scores)},
+                                        "offline_data_online": offline_data_online}))
 
 
 def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, capsys):
     write_run(tmp_path, "hopper-medium", 0, "aca", [40, 38, 60])
     write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70])
     write_run(tmp_path, "hopper-medium", 0, "naive", [40, 5, 50])
+    write_run(tmp_path, "hopper-medium", 0, "balanced-replay", [30, 20, 40], offline_data_online=True)
     table = aggregate(load_runs(tmp_path))
-    assert set(table) == {("hopper-medium", "aca"), ("hopper-medium", "naive")}
+    assert set(table) == {("hopper-medium", "aca"), ("hopper-medium", "naive"), ("hopper-medium", "balanced-replay")}
+    assert [table[("hopper-medium", m)]["offline_data_online"] for m in ("aca", "balanced-replay")] == [False, True]
     assert table[("hopper-medium", "aca")]["seeds"] == [0, 1]
     assert table[("hopper-medium", "aca")]["final"]["mean"] == 65.0
     assert table[("hopper-medium", "naive")]["dip"]["mean"] == 5.0
@@ -67,7 +70,7 @@ def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, cap
     assert (tmp_path / "report" / "hopper-medium.png").stat().st_size > 1000
     assert (tmp_path / "report" / "across-datasets.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert len(saved["runs"]) == 3 and "| naive |" in capsys.readouterr().out
+    assert len(saved["runs"]) == 4 and "| naive |" in capsys.readouterr().out
     # regret = mean over evaluations of 1 - score/100: (0.60 + 0.62 + 0.40) / 3 and (0.58 + 0.60 + 0.30) / 3
     assert table[("hopper-medium", "aca")]["regret"]["mean"] == pytest.approx((0.54 + 1.48 / 3) / 2)
     # across datasets: the IQM of aca's two finals (n = 2: nothing trimmed) inside its bootstrap interval
