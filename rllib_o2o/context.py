@@ -17,7 +17,8 @@ from pathlib import Path
 from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.config import EMBEDDED_ENV, PipelineConfig
 from rllib_o2o.data.location import fetch_dataset, is_uri
-from rllib_o2o.data.schema import DatasetMeta, read_meta
+from rllib_o2o.data.schema import META_FILE, DatasetMeta, read_meta
+from rllib_o2o.data.sources import D4RL, DIRECTORY, dataset_kind
 from rllib_o2o.data.scores import reference_scores
 from rllib_o2o.methods import Method, get_method
 from rllib_o2o.presets import Preset, get_preset, preset_for_dataset
@@ -121,9 +122,6 @@ class DatasetLocation:
 def locate_dataset(cfg: PipelineConfig, run: RunDir) -> DatasetLocation:
     """The one decision of where `cfg.dataset` comes from, made without writing; the preflight
     (`preflight.check_dataset`) checks what it names, `resolve_dataset` makes it."""
-    from rllib_o2o.data.schema import META_FILE
-    from rllib_o2o.data.sources import DIRECTORY, dataset_kind
-
     if cfg.dataset is None:
         return DatasetLocation(EMBEDDED, run.datasets_path, False)  # `collect` reuses what it made before
     if is_uri(cfg.dataset):
@@ -140,8 +138,6 @@ def locate_dataset(cfg: PipelineConfig, run: RunDir) -> DatasetLocation:
 
 def resolve_dataset(cfg: PipelineConfig, run: RunDir) -> Path:
     """A dataset directory for `cfg.dataset`: as is, or fetched, imported from D4RL HDF5 / Minari, or generated."""
-    from rllib_o2o.data.sources import D4RL
-
     where = locate_dataset(cfg, run)
     if where.ready:
         return where.directory

@@ -41,8 +41,6 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     meta), the entropy bonus of methods that keep it (`require_offline_temperature` checks it is there)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
-    from rllib_o2o.methods import get_method
-
     method = get_method(cfg.method)
     update = method.online_update_class()
     capacity = cfg.replay_capacity + (offline_rows if update.uses_density_ratio else 0)
@@ -95,8 +93,6 @@ def import_class(path: str) -> type:
 def require_offline_temperature(method_name: str, aligned_meta: dict) -> None:
     """A method that keeps the offline entropy bonus cannot start from an aligned checkpoint that does not
     record the offline temperature (aligned before it was recorded): refused, not run without the bonus."""
-    from rllib_o2o.methods import get_method
-
     if get_method(method_name).keep_offline_entropy_bonus and aligned_meta.get("offline_temperature") is None:
         raise ValueError(f"method {method_name!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
                          "records no offline_temperature (aligned by an older version): remove the run's "
@@ -122,8 +118,6 @@ def seed_episodes(method, preset) -> int:
 
 def seeds_replay(method_name: str, preset) -> bool:
     """Whether a fresh online stage of `method_name` reads the offline dataset (into its replay buffer)."""
-    from rllib_o2o.methods import get_method
-
     method = get_method(method_name)
     return method.online_update_class().uses_density_ratio or seed_episodes(method, preset) > 0
 
@@ -192,8 +186,6 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
     `optimizer_states`: the offline learner's Adam states, loaded by parameter position
     (the reference code's behaviour) instead of starting Adam afresh.
     """
-    from rllib_o2o.methods import get_method
-
     method = get_method(cfg.method)
     num_seed_episodes = seed_episodes(method, preset)
     done = stage.done()
