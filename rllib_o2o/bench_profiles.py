@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 ALL_METHODS = ("aca", "aca-seeded", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
                "aca-fixed-w", "balanced-replay", "aca-paper", "aca-distilled-z", "aca-reference-entropy",
-               "aca-consistent-target")
+               "aca-consistent-target", "wsrl", "rlpd")
 
 ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
            "pendulum": "Pendulum-v1"}
@@ -32,14 +32,15 @@ PROFILES = {
     "smoke": Profile(
         datasets=("pendulum-medium",), methods=ALL_METHODS, seeds=(0,),
         pipeline=dict(offline_steps=300, offline_eval_every=300, align_steps=200, online_steps=600,
-                      eval_every=200, eval_episodes=1, batch_size=64, hidden=[64, 64], replay_capacity=10_000),
+                      eval_every=200, eval_episodes=1, batch_size=64, hidden=[64, 64], replay_capacity=10_000,
+                      online_warmup_steps=200),
         collect=dict(num_transitions=2_000, train_env_steps=2_000, env_steps_per_iteration=500,
                      random_warmup_steps=500, medium_target_score=20.0, eval_episodes=2),
     ),
     "small": Profile(
         datasets=("hopper-medium",), methods=ALL_METHODS, seeds=(0, 1, 2),
         pipeline=dict(offline_steps=5_000, offline_eval_every=2_500, align_steps=2_000, online_steps=5_000,
-                      eval_every=500, eval_episodes=5, replay_capacity=100_000),
+                      eval_every=500, eval_episodes=5, replay_capacity=100_000, online_warmup_steps=1_000),
         collect=dict(num_transitions=20_000, train_env_steps=30_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=1_000, medium_target_score=20.0, eval_episodes=5),
     ),
@@ -49,7 +50,7 @@ PROFILES = {
         datasets=("hopper-medium", "halfcheetah-medium"),
         methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper",
                  "sac-scratch", "cql-sac", "aca-from-cql", "aca-from-cql-td", "aca-unseeded",
-                 "aca-paper-online-temperature", "aca-paper-carry-adam"),
+                 "aca-paper-online-temperature", "aca-paper-carry-adam", "wsrl", "rlpd", "balanced-replay"),
         seeds=(0, 1, 2),
         pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
                       align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,

@@ -56,7 +56,12 @@ class PipelineConfig:
                                 choices=tuple(PRESETS))
     offline_steps: int = option(20_000, "stage 1 gradient steps")
     align_steps: int = option(10_000, "stage 2 Z-fit steps")
-    online_steps: int = option(20_000, "stage 3 env steps (one update per step)")
+    online_steps: int = option(20_000, "stage 3 env steps (the method's updates per step, `utd`)")
+    utd: int | None = option(None, "online critic updates per env step (update-to-data ratio); none: the "
+                                   "method's (1; wsrl 4 and rlpd 20, whose actor steps once per env step)")
+    online_warmup_steps: int | None = option(None, "env steps collected online before the first update, for "
+                                                   "methods with a warm-up; none: the method's (wsrl: 5000 by "
+                                                   "the offline policy, rlpd: 5000 random)")
     eval_every: int = option(1_000, "online env steps between evaluations (one training iteration; the last "
                                          "one ends at online_steps)")
     eval_episodes: int = option(10, "episodes per evaluation (mean action, all at once); episode i of every "
@@ -156,6 +161,10 @@ class PipelineConfig:
                      "rollout_fragment_length", "num_envs_per_env_runner"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.utd is not None and self.utd < 1:
+            raise ValueError(f"utd must be >= 1, got {self.utd}")
+        if self.online_warmup_steps is not None and self.online_warmup_steps < 0:
+            raise ValueError(f"online_warmup_steps must be >= 0, got {self.online_warmup_steps}")
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -229,6 +229,39 @@ def min_over_members(q_values: torch.Tensor, members: torch.Tensor | None = None
     return chosen.min(0).values
 
 
+def ensemble_layer_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Layer normalisation of each member's hidden units (Ba et al. 2016), as RLPD's and WSRL's critics
+    apply after every hidden layer's affine map, before its activation:
+
+    LN(x)_j = g_j (x_j - mean_k x_k) / sqrt(var_k x_k + eps) + b_j,
+
+    mean and (biased) variance over the last dimension; x [E, B, H], gain and bias [E, 1, H] (one pair
+    per member). Normalised, a critic's features cannot grow without bound on the actions the data
+    never shows, which is what lets RLPD learn from offline data at a high update ratio.
+    """
+    return F.layer_norm(x, x.shape[-1:], eps=eps) * gain + bias
+
+
+def is_policy_update(num_updates: int, interval: int) -> bool:
+    """Whether critic update `num_updates` (counted from 0) is followed by the actor's and the
+    temperature's steps: once every `interval` critic updates, after the last of them.
+
+    RLPD and WSRL at update-to-data ratio G take G critic steps per env step and then one actor and
+    one temperature step (interval = G); SAC steps all three every update (interval 1).
+    """
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1, got {interval}")
+    return (num_updates + 1) % interval == 0
+
+
+def offline_rows_per_batch(batch_size: int, offline_fraction: float) -> int:
+    """RLPD's symmetric sampling: floor(B f) rows of each batch of B come from the offline data and
+    the other B - floor(B f) from the online replay buffer (f = 0.5: half each)."""
+    if not 0.0 <= offline_fraction < 1.0:
+        raise ValueError(f"offline_fraction must be in [0, 1), got {offline_fraction}")
+    return int(batch_size * offline_fraction)
+
+
 def critic_loss(q_values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Twin-critic regression: sum_i MSE(Q_i(s,a), y), q_values [E, B], y [B].
 

@@ -12,13 +12,29 @@ from dataclasses import dataclass
 from rllib_o2o.suggest import UnknownNameError
 
 
-# The update class (rllib_o2o/algorithms/o2o_sac/updates.py) of each kind of offline stage.
-OFFLINE_UPDATES = {"sacml": "SACMLUpdate", "cql": "CQLUpdate"}
+@dataclass(frozen=True)
+class OfflineKind:
+    """An offline stage's update and critic; methods with the same kind share the stage."""
+
+    update: str  # its update class, by name in rllib_o2o/algorithms/o2o_sac/updates.py
+    num_critics: int = 2  # the critic ensemble (Method's fields of the same names)
+    critic_target_members: int | None = None
+    critic_layer_norm: bool = False
+
+
+OFFLINE_KINDS = {
+    "sacml": OfflineKind("SACMLUpdate"),
+    "cql": OfflineKind("CQLUpdate"),
+    # WSRL's locomotion pre-training: CQL with REDQ's ensemble and layer-normalised critics (`--use_redq`).
+    "cql-ensemble": OfflineKind("CQLUpdate", num_critics=10, critic_target_members=2, critic_layer_norm=True),
+}
 
 
 @dataclass(frozen=True)
 class Method:
-    offline: str | None  # "sacml" (stage 1), "cql" (SAC with CQL's penalty) or None (no offline stage)
+    # The offline stage's kind (OFFLINE_KINDS): "sacml" (stage 1), "cql" (SAC with CQL's penalty),
+    # "cql-ensemble" (CQL with 10 layer-normalised critics) or None (no offline stage).
+    offline: str | None
     start: str  # online start: "aligned" critic, the "offline" module as is, or "scratch"
     # The online stage's update class, by its name in rllib_o2o/algorithms/o2o_sac/updates.py ("ACAUpdate",
     # "SACUpdate", "BalancedReplayUpdate"); `online_update_class()` resolves it (a name, so that the
@@ -56,6 +72,17 @@ class Method:
     num_critics: int = 2
     critic_target_members: int | None = None
     actor_q_reduction: str = "min"
+    critic_layer_norm: bool = False  # the online critic's hidden layers layer-normalised (RLPD, WSRL)
+    # Online critic updates per env step (the update-to-data ratio; PipelineConfig.utd overrides it).
+    updates_per_env_step: int = 1
+    # True (RLPD, WSRL): the actor and temperature step once per env step, after that step's critic
+    # updates; False: with every critic update.
+    one_actor_step_per_env_step: bool = False
+    # Env steps collected online before the first update (PipelineConfig.online_warmup_steps overrides
+    # it): by the start policy (WSRL: the frozen offline one) or, with warmup_random_actions, uniformly
+    # at random (RLPD's start_training).
+    warmup_env_steps: int = 0
+    warmup_random_actions: bool = False
     description: str = ""
 
     def online_update_class(self) -> type:
@@ -64,11 +91,15 @@ class Method:
 
         return getattr(updates, self.online_update)
 
+    def offline_kind(self) -> OfflineKind | None:
+        """The offline stage's update and critic; None without an offline stage."""
+        return None if self.offline is None else OFFLINE_KINDS[self.offline]
+
     def offline_update_class(self) -> type | None:
         """The class of the offline stage's updates (imports torch); None without an offline stage."""
         from rllib_o2o.algorithms.o2o_sac import updates
 
-        return None if self.offline is None else getattr(updates, OFFLINE_UPDATES[self.offline])
+        return None if self.offline is None else getattr(updates, self.offline_kind().update)
 
     def alignment_tag(self) -> str:
         """'' for aca's alignment settings, else what differs (names the stage directory)."""
@@ -153,6 +184,18 @@ METHODS = {
                                           "offline and online rows by a learned density ratio; needs the "
                                           "offline data online"),
     "sac-scratch": Method(None, "scratch", "SACUpdate", description="plain SAC from a random initialisation"),
+    "wsrl": Method("cql-ensemble", "offline", "WSRLUpdate", seed_episodes=0, num_critics=10,
+                   critic_target_members=2, critic_layer_norm=True, updates_per_env_step=4,
+                   one_actor_step_per_env_step=True, warmup_env_steps=5000,
+                   description="WSRL (Zhou et al. 2024): CQL with 10 layer-normalised critics offline, then no "
+                               "offline data online: 5k env steps by the frozen offline policy, then SAC at 4 "
+                               "critic updates per env step"),
+    "rlpd": Method(None, "scratch", "RLPDUpdate", num_critics=10, critic_target_members=2, actor_q_reduction="mean",
+                   critic_layer_norm=True, updates_per_env_step=20, one_actor_step_per_env_step=True,
+                   warmup_env_steps=5000, warmup_random_actions=True,
+                   description="RLPD (Ball et al. 2023): SAC from scratch on half-offline batches, 10 "
+                               "layer-normalised critics, 20 critic updates per env step after 5k random "
+                               "steps; needs the offline data online"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rllib_o2o.maths import LOG_STD_MAX, LOG_STD_MIN, zero_action_columns
+from rllib_o2o.maths import LOG_STD_MAX, LOG_STD_MIN, ensemble_layer_norm, zero_action_columns
 
 
 class EnsembleMLP(nn.Module):
@@ -22,7 +22,10 @@ class EnsembleMLP(nn.Module):
     Parameters are stacked per layer i: `weights.{i}` [E, in_i, out_i] (used as
     x @ W, i.e. the transpose of nn.Linear's layout) and `biases.{i}` [E, 1, out_i].
     Member e is exactly `x @ weights[i][e] + biases[i][e]` per layer, `activation`
-    between layers, no activation on the output.
+    between layers, no activation on the output. With `layer_norm`, each hidden layer's
+    output is normalised before its activation (`maths.ensemble_layer_norm`, RLPD's and
+    WSRL's critics), with a gain `norm_gains.{i}` and bias `norm_biases.{i}` [E, 1, out_i]
+    per member, starting at 1 and 0.
     """
 
     def __init__(
@@ -32,9 +35,11 @@ class EnsembleMLP(nn.Module):
         out_dim: int,
         hidden: Sequence[int] = (256, 256),
         activation: type[nn.Module] = nn.ReLU,
+        layer_norm: bool = False,
     ):
         super().__init__()
         self.num_members = num_members
+        self.layer_norm = layer_norm
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.hidden = tuple(hidden)
@@ -46,6 +51,9 @@ class EnsembleMLP(nn.Module):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.empty(num_members, 1, n_out)) for n_out in sizes[1:]
         )
+        if layer_norm:
+            self.norm_gains = nn.ParameterList(nn.Parameter(torch.ones(num_members, 1, n)) for n in self.hidden)
+            self.norm_biases = nn.ParameterList(nn.Parameter(torch.zeros(num_members, 1, n)) for n in self.hidden)
         self.act = activation()
         self.reset_parameters()
 
@@ -73,6 +81,8 @@ class EnsembleMLP(nn.Module):
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(b, x, w)
             if i < last:
+                if self.layer_norm:
+                    x = ensemble_layer_norm(x, self.norm_gains[i], self.norm_biases[i])
                 x = self.act(x)
         return x
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rllib_o2o.maths import offline_rows_per_batch
+
 BATCH_KEYS = ("obs", "actions", "rewards", "new_obs", "terminateds")
 
 
@@ -110,6 +112,29 @@ class FlatReplayBuffer:
         self.num_protected = state["num_protected"]
         self._cursor = state["cursor"]
         self._rng.bit_generator.state = state["rng"]
+
+
+class SymmetricReplayBuffer(FlatReplayBuffer):
+    """RLPD's symmetric sampling (Ball et al. 2023): the offline dataset (protected rows) and the
+    online ring in one store, each batch drawn `maths.offline_rows_per_batch` rows uniformly from
+    the offline rows and the rest uniformly from the online ones, whatever their counts."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0, offline_fraction: float = 0.5):
+        super().__init__(capacity, obs_dim, act_dim, seed)
+        offline_rows_per_batch(1, offline_fraction)  # a ValueError outside [0, 1)
+        self.offline_fraction = offline_fraction
+
+    def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        """[U, B, ...] batches whose first floor(B f) rows are offline, the others online."""
+        num_online_rows = self.size - self.num_protected
+        if self.num_protected == 0 or num_online_rows == 0:
+            raise RuntimeError(f"symmetric sampling needs offline and online rows; has {self.num_protected} "
+                               f"offline and {num_online_rows} online")
+        n_offline = offline_rows_per_batch(batch_size, self.offline_fraction)
+        offline = self._rng.integers(0, self.num_protected, size=(num_batches, n_offline))
+        online = self._rng.integers(self.num_protected, self.size, size=(num_batches, batch_size - n_offline))
+        idx = np.concatenate([offline, online], axis=1)
+        return {key: getattr(self, key)[idx] for key in BATCH_KEYS}
 
 
 class RowSampler:

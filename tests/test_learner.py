@@ -27,8 +27,10 @@ from rllib_o2o.algorithms.o2o_sac.updates import (
     ACAUpdate,
     BalancedReplayUpdate,
     CQLUpdate,
+    RLPDUpdate,
     SACMLUpdate,
     SACUpdate,
+    WSRLUpdate,
 )
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
 
@@ -65,7 +67,7 @@ def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPA
 
 
 UPDATES = {"sac": SACUpdate, "sacml": SACMLUpdate, "aca": ACAUpdate, "cql": CQLUpdate,
-           "balanced-replay": BalancedReplayUpdate}
+           "balanced-replay": BalancedReplayUpdate, "rlpd": RLPDUpdate, "wsrl": WSRLUpdate}
 
 
 def make_config(mode, **kw):
@@ -73,7 +75,7 @@ def make_config(mode, **kw):
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
                   actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min",
-                  torch_compile_learner=False)
+                  policy_update_interval=1, torch_compile_learner=False)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -387,6 +389,61 @@ def test_actor_warmup_trains_the_critic_only_then_everything():
     assert float(after["log_alpha"]) != float(before["log_alpha"])
 
 
+def test_policy_update_interval_steps_the_actor_and_temperature_once_per_interval_critic_updates():
+    torch.manual_seed(100)
+    module = build_module(num_critics=10)
+    config = make_config("rlpd", num_critics=10, critic_target_members=2, actor_q_reduction="mean",
+                         policy_update_interval=4)
+    fake, optim = fake_learner(module, config)
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    fake.o2o_update(make_batch(3))  # critic updates 0, 1, 2: the actor's step comes after the 4th
+    after = module.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("actor.") or k == "log_alpha")
+    assert optim["critic"].state_dict()["state"][0]["step"] == 3 and not optim["actor"].state_dict()["state"]
+    metrics = fake.o2o_update(make_batch(5, seed=1))  # updates 3..7: the actor steps after 3 and after 7
+    assert optim["critic"].state_dict()["state"][0]["step"] == 8
+    assert optim["actor"].state_dict()["state"][0]["step"] == 2
+    assert optim["alpha"].state_dict()["state"][0]["step"] == 2
+    assert "actor_loss" in metrics and "critic_loss" in metrics  # each a mean over the updates that made it
+
+
+def test_rlpd_targets_half_the_action_dimension_as_entropy():
+    module = build_module()
+    update = RLPDUpdate(make_config("rlpd"))
+    assert update.entropy_target(module, None) == -0.5 * ACT_DIM
+    assert SACUpdate(make_config("sac")).entropy_target(module, None) == -1.0 * ACT_DIM
+
+
+def test_wsrl_target_has_no_entropy_term():
+    # the same draws: WSRL's TD target at temperature alpha equals SAC's at temperature 0
+    torch.manual_seed(100)
+    module = build_module()
+    b = {k: torch.from_numpy(v[0]) for k, v in make_batch(1).items()}
+    b.update(reference_weight=torch.tensor(0.0), offline_entropy_bonus_weight=torch.tensor(0.0))
+    alpha = torch.tensor(0.7)
+    torch.manual_seed(5)
+    wsrl_loss, _, _ = WSRLUpdate(make_config("wsrl")).critic_loss(module, b, alpha, False)
+    torch.manual_seed(5)
+    zero_temperature_loss, _, _ = SACUpdate(make_config("sac")).critic_loss(module, b, torch.tensor(0.0), False)
+    torch.manual_seed(5)
+    soft_loss, _, _ = SACUpdate(make_config("sac")).critic_loss(module, b, alpha, False)
+    torch.testing.assert_close(wsrl_loss, zero_temperature_loss)
+    assert not torch.allclose(wsrl_loss, soft_loss)
+
+
+def test_layer_normalised_critic_module_trains_its_norm_parameters():
+    module = RLModuleSpec(
+        module_class=O2OSACTorchRLModule, observation_space=OBS_SPACE, action_space=ACT_SPACE,
+        model_config={"hidden": [32, 32], "initial_alpha": INITIAL_ALPHA, "num_critics": 10,
+                      "critic_layer_norm": True}).build()
+    module.make_target_networks()
+    assert module.critic.layer_norm and module.target_critic.layer_norm
+    fake, _ = fake_learner(module, make_config("rlpd", num_critics=10, critic_target_members=2))
+    before = module.critic.norm_gains[0].detach().clone()
+    fake.o2o_update(make_batch(2))
+    assert not torch.equal(module.critic.norm_gains[0], before)
+
+
 def test_aca_critic_regresses_r_plus_wl_onto_the_target():
     """The critic loss is sum_i MSE(R_i + w l, y), not sum_i MSE(R_i, y)."""
     _, _, _, before, exp, metrics = run_one_update("aca", actor_grad_clip=0.25)
@@ -499,6 +556,39 @@ def ray_session():
     yield
     if owns:
         ray.shutdown()
+
+
+def test_warm_up_collects_without_updating_then_updates_at_the_ratio_with_one_actor_step_per_env_step(ray_session):
+    """RLPD's and WSRL's online loop: `warmup_env_steps` of collection by the start policy with no
+    update, then `updates_per_env_step` critic updates and one actor step per env step."""
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    algo = (
+        O2OSACConfig()
+        .environment("Pendulum-v1")
+        .env_runners(num_env_runners=0, rollout_fragment_length=50)
+        .o2o(update=RLPDUpdate, env_steps_per_iteration=100, warmup_env_steps=200, updates_per_env_step=3.0,
+             policy_update_interval=3, num_critics=4, critic_target_members=2, critic_layer_norm=True,
+             hidden=(16, 16), replay_capacity=10_000)
+        .training(train_batch_size_per_learner=16, num_steps_sampled_before_learning_starts=16)
+        .debugging(seed=0)
+    ).build_algo()
+    try:
+        algo.replay.add_protected(*(np.zeros((50, 3), np.float32), np.zeros((50, 1), np.float32),
+                                    np.zeros(50, np.float32), np.zeros((50, 3), np.float32), np.zeros(50, np.float32)))
+        weights = algo.call_learner(lambda learner: learner.get_module_weights())
+        assert weights["critic.norm_gains.0"].shape == (4, 1, 16)
+        for _ in range(2):  # env steps 0..200: the warm-up
+            algo.train()
+        assert algo.env_steps_sampled == 200 and algo.lifetime_updates() == 0
+        algo.train()  # env steps 200..300: 3 critic updates each, one actor step each
+        assert algo.env_steps_sampled == 300 and algo.lifetime_updates() == 300
+        steps = algo.call_learner(lambda learner: {name: learner.get_optimizer("default_policy", name)
+                                                   .state_dict()["state"][0]["step"].item()
+                                                   for name in ("critic", "actor", "alpha")})
+        assert steps == {"critic": 300, "actor": 100, "alpha": 100}
+    finally:
+        algo.stop()
 
 
 @pytest.mark.slow

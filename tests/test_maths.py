@@ -403,3 +403,35 @@ def test_zero_action_columns():
     assert torch.equal(padded[:, :3], w) and torch.equal(padded[:, 3:], torch.zeros(2, 2, 5))
     with pytest.raises(ValueError):
         M.zero_action_columns(w, obs_dim=4, action_dim=2)
+
+
+# ---------------------------------------------------------------- RLPD and WSRL
+
+
+def test_ensemble_layer_norm_by_hand():
+    # member 0, row (1, 2, 3): mean 2, biased var 2/3 -> (-1, 0, 1) / sqrt(2/3 + eps), then g (1, 2, 1), b (0, 0, 1)
+    # member 1, row (2, 2, 5): mean 3, var ((1 + 1 + 4) / 3) = 2 -> (-1, -1, 2) / sqrt(2 + eps), g 1, b 0
+    x = t(1.0, 2.0, 3.0, 2.0, 2.0, 5.0).view(2, 1, 3)
+    gain = t(1.0, 2.0, 1.0, 1.0, 1.0, 1.0).view(2, 1, 3)
+    bias = t(0.0, 0.0, 1.0, 0.0, 0.0, 0.0).view(2, 1, 3)
+    s0, s1 = math.sqrt(2.0 / 3.0 + 1e-5), math.sqrt(2.0 + 1e-5)
+    expected = t(-1.0 / s0, 0.0, 1.0 / s0 + 1.0, -1.0 / s1, -1.0 / s1, 2.0 / s1).view(2, 1, 3)
+    torch.testing.assert_close(M.ensemble_layer_norm(x, gain, bias), expected)
+
+
+@pytest.mark.parametrize("interval, due", [(1, [True] * 6), (4, [False, False, False, True, False, False]),
+                                           (3, [False, False, True, False, False, True])])
+def test_is_policy_update_after_every_interval_critic_updates(interval, due):
+    assert [M.is_policy_update(n, interval) for n in range(6)] == due
+    with pytest.raises(ValueError):
+        M.is_policy_update(0, 0)
+
+
+def test_offline_rows_per_batch_by_hand():
+    assert M.offline_rows_per_batch(256, 0.5) == 128
+    assert M.offline_rows_per_batch(255, 0.5) == 127  # floor: the online half gets the odd row
+    assert M.offline_rows_per_batch(10, 0.25) == 2
+    assert M.offline_rows_per_batch(64, 0.0) == 0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError):
+            M.offline_rows_per_batch(64, bad)

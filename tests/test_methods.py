@@ -9,8 +9,8 @@ import pytest
 import ray
 
 from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate, CQLUpdate, SACMLUpdate, SACUpdate
-from rllib_o2o.checkpoints import save_module_checkpoint
-from rllib_o2o.methods import METHODS, get_method, needs_alignment
+from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint
+from rllib_o2o.methods import METHODS, OFFLINE_KINDS, get_method, needs_alignment
 from rllib_o2o.pipeline import PipelineConfig, run_pipeline
 from rllib_o2o.stages.online import start_module
 from rllib_o2o.rundir.layout import RunDir
@@ -31,7 +31,7 @@ def _run_methods(out, dataset_dir, methods) -> dict:
 
 def test_every_method_is_a_known_combination():
     for name, method in METHODS.items():
-        assert method.offline in (None, "sacml", "cql"), name
+        assert method.offline is None or method.offline in OFFLINE_KINDS, name
         assert method.start in ("aligned", "offline", "scratch"), name
         update = method.online_update_class()
         assert issubclass(update, SACUpdate) and update.reports_drift, name  # an online update
@@ -39,6 +39,11 @@ def test_every_method_is_a_known_combination():
         assert method.offline is None or method.offline_update_class() in (SACMLUpdate, CQLUpdate), name
         assert method.start == "aligned" or name == "aca-offline-critic" or update is not ACAUpdate, name
         assert not update.uses_density_ratio or method.offline, name
+        kind = method.offline_kind()
+        if method.start == "offline":  # the online module loads the offline critic strictly: the same ensemble
+            assert (method.num_critics, method.critic_target_members, method.critic_layer_norm) == (
+                kind.num_critics, kind.critic_target_members, kind.critic_layer_norm), name
+        assert method.warmup_env_steps >= 0 and method.updates_per_env_step >= 1, name
     assert needs_alignment("aca-no-clip") and not needs_alignment("naive")
     with pytest.raises(ValueError, match="unknown method 'td3'"):
         get_method("td3")
@@ -163,3 +168,30 @@ def test_aca_from_the_cql_stage_aligns_by_td_or_by_distillation_and_shares_cql_s
     assert bonus["aca-from-cql"] > 0 and bonus["aca-from-cql-td"] == 0.0
     start = {m: r["online"]["curve"][0]["return"] for m, r in results.items()}
     assert len({round(v, 6) for v in start.values()}) == 1  # one CQL actor starts all three
+
+
+@pytest.mark.slow
+def test_wsrl_and_rlpd_run_in_the_harness_with_their_own_stages_and_data_settings(tmp_path, pendulum_dir):
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        results = {m: run_pipeline(PipelineConfig(dataset=str(pendulum_dir), out=str(tmp_path), method=m, utd=2,
+                                                  online_warmup_steps=200, **TINY))
+                   for m in ("cql-sac", "wsrl", "rlpd")}
+    finally:
+        ray.shutdown()
+    # WSRL keeps no offline data online, RLPD samples half of every batch from it
+    assert {m: r["offline_data_online"] for m, r in results.items()} == {"cql-sac": False, "wsrl": False, "rlpd": True}
+    # WSRL pre-trains its own CQL stage with 10 layer-normalised critics; cql-sac's keeps the twins
+    weights = {name: load_module_checkpoint(tmp_path / name / "module")[0] for name in ("offline-cql", "offline-cql-ensemble")}
+    assert weights["offline-cql-ensemble"]["critic.weights.0"].shape[0] == 10
+    assert "critic.norm_gains.0" in weights["offline-cql-ensemble"]
+    assert weights["offline-cql"]["critic.weights.0"].shape[0] == 2 and "critic.norm_gains.0" not in weights["offline-cql"]
+    assert results["rlpd"]["offline"] is None
+    # WSRL starts from its offline policy: the offline stage's evaluation is the online stage's at step 0
+    wsrl = results["wsrl"]
+    assert wsrl["online"]["curve"][0]["return"] == pytest.approx(wsrl["offline"]["return"])
+    for m in ("wsrl", "rlpd"):
+        curve = results[m]["online"]["curve"]
+        assert [p["env_steps"] for p in curve] == [0, 200, 400], m
+        # the warm-up (200 env steps) made no update: no learner diagnostics at 200, then some at 400
+        assert "kl_to_reference" not in curve[1] and "kl_to_reference" in curve[2], m

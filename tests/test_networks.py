@@ -64,6 +64,31 @@ def test_ensemble_parameter_names_and_activation():
     torch.testing.assert_close(net(x), expected)
 
 
+def test_layer_normalised_ensemble_is_each_member_linear_then_torch_layer_norm_then_relu():
+    torch.manual_seed(0)
+    net = EnsembleMLP(3, 5, 1, hidden=(8, 6), layer_norm=True)
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["weights.0", "weights.1", "weights.2", "biases.0", "biases.1", "biases.2",
+                     "norm_gains.0", "norm_gains.1", "norm_biases.0", "norm_biases.1"]
+    with torch.no_grad():  # gains and biases away from their start (1, 0), so that the test sees them
+        for p in (*net.norm_gains, *net.norm_biases):
+            p.normal_()
+    x = torch.randn(7, 5)
+    expected = []
+    for e in range(3):
+        h = x
+        for i in range(2):
+            norm = nn.LayerNorm(net.hidden[i], eps=1e-5)
+            with torch.no_grad():
+                norm.weight.copy_(net.norm_gains[i][e, 0])
+                norm.bias.copy_(net.norm_biases[i][e, 0])
+            h = torch.relu(norm(h @ net.weights[i][e] + net.biases[i][e]))
+        expected.append(h @ net.weights[2][e] + net.biases[2][e])
+    torch.testing.assert_close(net(x), torch.stack(expected), rtol=1e-5, atol=1e-5)
+    # no norm parameters without layer_norm: old checkpoints keep their keys
+    assert not any(n.startswith("norm_") for n, _ in EnsembleMLP(3, 5, 1, hidden=(8, 6)).named_parameters())
+
+
 # ---------------------------------------------------------------- actor
 
 

@@ -10,6 +10,7 @@ from rllib_o2o.replay import (
     FlatReplayBuffer,
     RowSampler,
     SumTree,
+    SymmetricReplayBuffer,
     normalize_actions,
 )
 
@@ -291,3 +292,32 @@ def test_balanced_replay_needs_offline_and_online_rows():
         _balanced(online=0).sample(1, 8)
     with pytest.raises(ValueError, match="initial_online_fraction"):
         BalancedReplayBuffer(10, OBS_DIM, ACT_DIM, initial_online_fraction=1.0)
+
+
+def test_symmetric_replay_takes_half_of_each_batch_from_the_offline_rows_whatever_their_counts():
+    # 1000 offline rows (ids 0..999) and 10 online rows (ids 1000..1009): uniform sampling over all would
+    # give ~1% online rows; symmetric sampling gives 4 of each 8
+    buf = SymmetricReplayBuffer(2000, OBS_DIM, ACT_DIM, seed=0, offline_fraction=0.5)
+    _add(buf, _rows(0, 1000), protected=True)
+    _add(buf, _rows(1000, 10))
+    batch = buf.sample(50, 8)
+    ids = batch["rewards"].astype(int)
+    assert ids.shape == (50, 8)
+    assert (ids[:, :4] < 1000).all() and (ids[:, 4:] >= 1000).all()
+    assert set(ids[:, 4:].ravel().tolist()) == set(range(1000, 1010))  # every online row, uniformly
+    np.testing.assert_array_equal(batch["obs"][..., 0], batch["rewards"])  # rows stay whole
+    # the ring wraps over the online rows only; the offline ones stay
+    _add(buf, _rows(2000, 600))
+    _add(buf, _rows(2600, 600))
+    ids = buf.sample(20, 8)["rewards"].astype(int)
+    assert (ids[:, :4] < 1000).all() and (ids[:, 4:] >= 1010).all()
+    assert not (set(range(1000, 1010)) <= _stored_ids(buf))  # the oldest online rows were overwritten
+
+
+def test_symmetric_replay_needs_offline_and_online_rows_and_a_fraction_below_one():
+    buf = SymmetricReplayBuffer(100, OBS_DIM, ACT_DIM)
+    _add(buf, _rows(0, 10), protected=True)
+    with pytest.raises(RuntimeError, match="offline and online"):
+        buf.sample(1, 8)
+    with pytest.raises(ValueError, match="offline_fraction"):
+        SymmetricReplayBuffer(100, OBS_DIM, ACT_DIM, offline_fraction=1.0)

@@ -14,7 +14,7 @@ import numpy as np
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.console import Console
 from rllib_o2o.data.schema import DatasetMeta
-from rllib_o2o.methods import Method
+from rllib_o2o.methods import Method, OfflineKind
 from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.data.location import ray_data_path, ray_data_read_args
@@ -23,17 +23,22 @@ from rllib_o2o.rundir.stage import StageDir
 from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
 
-def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None):
-    """Stage 1's O2OSAC config: `update` (None: SACMLUpdate; or CQLUpdate) on the dataset through RLlib's offline API."""
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None,
+                   kind: OfflineKind | None = None):
+    """Stage 1's O2OSAC config: `update` (None: SACMLUpdate; or CQLUpdate) on the dataset through RLlib's offline API,
+    with `kind`'s critic ensemble (None: twin critics)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
 
+    kind = kind or OfflineKind(update="SACMLUpdate")
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
         .o2o(update=update or SACMLUpdate, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+             num_critics=kind.num_critics, critic_target_members=kind.critic_target_members,
+             critic_layer_norm=kind.critic_layer_norm,
              max_updates=cfg.offline_steps,
              hidden=tuple(cfg.hidden), torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
@@ -75,7 +80,8 @@ def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, c
         return min(progress["iteration"] * cfg.offline_eval_every, cfg.offline_steps)
 
     with console.progress("offline", cfg.offline_steps, "updates") as bar:
-        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage.path).build_algo()
+        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage.path,
+                              kind=method.offline_kind()).build_algo()
         try:
             progress = stage.restore_checkpoint(algo) or {"iteration": 0, "curve": []}
             if progress["iteration"]:

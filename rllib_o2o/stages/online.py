@@ -43,7 +43,9 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
     method = get_method(cfg.method)
     update = method.online_update_class()
-    capacity = cfg.replay_capacity + (offline_rows if update.uses_density_ratio else 0)
+    capacity = cfg.replay_capacity + (offline_rows if update.replays_offline_data() else 0)
+    utd = method.updates_per_env_step if cfg.utd is None else cfg.utd
+    warmup = online_warmup_steps(cfg, method)
     w0, horizon, w_min = preset.w_schedule
     config = (
         O2OSACConfig()
@@ -62,7 +64,10 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
              w_schedule=(w0, horizon, w0) if method.fixed_w else preset.w_schedule,
              entropy_scale=preset.entropy_scale,
              actor_grad_clip=update.actor_grad_clip,
-             env_steps_per_iteration=cfg.eval_every, max_env_steps=cfg.online_steps, updates_per_env_step=1.0,
+             critic_layer_norm=method.critic_layer_norm,
+             policy_update_interval=utd if method.one_actor_step_per_env_step else 1,
+             warmup_env_steps=warmup, random_warmup_steps=warmup if method.warmup_random_actions else 0,
+             env_steps_per_iteration=cfg.eval_every, max_env_steps=cfg.online_steps, updates_per_env_step=float(utd),
              replay_capacity=capacity,
              hidden=tuple(cfg.hidden), actor_activation=actor_activation, torch_threads=cfg.torch_threads,
              log_dir=None if log_dir is None else str(Path(log_dir).resolve()))
@@ -77,6 +82,14 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     if cfg.online_callbacks:
         config = config.callbacks(callbacks_class=import_class(cfg.online_callbacks))
     return config
+
+
+def online_warmup_steps(cfg, method) -> int:
+    """Env steps before the first online update: the method's warm-up, or `cfg.online_warmup_steps` for a
+    method that has one (a method without a warm-up keeps none)."""
+    if method.warmup_env_steps == 0 or cfg.online_warmup_steps is None:
+        return method.warmup_env_steps
+    return cfg.online_warmup_steps
 
 
 def import_class(path: str) -> type:
@@ -112,14 +125,15 @@ def fragment_per_env(fragment: int, num_envs: int) -> int:
 
 def seed_episodes(method, preset) -> int:
     """The offline episodes a fresh online stage puts in its replay buffer (the preset's, unless
-    the method fixes them); a Balanced Replay method puts the whole dataset there instead."""
+    the method fixes them); a method that replays the offline data (Balanced Replay, RLPD) puts the
+    whole dataset there instead."""
     return preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
 
 
 def seeds_replay(method_name: str, preset) -> bool:
     """Whether a fresh online stage of `method_name` reads the offline dataset (into its replay buffer)."""
     method = get_method(method_name)
-    return method.online_update_class().uses_density_ratio or seed_episodes(method, preset) > 0
+    return method.online_update_class().replays_offline_data() or seed_episodes(method, preset) > 0
 
 
 class OnlineFineTuning:
@@ -215,7 +229,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
                     progress = {"iteration": 0, "curve": [], "env_steps": 0}
                     seed_rows = None
                     if seeds_replay(cfg.method, preset):
-                        k = None if method.online_update_class().uses_density_ratio else num_seed_episodes
+                        k = None if method.online_update_class().replays_offline_data() else num_seed_episodes
                         seed_rows = dataset.arrays() if k is None else top_k_episodes(dataset.arrays(), k)
                     start_online(algo, method, start_weights, optimizer_states=optimizer_states,
                                  seed_rows=seed_rows, action_bounds=(np.asarray(meta.action_low, np.float32),

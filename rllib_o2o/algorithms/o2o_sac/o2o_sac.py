@@ -32,7 +32,13 @@ from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import ACTOR_Q_REDUCTIONS
 from rllib_o2o.algorithms.o2o_sac.updates import SACUpdate
 from rllib_o2o.metrics import NUM_ENV_STEPS_SAMPLED, PRIORITIES
 from rllib_o2o.policy import ActorPolicy
-from rllib_o2o.replay import BATCH_KEYS, BalancedReplayBuffer, FlatReplayBuffer, normalize_actions
+from rllib_o2o.replay import (
+    BATCH_KEYS,
+    BalancedReplayBuffer,
+    FlatReplayBuffer,
+    SymmetricReplayBuffer,
+    normalize_actions,
+)
 from rllib_o2o.threads import AUTO, apply_torch_threads, resolve_torch_threads
 
 logger = logging.getLogger(__name__)
@@ -137,7 +143,10 @@ class O2OSACConfig(SACConfig):
         self.num_critics = 2
         self.critic_target_members = None
         self.actor_q_reduction = "min"
+        self.critic_layer_norm = False
         self.updates_per_env_step = 1.0
+        self.policy_update_interval = 1
+        self.warmup_env_steps = 0
         self.updates_per_iteration = 1000
         self.env_steps_per_iteration = 1000
         self.max_updates = None
@@ -200,7 +209,10 @@ class O2OSACConfig(SACConfig):
         num_critics=NotProvided,
         critic_target_members=NotProvided,
         actor_q_reduction=NotProvided,
+        critic_layer_norm=NotProvided,
         updates_per_env_step=NotProvided,
+        policy_update_interval=NotProvided,
+        warmup_env_steps=NotProvided,
         updates_per_iteration=NotProvided,
         env_steps_per_iteration=NotProvided,
         max_updates=NotProvided,
@@ -257,7 +269,16 @@ class O2OSACConfig(SACConfig):
         actor_q_reduction: the actor's value of its action: "min" over the members (default, SAC)
             or their "mean" (REDQ's and RLPD's ensembles: pessimism stays in the target, and the
             actor follows the members' average, whose action gradient is less noisy than one's).
-        updates_per_env_step: online update-to-data ratio.
+        critic_layer_norm: normalise each critic member's hidden layers before their activation
+            (`maths.ensemble_layer_norm`; RLPD's and WSRL's critics). False (default): plain MLPs.
+        updates_per_env_step: online update-to-data ratio: critic updates per env step.
+        policy_update_interval: the actor and the temperature step once every this many critic
+            updates, after the last of them (`maths.is_policy_update`): RLPD and WSRL set it to
+            their update-to-data ratio, so that each env step brings that many critic steps and
+            one actor step. 1 (default): every update steps all three (SAC).
+        warmup_env_steps: online env steps collected before the first update, by the start policy
+            (WSRL's warm-up: the frozen offline policy) or, within `random_warmup_steps`, by uniform
+            random actions (RLPD's). 0 (default): updates start once the buffer holds a batch.
         updates_per_iteration: offline gradient steps per `train()` call.
         env_steps_per_iteration: online env steps per `train()` call.
         max_updates, max_env_steps: the run's budget of offline updates / online env steps; the
@@ -323,6 +344,9 @@ class O2OSACConfig(SACConfig):
                              f"{self.actor_warmup_updates} and {self.offline_entropy_bonus}")
         if self.updates_per_env_step <= 0 or self.updates_per_iteration <= 0:
             raise ValueError("updates_per_env_step and updates_per_iteration must be > 0")
+        if self.policy_update_interval < 1 or self.warmup_env_steps < 0:
+            raise ValueError(f"policy_update_interval must be >= 1 and warmup_env_steps >= 0, got "
+                             f"{self.policy_update_interval} and {self.warmup_env_steps}")
         resolve_torch_threads(self.torch_threads, 1)  # "auto" or a positive int, else a ValueError
         if self.num_learners > 1:
             raise ValueError(
@@ -361,7 +385,7 @@ class O2OSACConfig(SACConfig):
     def _model_config_auto_includes(self):
         return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
                 "actor_activation": self.actor_activation, "density_ratio": self.update_class.uses_density_ratio,
-                "num_critics": self.num_critics}
+                "num_critics": self.num_critics, "critic_layer_norm": self.critic_layer_norm}
 
     def get_default_learner_class(self):
         from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import O2OSACTorchLearner
@@ -387,6 +411,10 @@ class O2OSAC(SAC):
             self.replay = BalancedReplayBuffer(
                 self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0,
                 initial_online_fraction=self.config.balanced_replay_online_fraction)
+        elif self.config.update_class.offline_batch_fraction:
+            self.replay = SymmetricReplayBuffer(self.config.replay_capacity, obs_dim, act_dim,
+                                                seed=self.config.seed or 0,
+                                                offline_fraction=self.config.update_class.offline_batch_fraction)
         else:
             self.replay = FlatReplayBuffer(self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0)
         self._env_steps_sampled = 0
@@ -512,6 +540,10 @@ class O2OSAC(SAC):
             if num_new == 0:
                 self._recover_env_runners()
             if len(self.replay) < self.config.num_steps_sampled_before_learning_starts:
+                continue
+            # Steps of the warm-up owe no updates: the first is owed by the step after it.
+            num_new = min(num_new, self._env_steps_sampled - self.config.warmup_env_steps)
+            if num_new <= 0:
                 continue
             owed_updates += num_new * self.config.updates_per_env_step
             if owed_updates >= 1:

@@ -54,10 +54,11 @@ class O2OSACTorchLearner(TorchLearner):
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
+        update = config.update_class
         groups = {
             "critic": (list(module.critic.parameters()), config.critic_lr),
-            "actor": (list(module.actor.parameters()), config.actor_lr),
-            "alpha": ([module.log_alpha], config.alpha_lr),
+            "actor": (list(module.actor.parameters()), update.actor_lr or config.actor_lr),
+            "alpha": ([module.log_alpha], update.alpha_lr or config.alpha_lr),
         }
         if config.update_class.uses_density_ratio:
             groups["density"] = (list(module.density_ratio.parameters()), config.density_lr)
@@ -97,6 +98,7 @@ class O2OSACTorchLearner(TorchLearner):
         critic_params = list(module.critic.parameters())
         target_params = list(module.target_critic.parameters())
         totals: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # a metric of the actor's steps counts only the updates that made one
         priorities = []
         for u in range(num_updates):
             if config.torch_compile_learner:  # CUDA graphs ("reduce-overhead"): one update is one step
@@ -104,14 +106,16 @@ class O2OSACTorchLearner(TorchLearner):
             step = self._one_update(
                 module, update, {k: v[u] for k, v in tensors.items()}, schedule[u],
                 optim, actor_params, critic_params, train_policy=start + u >= config.actor_warmup_updates,
+                policy_step=maths.is_policy_update(start + u, config.policy_update_interval),
             )
             maths.polyak_update_(target_params, critic_params, config.tau)
             if metrics.PRIORITIES in step:
                 priorities.append(step.pop(metrics.PRIORITIES))
             for k, v in step.items():
                 totals[k] = totals.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
         module.num_updates += num_updates
-        results = {k: float(v) / num_updates for k, v in totals.items()}
+        results = {k: float(v) / counts[k] for k, v in totals.items()}
         if update.reports_drift:
             results.update(self._diagnostics(module, tensors["obs"][-1]))
         results[metrics.NUM_UPDATES_LIFETIME] = int(module.num_updates)
@@ -119,35 +123,38 @@ class O2OSACTorchLearner(TorchLearner):
             results[metrics.PRIORITIES] = torch.stack(priorities).cpu().numpy()
         return results
 
-    def _one_update(self, module, update, b, weights, optim, actor_params, critic_params, train_policy: bool = True):
+    def _one_update(self, module, update, b, weights, optim, actor_params, critic_params, train_policy: bool = True,
+                    policy_step: bool = True):
         """One critic step, then (unless `train_policy` is False: the critic's warm-up) one actor
         and one temperature step, then the update's `after_step`. `weights`: this update's (w_t, beta_t),
-        `update.schedule`; `b` holds them as tensors too."""
+        `update.schedule`; `b` holds them as tensors too. `policy_step` False (a critic update between
+        two of the actor's, `policy_update_interval`): the critic's step only, without the actor's losses."""
         alpha = module.log_alpha.exp().detach()
         critic_loss, reference, out = self._critic_loss_fn(module, b, alpha, bool(weights[1]))
         optim["critic"].zero_grad(set_to_none=True)
         critic_loss.backward()
         optim["critic"].step()
+        if policy_step:
+            actor_loss, logp, actor_out = self._actor_loss_fn(module, b, alpha, reference)
+            out.update(actor_out)
+            out.update(update.step_metrics(weights))
+            if train_policy:
+                optim["actor"].zero_grad(set_to_none=True)
+                actor_loss.backward(inputs=actor_params)
+                if update.config.actor_grad_clip:
+                    torch.nn.utils.clip_grad_norm_(actor_params, update.config.actor_grad_clip)
+                optim["actor"].step()
 
-        actor_loss, logp, actor_out = self._actor_loss_fn(module, b, alpha, reference)
-        out.update(actor_out)
-        out.update(update.step_metrics(weights))
-        if train_policy:
-            optim["actor"].zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=actor_params)
-            if update.config.actor_grad_clip:
-                torch.nn.utils.clip_grad_norm_(actor_params, update.config.actor_grad_clip)
-            optim["actor"].step()
-
-        alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(), update.entropy_target(module, reference))
-        if train_policy:
-            optim["alpha"].zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            optim["alpha"].step()
+            alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(),
+                                                update.entropy_target(module, reference))
+            if train_policy:
+                optim["alpha"].zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                optim["alpha"].step()
+            out[metrics.ACTOR_LOSS] = actor_loss.detach()
 
         out.update(update.after_step(module, b, optim))
-        out.update({metrics.CRITIC_LOSS: critic_loss.detach(), metrics.ACTOR_LOSS: actor_loss.detach(),
-                    metrics.ALPHA: alpha})
+        out.update({metrics.CRITIC_LOSS: critic_loss.detach(), metrics.ALPHA: alpha})
         return out
 
     @staticmethod

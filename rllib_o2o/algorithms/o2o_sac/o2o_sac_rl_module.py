@@ -1,8 +1,8 @@
 """RLModule of the SAC family: tanh-Gaussian actor, ensemble critic, frozen pi0.
 
 RLlib's `DefaultSACTorchRLModule` keeps each Q-network as its own encoder and
-head; here the critics (twins by default, `model_config["num_critics"]`) are one
-stacked `EnsembleMLP` so a single batched matmul evaluates them all (the speed
+head; here the critics (twins by default, `model_config["num_critics"]`, layer-normalised
+with `model_config["critic_layer_norm"]`) are one stacked `EnsembleMLP` so a single batched matmul evaluates them all (the speed
 issue), and the module also holds what ACA adds: a frozen reference actor pi0
 and the temperature, so that checkpoints carry all of the learner's state
 (RLlib's SAC keeps `log_alpha` outside).
@@ -46,7 +46,7 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         if self.inference_only:
             return
         self.critic = EnsembleMLP(int(self.model_config.get("num_critics", 2)), self.obs_dim + self.act_dim, 1,
-                                  hidden)
+                                  hidden, layer_norm=bool(self.model_config.get("critic_layer_norm", False)))
         self.ref_actor = TanhGaussianActor(self.obs_dim, self.act_dim, hidden, activation).requires_grad_(False)
         self.log_alpha = nn.Parameter(
             torch.tensor(float(np.log(self.model_config.get("initial_alpha", 1.0))))

@@ -28,12 +28,26 @@ class SACUpdate:
 
     # True: the module has Balanced Replay's density-ratio network, trained by `after_step`.
     uses_density_ratio = False
+    # > 0: each batch takes this fraction of its rows from the offline data, the rest from the online
+    # rows (RLPD's symmetric sampling, `replay.SymmetricReplayBuffer`); 0: one buffer sampled uniformly.
+    offline_batch_fraction = 0.0
+    # True: the TD target's next-state value keeps the entropy term -alpha log pi(a'|s') (SAC's soft
+    # target); False: r + gamma min Q(s', a') (WSRL's, whose SAC sets backup_entropy off).
+    backup_entropy = True
     # True: the policy the stage starts from is pi0 of the learner's drift diagnostics (online stages).
     reports_drift = True
     # The temperature an online stage of this update starts at; None: the one it is handed (naive transfer).
     start_temperature: float | None = None
     # The actor's gradient-norm clip an online stage of this update uses; None: none.
     actor_grad_clip: float | None = None
+    # The actor's and the temperature's Adam learning rates of an online stage; None: the config's (3e-4).
+    actor_lr: float | None = None
+    alpha_lr: float | None = None
+
+    @classmethod
+    def replays_offline_data(cls) -> bool:
+        """Whether an online stage of this update keeps the whole offline dataset in its replay buffer."""
+        return cls.uses_density_ratio or cls.offline_batch_fraction > 0
 
     def __init__(self, config):
         self.config = config
@@ -91,7 +105,8 @@ class SACUpdate:
             next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
                                             self._target_members(obs.device))
             next_q = self.next_state_value(module, b, next_q, next_act, with_bonus)
-            y = maths.soft_q_target(b["rewards"], b["terminateds"], self.config.gamma, next_q, next_logp, alpha)
+            y = maths.soft_q_target(b["rewards"], b["terminateds"], self.config.gamma, next_q, next_logp,
+                                    alpha if self.backup_entropy else 0.0)
             reference = self.reference(module, obs)
         q = module.q_values(obs, act)
         loss = maths.critic_loss(self.fitted_value(module, b, q, reference), y)
@@ -191,6 +206,30 @@ class BalancedReplayUpdate(SACUpdate):
             metrics.DENSITY_RATIO_OFFLINE: w_offline.mean(),
             metrics.DENSITY_RATIO_ONLINE: w_online.detach().mean(),
         }
+
+
+class RLPDUpdate(SACUpdate):
+    """RLPD (Ball et al. 2023, ikostrikov/rlpd) online: SAC from scratch on symmetric batches (half offline
+    rows, half online), with the settings its method gives the config (a layer-normalised ensemble of 10,
+    the target's min over a random pair, the actor on the members' mean, 20 critic steps per env step);
+    the temperature's target entropy is RLPD's -|A|/2."""
+
+    offline_batch_fraction = 0.5
+
+    def entropy_target(self, module, reference):
+        """-|A| / 2 (RLPD's `target_entropy = -action_dim / 2`)."""
+        return -0.5 * module.act_dim
+
+
+class WSRLUpdate(SACUpdate):
+    """WSRL (Zhou et al. 2024, zhouzypaul/wsrl) online: SAC from the CQL pre-training's actor, critic
+    ensemble and temperature, with no offline data; the warm-up and the update ratio are its method's
+    settings. Its SAC's target has no entropy term (`backup_entropy` off), and the actor and temperature
+    learn at 1e-4 (the critic at 3e-4)."""
+
+    backup_entropy = False
+    actor_lr = 1e-4
+    alpha_lr = 1e-4
 
 
 class ACAUpdate(SACUpdate):
