@@ -6,20 +6,27 @@ Layout under the benchmark directory:
         online[-<method>]/, results[-<method>].json
     <out>/bench.json                   the profile and settings the benchmark was started with
 
-A run whose results file exists is never redone; an interrupted one resumes
-from its last checkpoint (the pipeline's own resume), so re-running the same
-command after a crash finishes the benchmark. With a storage path each run is
-also kept in <storage>/<dataset>/seed<k> (the pipeline's storage_path).
+    <out>/bench-tasks.json             where each stage task of the last invocation ran, its attempts
+    <run dir>/bench-task-<stage>.json, .log   each task's attempts (node, pid) and its output
+
+Every stage of every run is a Ray task with its own resources (`bench_tasks`): the shared stages
+once, each method's online stage after them, as many at once as the cluster (or this machine's
+cores) has room for; the driver may join a cluster (`ray job submit`, RAY_ADDRESS). On a cluster
+the benchmark and data directories must be on storage every node sees (a shared filesystem), or
+give a storage path. A run whose results file exists is never redone; an interrupted one resumes
+from its last checkpoint (the stage's own resume), so re-running the same command after a crash
+finishes the benchmark. With a storage path each run is also kept in <storage>/<dataset>/seed<k>
+(the pipeline's storage_path).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from rllib_o2o.bench_profiles import Profile, get_profile, split_dataset_name
+from rllib_o2o.bench_tasks import StageTask, plan_tasks, raise_if_failed, run_tasks, write_task_summary
 from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.methods import get_method
 
@@ -27,9 +34,12 @@ from rllib_o2o.methods import get_method
 def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, datasets: list[str] | None = None,
                   methods: list[str] | None = None, seeds: list[int] | None = None, overrides: dict | None = None,
                   dataset_paths: dict[str, str] | None = None, num_env_runners: int = 0,
-                  collect_overrides: dict | None = None, storage_path: str | None = None) -> list[Path]:
-    """Runs every (dataset, seed, method) not yet done; returns the results files."""
-    from rllib_o2o.pipeline import PipelineConfig, run_pipeline
+                  collect_overrides: dict | None = None, storage_path: str | None = None, unit_cpus: float = 1,
+                  unit_gpus: float = 0, max_retries: int = 3) -> list[Path]:
+    """Runs every (dataset, seed, method) not yet done as Ray tasks (`bench_tasks`) on the Ray this process
+    is connected to; returns the results files. `unit_cpus`, `unit_gpus`: each stage task's resources;
+    `max_retries`: Ray's retries of a task whose process died."""
+    from rllib_o2o.config import PipelineConfig
     from rllib_o2o.rundir.layout import RunDir
 
     profile = get_profile(profile_name)
@@ -54,27 +64,26 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
                                            "dataset_paths": dataset_paths or {}})
     paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {},
                              torch_threads=pipeline_values.get("torch_threads", "auto"))
-    done_files, total = [], len(datasets) * len(seeds) * len(methods)
-    start = time.perf_counter()
-    for name in datasets:
-        env_id, _ = split_dataset_name(name)
-        for seed in seeds:
-            run_dir = out / name / f"seed{seed}"
-            for method in methods:
-                target = RunDir(run_dir).results_path(method)
-                index = len(done_files) + 1
-                if target.exists():
-                    print(f"[bench {index}/{total}] {name} seed {seed} {method}: done, skipped", flush=True)
-                else:
-                    print(f"[bench {index}/{total}] {name} seed {seed} {method} "
-                          f"({time.perf_counter() - start:.0f}s elapsed)", flush=True)
-                    # Run dirs of different datasets share their name (seed<k>): one storage prefix each.
-                    storage = f"{storage_path.rstrip('/')}/{name}" if storage_path else None
-                    cfg = PipelineConfig.from_dict({**pipeline_values, "dataset": str(paths[name]), "env": env_id,
-                                                    "out": str(run_dir), "seed": seed, "method": method,
-                                                    "storage_path": storage})
-                    run_pipeline(cfg)
-                done_files.append(target)
+    if pipeline_values.get("torch_threads", "auto") == "auto":  # a task's threads: the CPUs it holds
+        pipeline_values["torch_threads"] = max(1, int(unit_cpus))
+    tasks = plan_tasks(out, datasets, seeds, methods)
+
+    def values_of(task: StageTask) -> dict:
+        env_id, _ = split_dataset_name(task.dataset)
+        # Run dirs of different datasets share their name (seed<k>): one storage prefix each.
+        storage = f"{storage_path.rstrip('/')}/{task.dataset}" if storage_path else None
+        return {**pipeline_values, "dataset": str(paths[task.dataset]), "env": env_id, "out": str(task.run_dir),
+                "seed": task.seed, "method": task.method, "storage_path": storage}
+
+    total = len(datasets) * len(seeds) * len(methods)
+    print(f"benchmark: {total} runs ({len(datasets)} datasets x {len(seeds)} seeds x {len(methods)} methods), "
+          f"{sum(t.role == 'online' for t in tasks)} to run", flush=True)
+    rows = run_tasks(tasks, values_of, unit_cpus=unit_cpus, unit_gpus=unit_gpus, max_retries=max_retries,
+                     runner_cpus=num_env_runners)
+    write_task_summary(out, rows)
+    raise_if_failed(rows)
+    done_files = [RunDir(out / name / f"seed{seed}").results_path(method)
+                  for name in datasets for seed in seeds for method in methods]
     print(f"benchmark complete: {len(done_files)} runs in {out}", flush=True)
     return done_files
 

@@ -104,6 +104,7 @@ def _pipeline_values(args: argparse.Namespace) -> dict:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rllib_o2o.bench import run_benchmark
+    from rllib_o2o.bench_tasks import BenchmarkError
     from rllib_o2o.report import write_report
 
     paths = {}
@@ -129,7 +130,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         run_benchmark(args.profile, args.out, args.data_dir, datasets=args.datasets, methods=args.methods,
                       seeds=args.seeds, overrides=overrides, dataset_paths=paths,
                       num_env_runners=args.num_env_runners, collect_overrides=collect_overrides,
-                      storage_path=storage_path)
+                      storage_path=storage_path, unit_cpus=args.unit_cpus, unit_gpus=args.unit_gpus,
+                      max_retries=args.max_retries)
+    except BenchmarkError as err:  # the report still shows the runs that finished
+        print(f"report: {write_report(args.out)}")
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(f"report: {write_report(args.out)}")
@@ -309,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-path", action="append", metavar="NAME=PATH",
                    help="use this dataset dir, D4RL .hdf5 file or Minari id for NAME instead of generating it")
     p.add_argument("--num-env-runners", type=int, default=0, help="parallel sampling workers online")
+    p.add_argument("--unit-cpus", type=float, default=1.0,
+                   help="CPUs of each stage task (each runs one stage of one run; as many run at once as the "
+                        "cluster, or this machine, has CPUs for; torch threads follow unless --config sets them)")
+    p.add_argument("--unit-gpus", type=float, default=0.0, help="GPUs of each stage task (e.g. 0.25: four share one)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="Ray's retries of a stage task whose process died (killed, node lost); it resumes from "
+                        "its last checkpoint")
     p.add_argument("--storage-path", help="also keep each run in STORAGE_PATH/<dataset>/seed<k> (see run)")
     p.add_argument("--verbose", action="store_true", help="Ray's and the libraries' own log lines too (see run)")
     p.add_argument("--config", help="YAML/JSON of pipeline options overriding the profile's budgets; "

@@ -7,7 +7,9 @@ finished stages and resumes an interrupted one from its last checkpoint. What th
 is made once, before any runs: the `context.RunContext`. With `storage_path` the run directory
 is mirrored to STORAGE_PATH/<run dir name> (`rllib_o2o.rundir.mirror`), so the re-run may be on
 another node. A run holds its directory's lock (`rllib_o2o.rundir.lock`) from start to end: a
-second process on the same run is refused.
+second process on the same run is refused. `run_stage` runs one stage of a run instead, holding
+that stage's lock only, so that a scheduler (`rllib-o2o bench`) can run a run directory's stages
+as separate tasks, side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rllib_o2o.data.shared import SharedDataset
 from rllib_o2o.metrics_log import MetricsLog, require_wandb
 from rllib_o2o.ray_start import init_ray
 from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.rundir.names import stage_name
 from rllib_o2o.stages.alignment_stage import Alignment
 from rllib_o2o.stages.common import StageIO
 from rllib_o2o.stages.offline import OfflineTraining
@@ -81,6 +84,39 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     with run.lock():
         ctx = RunContext.open(cfg, run, validated)
         summaries = run_stages(ctx, plan(ctx), Console())
+        results = _results(ctx, summaries, time.perf_counter() - start)
+        write_json_atomic(run.results_path(ctx.config.method), results)
+        run.push_file(run.results_path(ctx.config.method))
+    return results
+
+
+def run_stage(cfg: PipelineConfig, role: str) -> dict:
+    """Runs the `role` stage ("offline", "alignment" or "online") of `cfg.method`'s plan alone, holding its
+    stage's lock and the run's lock shared (`RunDir.lock(stage=...)`): other processes may run the run
+    directory's other stages meanwhile. The stages before it must be done (a scheduler ran them first) and
+    are skipped; an interrupted `role` stage resumes from its checkpoint. The online stage also writes the
+    results file, as `run_pipeline` does. Returns the stage's summary; the online stage's: the results."""
+    require_wandb(cfg.wandb_project)
+    quiet_libraries(cfg.verbose)
+    start = time.perf_counter()
+    run = open_run(cfg)
+    name = stage_name(cfg.method, role)
+    if name is None:
+        raise ValueError(f"method {cfg.method!r} has no {role} stage")
+    with run.lock(stage=name):
+        ctx = RunContext.open(cfg, run)
+        stages = plan(ctx)
+        roles = [stage.role for stage in stages]
+        if role not in roles:
+            raise ValueError(f"method {cfg.method!r} has no {role} stage")
+        stages = stages[:roles.index(role) + 1]
+        missing = [stage.role for stage in stages[:-1] if not stage.stage_dir(ctx).done()]
+        if missing:
+            raise RuntimeError(f"{run.path}: the {role} stage of {cfg.method!r} needs its {', '.join(missing)} "
+                               "stage(s) done first")
+        summaries = run_stages(ctx, stages, Console())
+        if role != "online":
+            return summaries[role]
         results = _results(ctx, summaries, time.perf_counter() - start)
         write_json_atomic(run.results_path(ctx.config.method), results)
         run.push_file(run.results_path(ctx.config.method))

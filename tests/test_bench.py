@@ -13,7 +13,8 @@ from rllib_o2o.cli import main
 from rllib_o2o.report import load_runs
 
 TINY_PIPELINE = dict(offline_steps=100, offline_eval_every=100, align_steps=50, online_steps=200, eval_every=100,
-                     eval_episodes=1, batch_size=32, hidden=[32, 32], replay_capacity=5_000, max_episode_steps=100)
+                     eval_episodes=1, batch_size=32, hidden=[32, 32], replay_capacity=5_000, max_episode_steps=100,
+                     online_warmup_steps=50)
 TINY_COLLECT = dict(num_transitions=300, train_env_steps=200, env_steps_per_iteration=100, random_warmup_steps=100,
                     eval_episodes=1, max_episode_steps=100)
 
@@ -55,14 +56,21 @@ def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, loc
     assert all([p["env_steps"] for p in r["curve"]] == [0, 100, 200] for r in runs)
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert saved["profile"] == "paper" and saved["pipeline"]["online_steps"] == 200
+    tasks = json.loads((tmp_path / "bench" / "bench-tasks.json").read_text())["tasks"]
+    assert {t["status"] for t in tasks} == {"done"} and all(t["attempts"] == 1 for t in tasks)
+    # each shared stage ran once: SAC+ML, CQL, WSRL's CQL ensemble, the alignments; then one online stage per method
+    assert sum(t["role"] == "online" for t in tasks) == len(ALL_METHODS)
+    assert sorted(t["stage"] for t in tasks if t["role"] == "offline") == ["offline", "offline-cql",
+                                                                           "offline-cql-ensemble"]
     written = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "bench").rglob("*.json")}
     data = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*") if p.is_file()}
 
     run_benchmark("paper", tmp_path / "bench", tmp_path / "data", **kwargs)  # all done: nothing is redone
     unchanged = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in written}
     changed = sorted(str(p.relative_to(tmp_path)) for p in written
-                     if unchanged[p] != written[p] and p.name != "bench.json")  # bench.json: the settings, rewritten
-    assert not changed, changed
+                     if unchanged[p] != written[p] and p.name not in ("bench.json", "bench-tasks.json"))
+    assert not changed, changed  # bench.json (the settings) and bench-tasks.json (this invocation's tasks) rewritten
+    assert json.loads((tmp_path / "bench" / "bench-tasks.json").read_text())["tasks"] == []
     assert {p: p.stat().st_mtime_ns for p in data} == data  # the dataset was reused, not generated again
 
 
@@ -75,6 +83,29 @@ def test_bench_command_runs_the_smoke_profile_and_writes_the_report(tmp_path, lo
     report = (tmp_path / "b" / "report" / "report.md").read_text()
     assert "| pendulum-medium | aca | 1 |" in report and "| pendulum-medium | sac-scratch | 1 |" in report
     assert (tmp_path / "b" / "report" / "pendulum-medium.png").exists()
+
+
+def test_plan_runs_each_shared_stage_once_before_the_stages_that_start_from_it(tmp_path):
+    from rllib_o2o.bench_tasks import plan_tasks
+
+    tasks = plan_tasks(tmp_path, ["pendulum-medium"], [0, 1], ["aca", "naive", "cql-sac", "wsrl", "rlpd"])
+    seed0 = {t.stage: t for t in tasks if t.seed == 0}
+    run = tmp_path / "pendulum-medium" / "seed0"
+    assert sorted(seed0) == ["alignment", "offline", "offline-cql", "offline-cql-ensemble", "online", "online-cql-sac",
+                             "online-naive", "online-rlpd", "online-wsrl"]  # offline and offline-cql: once each
+    assert len(tasks) == 2 * len(seed0)
+    assert seed0["online"].needs == ((run, "offline"), (run, "alignment"))
+    assert seed0["alignment"].needs == ((run, "offline"),)
+    assert seed0["online-naive"].needs == ((run, "offline"),) and seed0["online-rlpd"].needs == ()
+    assert seed0["online-wsrl"].needs == ((run, "offline-cql-ensemble"),)
+    order = [t.key for t in tasks]  # every task after those it needs: the order they are submitted in
+    assert all(order.index(need) < order.index(t.key) for t in tasks for need in t.needs)
+    # a re-run plans only what is not done: done stages, and online stages with results, drop out
+    (run / "offline").mkdir(parents=True)
+    (run / "offline" / "DONE.json").write_text("{}")
+    (run / "results-naive.json").write_text("{}")
+    again = {t.stage: t for t in plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca", "naive"])}
+    assert sorted(again) == ["alignment", "online"] and again["online"].needs == ((run, "alignment"),)
 
 
 def test_given_datasets_resolve_as_the_run_command_does(tmp_path, pendulum_dir):

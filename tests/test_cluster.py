@@ -233,3 +233,73 @@ def test_killing_an_env_runner_during_online_training_does_not_stop_the_run(pipe
                    for e in after for r in e["runners"])
     degraded = any(e["num_healthy_runners"] < e["num_runners"] or len(e["runners"]) < 2 for e in after)
     assert replaced or degraded
+
+
+# ---------------------------------------------------------------- the benchmark across the two nodes
+
+BENCH_METHODS = ("naive", "cql-sac", "sac-scratch")
+BENCH_SEEDS = (0, 1)
+BENCH_ONLINE_STEPS = 1500
+VICTIM = ("seed1", "online-sac-scratch")  # the task SIGKILLed once its stage has a checkpoint
+
+
+@pytest.fixture(scope="module")
+def bench_job(loopback_cluster, pendulum_data, tmp_path_factory):
+    """`benchmarks/o2o.py` (rllib-o2o bench) submitted as a Ray job: its stage tasks spread over both nodes;
+    one online task's process is SIGKILLed mid-stage."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from rllib_o2o.data.schema import write_dataset
+
+    work = tmp_path_factory.mktemp("cluster_bench")
+    dataset = write_dataset(work / "pendulum", *pendulum_data, rows_per_file=200)
+    config = {**TINY, "offline_steps": 200, "online_steps": BENCH_ONLINE_STEPS, "eval_every": 100,
+              "eval_episodes": 1}
+    (work / "tiny.json").write_text(json.dumps(config))
+    out = work / "bench"
+    client = JobSubmissionClient(loopback_cluster["dashboard"],
+                                 headers={"Authorization": f"Bearer {loopback_cluster['token']}"})
+    entrypoint = (f"{sys.executable} benchmarks/o2o.py --profile smoke --out {out} --data-dir {work / 'data'} "
+                  f"--dataset-path pendulum-medium={dataset} --methods {' '.join(BENCH_METHODS)} "
+                  f"--seeds {' '.join(map(str, BENCH_SEEDS))} --config {work / 'tiny.json'} --max-retries 2")
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    run = out / "pendulum-medium" / VICTIM[0]
+    record, checkpoint = run / f"bench-task-{VICTIM[1]}.json", run / VICTIM[1] / "checkpoint"
+    killed, deadline = None, time.time() + 480
+    status = client.get_job_status(job_id)
+    while time.time() < deadline:
+        status = client.get_job_status(job_id)
+        if status.is_terminal():
+            break
+        if killed is None and record.exists() and checkpoint.exists():
+            victim = json.loads(record.read_text())["attempts"][-1]
+            assert victim["pid"] in _cluster_pids(loopback_cluster["dir"])  # a worker of this cluster
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed = victim
+        time.sleep(0.2)
+    else:
+        client.stop_job(job_id)
+    return {"status": status, "logs": client.get_job_logs(job_id), "out": out, "killed": killed,
+            "succeeded": status == JobStatus.SUCCEEDED}
+
+
+@pytest.mark.slow
+def test_bench_runs_its_units_on_both_nodes_and_retries_a_killed_one(bench_job, loopback_cluster):
+    assert bench_job["succeeded"], f"job {bench_job['status']}:\n{bench_job['logs'][-4000:]}"
+    out = bench_job["out"]
+    tasks = json.loads((out / "bench-tasks.json").read_text())["tasks"]
+    # per seed: offline, offline-cql and the three online stages, once each
+    assert len(tasks) == len(BENCH_SEEDS) * (2 + len(BENCH_METHODS)) and {t["status"] for t in tasks} == {"done"}
+    assert len({t["node_id"] for t in tasks}) == 2  # units ran on both nodes (head and worker)
+    for seed in BENCH_SEEDS:
+        for method in BENCH_METHODS:
+            results = json.loads((out / "pendulum-medium" / f"seed{seed}" / f"results-{method}.json").read_text())
+            assert results["online"]["curve"][-1]["env_steps"] == BENCH_ONLINE_STEPS
+    # the killed task ran again (Ray's retry) and resumed its stage from the checkpoint it had written
+    killed = bench_job["killed"]
+    assert killed is not None, "the test never saw the victim's checkpoint to kill its task"
+    victim = next(t for t in tasks if f"seed{t['seed']}" == VICTIM[0] and t["stage"] == VICTIM[1])
+    assert victim["attempts"] == 2 and victim["pid"] != killed["pid"]
+    done = json.loads((out / "pendulum-medium" / VICTIM[0] / VICTIM[1] / "DONE.json").read_text())
+    assert done["resumed_from"] and 0 < done["resumed_from"][0] < BENCH_ONLINE_STEPS
+    assert (out / "report" / "report.md").exists()

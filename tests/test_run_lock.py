@@ -180,3 +180,39 @@ def test_run_dir_lock_covers_its_mirror(tmp_path, store):
     run = RunDir.open(tmp_path / "run", store)
     with run.lock() as lock:
         assert lock.mirror is run.mirror and stored_lease(store)["token"] == lock.holder["token"]
+
+
+def test_stage_locks_of_one_run_coexist_and_exclude_the_same_stage_and_a_whole_run(tmp_path):
+    """A benchmark runs a run directory's stages as separate tasks: each holds its stage exclusively and
+    the run's lock shared (flock treats two opens of one file as two holders, in one process too)."""
+    run = tmp_path / "run"
+    offline, online = RunLock(run, stage="offline").acquire(), RunLock(run, stage="online-rlpd").acquire()
+    try:
+        with pytest.raises(RunLockedError, match="runs its offline stage"):
+            RunLock(run, stage="offline").acquire()
+        with pytest.raises(RunLockedError, match="another process runs in this run directory"):
+            RunLock(run).acquire()
+    finally:
+        offline.release()
+    with pytest.raises(RunLockedError):  # the online stage's task still holds the run's lock shared
+        RunLock(run).acquire()
+    online.release()
+    with RunLock(run):  # all stage tasks gone: a whole run may start, and refuses stage tasks
+        with pytest.raises(RunLockedError, match="a whole run holds this run directory"):
+            RunLock(run, stage="offline").acquire()
+    with RunLock(run, stage="offline"):  # and everything was given back
+        pass
+
+
+def test_a_stage_task_takes_its_stage_lease_on_storage_not_the_run_lease(tmp_path):
+    store = (tmp_path / "store").as_uri()
+    run = tmp_path / "run"
+    mirror = Mirror(store, run)
+    with RunLock(run, mirror, stage="offline") as lock:
+        stored = Path(store.removeprefix("file://")) / run.name
+        assert (stored / ".offline.lease").exists() and not (stored / LEASE_FILE).exists()
+        assert json.loads((stored / ".offline.lease").read_text())["token"] == lock.holder["token"]
+        with pytest.raises(RunLockedError, match="storage lease"):
+            RunLock(tmp_path / "elsewhere" / "run", Mirror(store, tmp_path / "elsewhere" / "run"),
+                    stage="offline").acquire()
+    assert not (stored / ".offline.lease").exists()

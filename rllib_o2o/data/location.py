@@ -73,11 +73,18 @@ def ray_data_read_args(dataset_dir: str | Path) -> dict:
     its share to the run's peak. At 10M Hopper-shaped rows one worker lowered the tiny pipeline's
     peak from 3.07x to 2.95x the dataset and the read workers' PSS from 1,230 to 699 MiB, with the
     first offline update 2 s later (docs/benchmarks.md, "Big datasets, read once").
+
+    Inside a Ray task (a stage task of `rllib-o2o bench`, whose placement group also holds Ray Data's
+    tasks: `bench_tasks`) the read runs one task at a time without a node label: a label would
+    schedule it outside the group, where it waits forever for a CPU once the stage tasks hold them all.
     """
     import ray
 
     if is_uri(dataset_dir) or not ray.is_initialized():
         return {}
-    node_id = ray.get_runtime_context().get_node_id()
+    context = ray.get_runtime_context()
+    if context.get_task_id() is not None:
+        return {"concurrency": 1}
+    node_id = context.get_node_id()
     cpus = next((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["NodeID"] == node_id), 0)
     return {"label_selector": {NODE_ID_LABEL: node_id}, "concurrency": 1} if cpus >= 1 else {}

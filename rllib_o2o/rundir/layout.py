@@ -102,6 +102,7 @@ class RunDir:
         if self.mirror is not None:
             self.mirror.sync()
 
-    def lock(self) -> RunLock:
-        """This process's exclusive use of the directory and of its storage run (a context manager)."""
-        return RunLock(self.path, self.mirror)
+    def lock(self, stage: str | None = None) -> RunLock:
+        """This process's exclusive use of the directory and of its storage run, or with `stage`, of that
+        stage (beside other processes' stages: a benchmark's stage tasks) (a context manager)."""
+        return RunLock(self.path, self.mirror, stage=stage)

@@ -17,6 +17,12 @@ refused with RunLockedError naming the directory and the holder (pid, host).
   within LEASE_SECONDS. Storage has no atomic compare-and-swap, so two runs
   starting within the same second can both take it; the lease guards against the
   usual mistake (a second job on a run that is alive), not against every race.
+
+A process that runs one stage of a run only (a task of `rllib-o2o bench`, which runs a run
+directory's stages as separate Ray tasks, side by side) takes `RunLock(run_dir, stage=name)`:
+the run's lock shared (other stage tasks may hold it too; a whole run is refused while any
+does, and refuses them) and the stage's own lock, RUN_DIR/.<stage>.lock, exclusively; on
+storage the stage's lease, STORAGE/<run>/.<stage>.lease.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rllib_o2o.rundir.mirror import Mirror, StorageError
-from rllib_o2o.rundir.names import LEASE_FILE, LOCK_FILE
+from rllib_o2o.rundir.names import LEASE_FILE, LOCK_FILE, stage_lease_file, stage_lock_file
 
 LEASE_SECONDS = 120.0  # a storage lease not renewed for this long is free
 LEASE_RENEW_SECONDS = 30.0  # how often a live run renews it: three renewals may fail before it lapses
@@ -66,27 +72,42 @@ def _is_dead_here(holder: dict) -> bool:
     return False
 
 
+def _unlock_fd(fd: int, truncate: bool) -> None:
+    if truncate:
+        os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class RunLock:
-    """Exclusive use of `run_dir` (and of `mirror`'s storage run, when given) by this process.
+    """Exclusive use of `run_dir` (and of `mirror`'s storage run, when given) by this process, or with
+    `stage`, exclusive use of that stage of it (the run's lock shared with other stages' holders).
 
     A context manager: `with RunLock(path, mirror): ...`; `acquire()`/`release()` otherwise.
     """
 
-    def __init__(self, run_dir: str | Path, mirror: Mirror | None = None, *,
+    def __init__(self, run_dir: str | Path, mirror: Mirror | None = None, *, stage: str | None = None,
                  lease_seconds: float = LEASE_SECONDS, renew_seconds: float = LEASE_RENEW_SECONDS):
         self.run_dir = Path(run_dir)
         self.mirror = mirror
+        self.stage = stage
+        self.lease_file = LEASE_FILE if stage is None else stage_lease_file(stage)
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
         self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _utc(time.time()),
                        "token": secrets.token_hex(8)}
-        self._fd: int | None = None
+        self._fd: int | None = None  # the lock this process holds exclusively (the run's, or the stage's)
+        self._run_fd: int | None = None  # a stage task's shared hold on the run's lock
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     @property
     def path(self) -> Path:
         return self.run_dir / LOCK_FILE
+
+    @property
+    def stage_path(self) -> Path | None:
+        return None if self.stage is None else self.run_dir / stage_lock_file(self.stage)
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -112,9 +133,9 @@ class RunLock:
             self._renewer.join(timeout=30)
             self._renewer = None
             try:
-                lease = self.mirror.read_json(LEASE_FILE)
+                lease = self.mirror.read_json(self.lease_file)
                 if isinstance(lease, dict) and lease.get("token") == self.holder["token"]:
-                    self.mirror.delete(LEASE_FILE)
+                    self.mirror.delete(self.lease_file)
             except StorageError as err:
                 print(f"WARNING: storage: could not remove the run's lease ({err}); it lapses by itself "
                       f"{self.lease_seconds:.0f} s after its last renewal", file=sys.stderr, flush=True)
@@ -124,28 +145,44 @@ class RunLock:
 
     def _lock_locally(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if self.stage is None:
+            self._fd = self._flock(self.path, fcntl.LOCK_EX, "another process runs in this run directory")
+            return
+        # a stage task: the run's lock shared (a whole run holds it exclusively), then the stage's own
+        run_fd = self._flock(self.path, fcntl.LOCK_SH, "a whole run holds this run directory", write_holder=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fd = self._flock(self.stage_path, fcntl.LOCK_EX, f"another process runs its {self.stage} stage")
+        except BaseException:
+            _unlock_fd(run_fd, truncate=False)
+            raise
+        self._run_fd = run_fd
+
+    def _flock(self, path: Path, mode: int, why: str, write_holder: bool = True) -> int:
+        """`path` flock'ed in `mode` without waiting (its fd), naming this holder in it; RunLockedError if taken."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
                 holder = json.loads(os.read(fd, 1 << 16) or b"null")
             except ValueError:  # being written by the holder right now
                 holder = None
             os.close(fd)
-            raise RunLockedError(f"{self.run_dir} is in use by {_holder_text(holder)}: another process runs in "
-                                 "this run directory; wait for it to end, or use another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(self.holder).encode())
-        self._fd = fd
+            raise RunLockedError(f"{self.run_dir} is in use by {_holder_text(holder)}: {why}; wait for it to "
+                                 "end, or use another --out") from None
+        if write_holder:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.holder).encode())
+        return fd
 
     def _unlock_locally(self) -> None:
         if self._fd is None:
             return
-        os.ftruncate(self._fd, 0)  # an empty lock file: nobody holds it
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        _unlock_fd(self._fd, truncate=True)  # an empty lock file: nobody holds it
         self._fd = None
+        if self._run_fd is not None:
+            _unlock_fd(self._run_fd, truncate=False)  # other stage tasks may hold it still
+            self._run_fd = None
 
     # -- the storage lease -----------------------------------------------------------------
 
@@ -154,7 +191,7 @@ class RunLock:
         return {**self.holder, "expires": expires, "expires_utc": _utc(expires)}
 
     def _take_lease(self) -> None:
-        lease = self.mirror.read_json(LEASE_FILE)
+        lease = self.mirror.read_json(self.lease_file)
         if isinstance(lease, dict) and lease.get("token") != self.holder["token"]:
             expires = float(lease.get("expires", 0))
             if expires > time.time() and not _is_dead_here(lease):
@@ -164,7 +201,7 @@ class RunLock:
                     f"{self.lease_seconds:.0f} s after its last renewal); wait for it to end, or use another --out")
             print(f"storage: took over the lease of {_holder_text(lease)} on {self.mirror.uri} "
                   f"({'lapsed' if expires <= time.time() else 'its process is gone'})", flush=True)
-        self.mirror.write_json(LEASE_FILE, self._lease())
+        self.mirror.write_json(self.lease_file, self._lease())
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._renewer.start()
@@ -172,12 +209,12 @@ class RunLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.renew_seconds):
             try:
-                lease = self.mirror.read_json(LEASE_FILE)
+                lease = self.mirror.read_json(self.lease_file)
                 if isinstance(lease, dict) and lease.get("token") != self.holder["token"]:
                     print(f"WARNING: storage: {_holder_text(lease)} took over this run's lease on "
                           f"{self.mirror.uri} (it had lapsed); this run no longer holds it", file=sys.stderr,
                           flush=True)
                     return
-                self.mirror.write_json(LEASE_FILE, self._lease())
+                self.mirror.write_json(self.lease_file, self._lease())
             except StorageError as err:  # transient: the next renewal tries again
                 print(f"WARNING: storage: could not renew the run's lease ({err})", file=sys.stderr, flush=True)

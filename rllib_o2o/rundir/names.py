@@ -16,6 +16,7 @@ FETCHED_DATASET_DIR = f"{DATASETS_DIR}/fetched"  # a dataset URI, copied
 TUNE_DIR = "tune"  # `rllib-o2o tune`'s experiments, unless --tune-storage-path says otherwise
 LOCK_FILE = ".run.lock"  # flock'ed while a process runs in the directory (`lock.RunLock`)
 LEASE_FILE = ".run.lease"  # the same on storage: a lease with an expiry (not .json: never synced)
+BENCH_TASKS_FILE = "bench-tasks.json"  # in a benchmark directory: where and how each stage task ran
 
 # -- a stage directory ------------------------------------------------------------------
 CHECKPOINT_DIR = "checkpoint"  # the newest committed checkpoint
@@ -28,6 +29,21 @@ ALGO_DIR = "algo"  # inside a checkpoint: RLlib's algorithm state (`save_to_path
 # from (offline: its iteration, online: its env steps), in order, for the invocations that saved progress
 # after resuming (a resume killed before its first save leaves no entry); [] for a stage run in one go.
 RESUMED_FROM = "resumed_from"
+
+
+def stage_lock_file(stage: str) -> str:
+    """flock'ed by a process that runs only `stage` of the run (a benchmark's stage task; `lock.RunLock`)."""
+    return f".{stage}.lock"
+
+
+def stage_lease_file(stage: str) -> str:
+    """The same on storage: the stage's lease (not .json: never synced)."""
+    return f".{stage}.lease"
+
+
+def bench_task_file_name(stage: str) -> str:
+    """In a run directory: the attempts of the benchmark task that ran `stage` (node, pid, start, end)."""
+    return f"bench-task-{stage}.json"
 
 
 def offline_stage_name(method: str) -> str | None:
@@ -44,6 +60,14 @@ def alignment_stage_name(method: str) -> str:
 
 def online_stage_name(method: str) -> str:
     return "online" if method == "aca" else f"online-{method}"
+
+
+def stage_name(method: str, role: str) -> str | None:
+    """The directory of `method`'s stage of role "offline", "alignment" or "online" (None: it has no offline stage)."""
+    names = {"offline": offline_stage_name, "alignment": alignment_stage_name, "online": online_stage_name}
+    if role not in names:
+        raise ValueError(f"role must be one of {sorted(names)}, got {role!r}")
+    return names[role](method)
 
 
 def results_file_name(method: str) -> str:
