@@ -18,6 +18,7 @@ done stages are not planned again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -218,8 +219,6 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_json(path: Path):
-    import json
-
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
