@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def ms_per_env_step(env_id: str, kind: str, updates: int, repeats: int) -> float
             start = time.perf_counter()
             algo._learn(num)
             best = min(best, time.perf_counter() - start)
-        return 1000.0 * best / num * utd
+        result = 1000.0 * best / num * utd
+        print(f"{env_id} {kind}: {result:.1f} ms per {'env step' if utd > 1 else 'update'}", file=sys.stderr,
+              flush=True)
+        return result
     finally:
         algo.stop()
 
