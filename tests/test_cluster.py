@@ -140,10 +140,18 @@ def loopback_cluster():
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def _submit(cluster: dict, entrypoint: str):
+    """`entrypoint` submitted as a Ray job of the loopback cluster (token auth); (client, job id)."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["dashboard"], headers={"Authorization": f"Bearer {cluster['token']}"})
+    return client, client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+
+
 @pytest.fixture(scope="module")
 def pipeline_job(loopback_cluster, pendulum_data, tmp_path_factory):
     """Submits the pipeline as a Ray job; SIGKILLs one EnvRunner after the first online iteration."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     from rllib_o2o.data.schema import write_dataset
 
@@ -151,13 +159,11 @@ def pipeline_job(loopback_cluster, pendulum_data, tmp_path_factory):
     dataset = write_dataset(work / "pendulum", *pendulum_data, rows_per_file=200)
     (work / "tiny.json").write_text(json.dumps(TINY))
     out = work / "run"
-    client = JobSubmissionClient(loopback_cluster["dashboard"],
-                                 headers={"Authorization": f"Bearer {loopback_cluster['token']}"})
-    entrypoint = (f"{sys.executable} cluster/placement_job.py --runner-resource worker_node "
-                  f"--dataset {dataset} --env Pendulum-v1 --out {out} --config {work / 'tiny.json'} "
-                  f"--offline-steps 200 --align-steps 100 --online-steps {ONLINE_STEPS} --eval-every {EVAL_EVERY} "
-                  f"--eval-episodes 1 --num-env-runners 2")
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    client, job_id = _submit(loopback_cluster, (
+        f"{sys.executable} cluster/placement_job.py --runner-resource worker_node "
+        f"--dataset {dataset} --env Pendulum-v1 --out {out} --config {work / 'tiny.json'} "
+        f"--offline-steps 200 --align-steps 100 --online-steps {ONLINE_STEPS} --eval-every {EVAL_EVERY} "
+        f"--eval-episodes 1 --num-env-runners 2"))
     placement, killed, deadline = out / "placement.json", None, time.time() + 420
     status = client.get_job_status(job_id)
     while time.time() < deadline:
@@ -247,7 +253,7 @@ VICTIM = ("seed1", "online-sac-scratch")  # the task SIGKILLed once its stage ha
 def bench_job(loopback_cluster, pendulum_data, tmp_path_factory):
     """`benchmarks/o2o.py` (rllib-o2o bench) submitted as a Ray job: its stage tasks spread over both nodes;
     one online task's process is SIGKILLed mid-stage."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     from rllib_o2o.data.schema import write_dataset
 
@@ -257,12 +263,10 @@ def bench_job(loopback_cluster, pendulum_data, tmp_path_factory):
               "eval_episodes": 1}
     (work / "tiny.json").write_text(json.dumps(config))
     out = work / "bench"
-    client = JobSubmissionClient(loopback_cluster["dashboard"],
-                                 headers={"Authorization": f"Bearer {loopback_cluster['token']}"})
-    entrypoint = (f"{sys.executable} benchmarks/o2o.py --profile smoke --out {out} --data-dir {work / 'data'} "
-                  f"--dataset-path pendulum-medium={dataset} --methods {' '.join(BENCH_METHODS)} "
-                  f"--seeds {' '.join(map(str, BENCH_SEEDS))} --config {work / 'tiny.json'} --max-retries 2")
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    client, job_id = _submit(loopback_cluster, (
+        f"{sys.executable} benchmarks/o2o.py --profile smoke --out {out} --data-dir {work / 'data'} "
+        f"--dataset-path pendulum-medium={dataset} --methods {' '.join(BENCH_METHODS)} "
+        f"--seeds {' '.join(map(str, BENCH_SEEDS))} --config {work / 'tiny.json'} --max-retries 2"))
     run = out / "pendulum-medium" / VICTIM[0]
     record, checkpoint = run / f"bench-task-{VICTIM[1]}.json", run / VICTIM[1] / "checkpoint"
     killed, deadline = None, time.time() + 480
