@@ -83,11 +83,7 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     run = open_run(cfg)
     with run.lock():
         ctx = RunContext.open(cfg, run, validated)
-        summaries = run_stages(ctx, plan(ctx), Console())
-        results = _results(ctx, summaries, time.perf_counter() - start)
-        write_json_atomic(run.results_path(ctx.config.method), results)
-        run.push_file(run.results_path(ctx.config.method))
-    return results
+        return _write_results(ctx, run_stages(ctx, plan(ctx), Console()), start)
 
 
 def run_stage(cfg: PipelineConfig, role: str) -> dict:
@@ -115,12 +111,7 @@ def run_stage(cfg: PipelineConfig, role: str) -> dict:
             raise RuntimeError(f"{run.path}: the {role} stage of {cfg.method!r} needs its {', '.join(missing)} "
                                "stage(s) done first")
         summaries = run_stages(ctx, stages, Console())
-        if role != "online":
-            return summaries[role]
-        results = _results(ctx, summaries, time.perf_counter() - start)
-        write_json_atomic(run.results_path(ctx.config.method), results)
-        run.push_file(run.results_path(ctx.config.method))
-    return results
+        return summaries[role] if role != "online" else _write_results(ctx, summaries, start)
 
 
 def run_stages(ctx: RunContext, stages: list, console: Console) -> dict:
@@ -138,6 +129,14 @@ def run_stages(ctx: RunContext, stages: list, console: Console) -> dict:
         metrics.close()
         if owns_ray:
             ray.shutdown()
+
+
+def _write_results(ctx: RunContext, summaries: dict, start: float) -> dict:
+    """The run's results (`_results`), written to RUN_DIR/results[-<method>].json and pushed to storage."""
+    results = _results(ctx, summaries, time.perf_counter() - start)
+    write_json_atomic(ctx.run.results_path(ctx.config.method), results)
+    ctx.run.push_file(ctx.run.results_path(ctx.config.method))
+    return results
 
 
 def _results(ctx: RunContext, summaries: dict, seconds: float) -> dict:
