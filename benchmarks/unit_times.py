@@ -11,10 +11,13 @@ Hopper-v5 or HalfCheetah-v5 shapes (MLPs 256x256, batch 256), one torch thread, 
 
 The estimate adds, per (dataset, seed) of the profile: its offline stages (500k updates each), its
 alignments (100k Z steps at the rate given), and 100k env steps of each method's online stage
-(updates at these rates + `--env-ms` per env step for sampling and evaluation), and divides the
-sum over units by the cluster's parallel units. It prints one JSON object.
+(updates at these rates + `--env-ms` per env step for sampling and evaluation). On U parallel
+units the wall time lies between max(W / U, C) and W / U + C (Graham's bound for list scheduling
+with dependencies), W the task-hours of all runs and C the critical path: the longest chain of
+stages, each after the stages it needs (`bench_tasks.plan_tasks`). It prints one JSON object.
 
     python benchmarks/unit_times.py --json benchmarks/results/unit_times_2026-12-03.json
+    python benchmarks/unit_times.py --from-json benchmarks/results/unit_times_2026-12-03.json  # re-estimate only
 """
 
 from __future__ import annotations
@@ -78,6 +81,26 @@ def ms_per_env_step(env_id: str, kind: str, updates: int, repeats: int) -> float
         algo.stop()
 
 
+def critical_path_hours(tasks: list, hours: dict) -> tuple[float, list[str]]:
+    """The longest chain through the plan: each task's finish is its hours (`hours[task.stage]`) after the
+    latest finish of the tasks it needs (`plan_tasks` lists a task after its needs). Returns the chain's
+    hours and its stages, first to last."""
+    finish: dict = {}
+    before: dict = {}
+    for task in tasks:
+        need = max(task.needs, key=lambda key: finish[key], default=None)
+        finish[task.key] = hours[task.stage] + (finish[need] if need is not None else 0.0)
+        before[task.key] = need
+    if not finish:
+        return 0.0, []
+    key = max(finish, key=finish.get)
+    end, chain = finish[key], []
+    while key is not None:
+        chain.append(key[1])
+        key = before[key]
+    return end, chain[::-1]
+
+
 def estimate(ms: dict, env_ms: float, z_steps_per_s: float, units: int) -> dict:
     """Hours of the `paper` profile (per dataset and seed, and in total on `units` parallel stage tasks)."""
     from rllib_o2o.bench_profiles import PROFILES
@@ -100,12 +123,11 @@ def estimate(ms: dict, env_ms: float, z_steps_per_s: float, units: int) -> dict:
         hours[task.stage] = seconds / 3600.0
     per_run = sum(hours.values())
     runs = len(profile.datasets) * len(profile.seeds)
-    longest_chain = max(hours.get(f"offline{s}", 0.0) for s in ("", "-cql", "-cql-ensemble")) + max(
-        hours[t.stage] for t in tasks if t.role == "online")
-    return {"stage_hours_per_run": hours, "hours_per_run": per_run, "runs": runs, "total_task_hours": per_run * runs,
-            "parallel_units": units,
-            "wall_hours": max(per_run * runs / units, longest_chain),
-            "longest_chain_hours": longest_chain}
+    chain_hours, chain = critical_path_hours(tasks, hours)  # every run's plan is the same
+    total = per_run * runs
+    return {"stage_hours_per_run": hours, "hours_per_run": per_run, "runs": runs, "total_task_hours": total,
+            "parallel_units": units, "critical_path_hours": chain_hours, "critical_path": chain,
+            "wall_hours_at_least": max(total / units, chain_hours), "wall_hours_at_most": total / units + chain_hours}
 
 
 def main() -> None:
@@ -118,25 +140,40 @@ def main() -> None:
     parser.add_argument("--z-steps-per-s", type=float, default=183.0, help="alignment Z-fit steps/s (measured)")
     parser.add_argument("--units", type=int, nargs="+", default=[1, 16, 64, 256],
                         help="parallel stage tasks of the cluster to estimate for")
+    parser.add_argument("--from-json", type=Path,
+                        help="take the unit times (and machine, date) measured in this earlier output instead of "
+                             "timing them again; the estimate is redone with this code and these options")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    timing = {"updates": args.updates, "repeats": args.repeats}
+    if args.from_json:
+        measured = json.loads(args.from_json.read_text())
+        ms, machine, date = measured["ms_per_update_or_env_step"], measured["machine"], measured["date"]
+        timing = {k: measured.get("settings", {}).get(k) for k in timing} | {"from_json": str(args.from_json)}
+    else:
+        ms, machine, date = measure(args.updates, args.repeats)
+    slowest = {kind: max(ms[env][kind] for env in ENVS) for kind in KINDS}
+    out = {"machine": machine, "date": date, "ms_per_update_or_env_step": ms,
+           "estimates": {str(u): estimate(slowest, args.env_ms, args.z_steps_per_s, u) for u in args.units},
+           "settings": timing | {"env_ms": args.env_ms, "z_steps_per_s": args.z_steps_per_s, "units": args.units}}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+def measure(updates: int, repeats: int) -> tuple[dict, str, str]:
+    """Every kind's unit time on both envs, in this process (one torch thread), with the machine and date."""
     torch.set_num_threads(1)
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
-        ms = {env: {kind: ms_per_env_step(env, kind, args.updates, args.repeats) for kind in KINDS} for env in ENVS}
+        ms = {env: {kind: ms_per_env_step(env, kind, updates, repeats) for kind in KINDS} for env in ENVS}
     finally:
         ray.shutdown()
-    slowest = {kind: max(ms[env][kind] for env in ENVS) for kind in KINDS}
-    out = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                      "1 thread", "date": time.strftime("%Y-%m-%d"), "ms_per_update_or_env_step": ms,
-           "estimates": {str(u): estimate(slowest, args.env_ms, args.z_steps_per_s, u) for u in args.units},
-           "settings": vars(args) | {"json": str(args.json)}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    machine = f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
+    return ms, machine, time.strftime("%Y-%m-%d")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The data and measurement helpers of benchmarks/startup.py and benchmarks/big_dataset.py, without Ray.
+"""The data and measurement helpers of benchmarks/startup.py, big_dataset.py and unit_times.py, without Ray.
 
 The benchmarks' numbers live in docs/benchmarks.md; these tests only check that what they
 measure on is what they say (a valid dataset of the stated size, memory of a process tree).
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import big_dataset  # noqa: E402
 import startup  # noqa: E402
+import unit_times  # noqa: E402
 
 
 def test_the_synthetic_big_dataset_is_a_valid_hopper_shaped_dataset_of_the_stated_size(tmp_path):
@@ -58,3 +59,18 @@ def test_sampling_contenders_parse_runners_by_envs():
     for bad in ("1x0", "x8", "two", "1x"):
         with pytest.raises(ValueError, match="RUNNERSxENVS"):
             parse_contender(bad)
+
+
+def test_the_critical_path_is_the_longest_chain_of_stages_through_their_needs():
+    from rllib_o2o.bench_tasks import plan_tasks
+
+    # naive: offline -> online-naive; aca: offline -> alignment -> online; cql-sac: offline-cql -> online-cql-sac
+    tasks = plan_tasks(Path("/nonexistent"), ["hopper-medium"], [0], ["naive", "aca", "cql-sac"])
+    hours = {"offline": 2.0, "online-naive": 1.0, "alignment": 0.5, "online": 4.0, "offline-cql": 5.0,
+             "online-cql-sac": 1.0}
+    assert {t.stage for t in tasks} == set(hours)
+    # offline -> alignment -> online: 2 + 0.5 + 4 = 6.5 beats offline-cql -> online-cql-sac: 5 + 1 = 6
+    assert unit_times.critical_path_hours(tasks, hours) == (6.5, ["offline", "alignment", "online"])
+    hours["offline-cql"] = 6.0  # now 6 + 1 = 7
+    assert unit_times.critical_path_hours(tasks, hours) == (7.0, ["offline-cql", "online-cql-sac"])
+    assert unit_times.critical_path_hours([], {}) == (0.0, [])
