@@ -26,7 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from rllib_o2o.bench_profiles import Profile, get_profile, split_dataset_name
-from rllib_o2o.bench_tasks import StageTask, plan_tasks, raise_if_failed, run_tasks, write_task_summary
+from rllib_o2o.bench_tasks import (StageTask, plan_tasks, raise_if_failed, run_tasks, stage_resources,
+                                   write_task_summary)
 from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.methods import get_method
 
@@ -53,7 +54,8 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
     for name in datasets:
         split_dataset_name(name)
     pipeline_values = {**profile.pipeline, **(overrides or {}), "num_env_runners": num_env_runners}
-    PipelineConfig.from_dict(pipeline_values).validate()  # fail on a bad override before any training
+    task_values = stage_resources(pipeline_values, overrides or {}, unit_cpus, unit_gpus)
+    PipelineConfig.from_dict(task_values).validate()  # fail on a bad override before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Seeds may run as separate invocations into one directory (e.g. in parallel): record their union.
@@ -64,15 +66,13 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
                                            "dataset_paths": dataset_paths or {}})
     paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {},
                              torch_threads=pipeline_values.get("torch_threads", "auto"))
-    if pipeline_values.get("torch_threads", "auto") == "auto":  # a task's threads: the CPUs it holds
-        pipeline_values["torch_threads"] = max(1, int(unit_cpus))
     tasks = plan_tasks(out, datasets, seeds, methods)
 
     def values_of(task: StageTask) -> dict:
         env_id, _ = split_dataset_name(task.dataset)
         # Run dirs of different datasets share their name (seed<k>): one storage prefix each.
         storage = f"{storage_path.rstrip('/')}/{task.dataset}" if storage_path else None
-        return {**pipeline_values, "dataset": str(paths[task.dataset]), "env": env_id, "out": str(task.run_dir),
+        return {**task_values, "dataset": str(paths[task.dataset]), "env": env_id, "out": str(task.run_dir),
                 "seed": task.seed, "method": task.method, "storage_path": storage}
 
     total = len(datasets) * len(seeds) * len(methods)

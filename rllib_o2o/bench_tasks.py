@@ -138,10 +138,6 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    def bundle(task: StageTask) -> dict:
-        cpus = unit_cpus + (runner_cpus if task.role == "online" else 0)
-        return {"CPU": cpus, **({"GPU": unit_gpus} if unit_gpus else {})}
-
     remote = ray.remote(run_stage_task)
     waiting, running = list(tasks), {}
     done: set[tuple[Path, str]] = set()
@@ -166,9 +162,10 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
             elif all(key in done for key in task.needs):
                 waiting.remove(task)
                 task.run_dir.mkdir(parents=True, exist_ok=True)
-                group = placement_group([bundle(task)])
+                bundle, task_gpus = task_resources(task, unit_cpus, unit_gpus, runner_cpus)
+                group = placement_group([bundle])
                 strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
-                ref = remote.options(num_cpus=0, num_gpus=unit_gpus, max_retries=max_retries, retry_exceptions=False,
+                ref = remote.options(num_cpus=0, num_gpus=task_gpus, max_retries=max_retries, retry_exceptions=False,
                                      scheduling_strategy=strategy).remote(
                     values_of(task), task.role, str(task.record_path), str(task.log_path))
                 running[ref] = (task, group)
@@ -190,6 +187,34 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
             remove_placement_group(group)
         report(task, row, where)
     return rows
+
+
+def task_resources(task: StageTask, unit_cpus: float, unit_gpus: float, runner_cpus: float) -> tuple[dict, float]:
+    """A stage task's placement-group bundle and the GPUs the task itself holds in it. The task holds no
+    CPU: its bundle's CPUs go to whatever does the work, itself or its children (Ray Data's reads, the
+    EnvRunners, the alignment task). It holds the bundle's GPUs where the learner runs in its process
+    (offline, online); the alignment stage fits Z in a task of its own, which takes them instead (with
+    `stage_resources`' align_num_gpus), or it would wait forever on a GPU its parent holds."""
+    cpus = unit_cpus + (runner_cpus if task.role == "online" else 0)
+    bundle = {"CPU": cpus, **({"GPU": unit_gpus} if unit_gpus else {})}
+    return bundle, 0 if task.role == "alignment" else unit_gpus
+
+
+def stage_resources(values: dict, overrides: dict, unit_cpus: float, unit_gpus: float) -> dict:
+    """The pipeline values that size a stage to its task's bundle (`task_resources`): torch's threads (under
+    "auto": the bundle's CPUs), the alignment task's CPUs and GPUs (the bundle's: more would never be
+    granted inside it) and the learner's GPU share. An override that asks for more than the bundle holds
+    is an error, not a benchmark that hangs."""
+    sized = {"align_num_cpus": unit_cpus, "align_num_gpus": unit_gpus, "num_gpus_per_learner": unit_gpus}
+    for key, limit in sized.items():
+        if key in overrides and overrides[key] > limit:
+            unit = "--unit-gpus" if "gpus" in key else "--unit-cpus"
+            raise ValueError(f"{key}={overrides[key]:g} asks for more than a benchmark stage task holds "
+                             f"({unit} {limit:g}); raise {unit} instead")
+    values = {**values, **{key: overrides.get(key, limit) for key, limit in sized.items()}}
+    if values.get("torch_threads", "auto") == "auto":
+        values["torch_threads"] = max(1, int(unit_cpus))
+    return values
 
 
 def _row(task: StageTask) -> dict:

@@ -108,6 +108,28 @@ def test_plan_runs_each_shared_stage_once_before_the_stages_that_start_from_it(t
     assert sorted(again) == ["alignment", "online"] and again["online"].needs == ((run, "alignment"),)
 
 
+def test_each_stage_task_holds_its_bundle_and_its_stage_asks_for_no_more(tmp_path):
+    """The alignment task's child fits Z with the bundle's GPU (its parent holds none), the learners share it,
+    EnvRunners add their CPUs; an override asking for more than the bundle is refused before any work."""
+    from rllib_o2o.bench_tasks import plan_tasks, stage_resources, task_resources
+
+    tasks = {t.role: t for t in plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca"])}
+    assert task_resources(tasks["offline"], 2, 0.5, 3) == ({"CPU": 2, "GPU": 0.5}, 0.5)
+    assert task_resources(tasks["alignment"], 2, 0.5, 3) == ({"CPU": 2, "GPU": 0.5}, 0)
+    assert task_resources(tasks["online"], 2, 0.5, 3) == ({"CPU": 5, "GPU": 0.5}, 0.5)
+    assert task_resources(tasks["online"], 1, 0, 0) == ({"CPU": 1}, 0)
+    values = {"torch_threads": "auto", "offline_steps": 7}
+    assert stage_resources(values, {}, 2, 0.5) == {"torch_threads": 2, "offline_steps": 7, "align_num_cpus": 2,
+                                                   "align_num_gpus": 0.5, "num_gpus_per_learner": 0.5}
+    assert stage_resources({"torch_threads": 4}, {"align_num_cpus": 0.5}, 1.5, 0) == {
+        "torch_threads": 4, "align_num_cpus": 0.5, "align_num_gpus": 0, "num_gpus_per_learner": 0}
+    with pytest.raises(ValueError, match="align_num_gpus=1 asks for more.*--unit-gpus 0"):
+        stage_resources(values, {"align_num_gpus": 1}, 1, 0)
+    with pytest.raises(ValueError, match="--unit-cpus"):
+        run_benchmark("smoke", tmp_path / "out", tmp_path / "data", overrides={"align_num_cpus": 2}, unit_cpus=1)
+    assert not (tmp_path / "data").exists()
+
+
 def test_given_datasets_resolve_as_the_run_command_does(tmp_path, pendulum_dir):
     from rllib_o2o.bench import resolve_datasets
 
