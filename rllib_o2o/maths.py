@@ -219,14 +219,14 @@ def critic_value_of_policy(q_sampled: torch.Tensor) -> torch.Tensor:
     return q_sampled.min(0).values.mean(0).detach()
 
 
-def min_over_members(q_values: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-    """The ensemble's pessimistic value of (s, a): min_{i in M} Q_i(s,a), q_values [E, B], returns [B].
+def min_over_members(q_values: torch.Tensor) -> torch.Tensor:
+    """The ensemble's pessimistic value of (s, a): min_{i in M} Q_i(s,a), q_values [|M|, B] of the members
+    in M, returns [B].
 
-    M = `members` (indices): REDQ's and RLPD's target takes the min over a random subset of an
-    ensemble, drawn afresh per update; None: all E members (SAC's twin min).
+    M is every member for SAC's twin min; REDQ's and RLPD's target takes a random subset of an
+    ensemble, drawn afresh per update (the network evaluates only those: `EnsembleMLP(members=...)`).
     """
-    chosen = q_values if members is None else q_values.index_select(0, members)
-    return chosen.min(0).values
+    return q_values.min(0).values
 
 
 def ensemble_layer_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

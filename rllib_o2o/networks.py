@@ -70,19 +70,26 @@ class EnsembleMLP(nn.Module):
             w.uniform_(-bound, bound)
             b.uniform_(-bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, in] (shared by all members) or [E, B, in]; returns [E, B, out]."""
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, in] (shared by the members evaluated) or [E', B, in]; returns [E', B, out]. `members`
+        (indices, E' of them): evaluate only those, as REDQ's target min over a random pair needs (2 of 10
+        members' work instead of 10); None: all E."""
+        count = self.num_members if members is None else len(members)
+
+        def chosen(param: torch.Tensor) -> torch.Tensor:
+            return param if members is None else param.index_select(0, members)
+
         if x.dim() == 2:
-            x = x.expand(self.num_members, *x.shape)
-        elif x.dim() != 3 or x.shape[0] != self.num_members:
-            expected = f"[B, {self.in_dim}] or [{self.num_members}, B, {self.in_dim}]"
+            x = x.expand(count, *x.shape)
+        elif x.dim() != 3 or x.shape[0] != count:
+            expected = f"[B, {self.in_dim}] or [{count}, B, {self.in_dim}]"
             raise ValueError(f"expected {expected}, got {list(x.shape)}")
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
+            x = torch.baddbmm(chosen(b), x, chosen(w))
             if i < last:
                 if self.layer_norm:
-                    x = ensemble_layer_norm(x, self.norm_gains[i], self.norm_biases[i])
+                    x = ensemble_layer_norm(x, chosen(self.norm_gains[i]), chosen(self.norm_biases[i]))
                 x = self.act(x)
         return x
 

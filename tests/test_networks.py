@@ -87,6 +87,13 @@ def test_layer_normalised_ensemble_is_each_member_linear_then_torch_layer_norm_t
     torch.testing.assert_close(net(x), torch.stack(expected), rtol=1e-5, atol=1e-5)
     # no norm parameters without layer_norm: old checkpoints keep their keys
     assert not any(n.startswith("norm_") for n, _ in EnsembleMLP(3, 5, 1, hidden=(8, 6)).named_parameters())
+    # members: only those, in the order given, each exactly as in the full ensemble (REDQ's target pair)
+    pair = torch.tensor([2, 0])
+    torch.testing.assert_close(net(x, pair), torch.stack(expected)[pair], rtol=1e-5, atol=1e-5)
+    assert torch.equal(net(x, pair), net(x)[pair])
+    assert torch.equal(net(x.expand(2, 7, 5), pair), net(x, pair))
+    with pytest.raises(ValueError, match=r"\[2, B, 5\]"):
+        net(x.expand(3, 7, 5), pair)
 
 
 # ---------------------------------------------------------------- actor

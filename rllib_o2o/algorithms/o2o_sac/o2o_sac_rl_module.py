@@ -89,10 +89,11 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         return {"mean": mean, "log_std": log_std}
 
     # -- helpers used by the learner -------------------------------------------
-    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """Every critic at once, shape [E, B]."""
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, target: bool = False,
+                 members: torch.Tensor | None = None) -> torch.Tensor:
+        """Every critic at once, shape [E, B]; with `members` (indices), only those, [len(members), B]."""
         net = self.target_critic if target else self.critic
-        return net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+        return net(torch.cat([obs, actions], dim=-1), members).squeeze(-1)
 
     def density_ratios(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Balanced Replay's w(s,a) >= 0, shape [B]."""

@@ -102,8 +102,8 @@ class SACUpdate:
         with torch.no_grad():
             next_mean, next_log_std = module.actor(b["new_obs"])
             next_act, next_logp = maths.tanh_gaussian_rsample(next_mean, next_log_std)
-            next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True),
-                                            self._target_members(obs.device))
+            next_q = maths.min_over_members(module.q_values(b["new_obs"], next_act, target=True,
+                                                            members=self._target_members(obs.device)))
             next_q = self.next_state_value(module, b, next_q, next_act, with_bonus)
             y = maths.soft_q_target(b["rewards"], b["terminateds"], self.config.gamma, next_q, next_logp,
                                     alpha if self.backup_entropy else 0.0)
