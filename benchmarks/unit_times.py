@@ -14,7 +14,9 @@ alignments (100k Z steps at the rate given), and 100k env steps of each method's
 (updates at these rates + `--env-ms` per env step for sampling and evaluation). On U parallel
 units the wall time lies between max(W / U, C) and W / U + C (Graham's bound for list scheduling
 with dependencies), W the task-hours of all runs and C the critical path: the longest chain of
-stages, each after the stages it needs (`bench_tasks.plan_tasks`). It prints one JSON object.
+stages, each after the stages it needs (`bench_tasks.plan_tasks`). Within those bounds it replays
+the benchmark's scheduler on U slots (`simulated_wall_hours`): longest chain first, as `rllib-o2o
+bench` submits, and in the plan's order, as it did before. It prints one JSON object.
 
     python benchmarks/unit_times.py --json benchmarks/results/unit_times_2026-12-03.json
     python benchmarks/unit_times.py --from-json benchmarks/results/unit_times_2026-12-03.json  # re-estimate only
@@ -101,10 +103,35 @@ def critical_path_hours(tasks: list, hours: dict) -> tuple[float, list[str]]:
     return end, chain[::-1]
 
 
+def simulated_wall_hours(tasks: list, hours: dict, units: int, order: list) -> float:
+    """`bench_tasks.run_tasks` replayed on `units` one-CPU slots with these stage hours: a task is submitted
+    once its needs are done (tasks ready together in `order`'s order), and Ray grants the slots in
+    submission order; returns the hours until the last task ends."""
+    import heapq
+
+    waiting = [task for task in order if task in tasks]
+    queue: list = []  # submitted, not started
+    running: list = []  # (end, n, task)
+    done: set = set()
+    now, started = 0.0, 0
+    while waiting or queue or running:
+        for task in list(waiting):
+            if all(key in done for key in task.needs):
+                waiting.remove(task)
+                queue.append(task)
+        while queue and len(running) < units:
+            task = queue.pop(0)
+            heapq.heappush(running, (now + hours[task.stage], started, task))
+            started += 1
+        now, _, task = heapq.heappop(running)
+        done.add(task.key)
+    return now
+
+
 def estimate(ms: dict, env_ms: float, z_steps_per_s: float, units: int) -> dict:
     """Hours of the `paper` profile (per dataset and seed, and in total on `units` parallel stage tasks)."""
     from rllib_o2o.bench_profiles import PROFILES
-    from rllib_o2o.bench_tasks import plan_tasks
+    from rllib_o2o.bench_tasks import plan_tasks, priorities, stage_work
 
     profile = PROFILES["paper"]
     offline_updates, align_steps = profile.pipeline["offline_steps"], profile.pipeline["align_steps"]
@@ -125,9 +152,14 @@ def estimate(ms: dict, env_ms: float, z_steps_per_s: float, units: int) -> dict:
     runs = len(profile.datasets) * len(profile.seeds)
     chain_hours, chain = critical_path_hours(tasks, hours)  # every run's plan is the same
     total = per_run * runs
+    every = plan_tasks(Path("/nonexistent"), list(profile.datasets), list(profile.seeds), list(profile.methods))
+    level = priorities(every, {t.key: stage_work(t, profile.pipeline) for t in every})
+    by_priority = sorted(every, key=lambda t: -level[t.key])  # what run_tasks submits first
     return {"stage_hours_per_run": hours, "hours_per_run": per_run, "runs": runs, "total_task_hours": total,
             "parallel_units": units, "critical_path_hours": chain_hours, "critical_path": chain,
-            "wall_hours_at_least": max(total / units, chain_hours), "wall_hours_at_most": total / units + chain_hours}
+            "wall_hours_at_least": max(total / units, chain_hours), "wall_hours_at_most": total / units + chain_hours,
+            "simulated_wall_hours": simulated_wall_hours(every, hours, units, by_priority),
+            "simulated_wall_hours_in_plan_order": simulated_wall_hours(every, hours, units, every)}
 
 
 def main() -> None:
@@ -138,7 +170,7 @@ def main() -> None:
                         help="ms per online env step for sampling and evaluation (docs/benchmarks.md: ~1.3 ms "
                              "sampling + evaluation at 10 episodes per 1k steps)")
     parser.add_argument("--z-steps-per-s", type=float, default=183.0, help="alignment Z-fit steps/s (measured)")
-    parser.add_argument("--units", type=int, nargs="+", default=[1, 16, 64, 256],
+    parser.add_argument("--units", type=int, nargs="+", default=[1, 16, 32, 64, 128, 256],
                         help="parallel stage tasks of the cluster to estimate for")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS),
                         help="time only these kinds (an A/B of one kernel); the estimate needs them all")

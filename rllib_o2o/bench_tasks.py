@@ -5,7 +5,9 @@ A (dataset, seed) pair is one run directory; its methods share its offline and a
 need it, each method's online stage after the stages it starts from. `run_tasks` submits each
 once the tasks it needs are done, with its own resource request (`unit_cpus`, `unit_gpus`); Ray starts each when
 its inputs are done and a node has the resources (its placement group), so a cluster runs as many
-at once as it has room for, and a laptop as many as it has cores. A task runs its stage alone (`pipeline.run_stage`,
+at once as it has room for, and a laptop as many as it has cores. Ready tasks are submitted longest
+chain first (`priorities`): a long pre-training that gates an online stage does not queue behind
+short stages, which on a busy cluster would add its whole length to the benchmark's wall time. A task runs its stage alone (`pipeline.run_stage`,
 holding that stage's lock), so stages of one run directory run side by side too.
 
 A task whose process dies (killed, out of memory, its node lost) is retried by Ray up to
@@ -18,6 +20,7 @@ done stages are not planned again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -86,6 +89,44 @@ def plan_tasks(out: Path, datasets: list[str], seeds: list[int], methods: list[s
     return list(tasks.values())
 
 
+def stage_work(task: StageTask, values: dict) -> float:
+    """A stage's work in critic-member evaluations per state of a batch, summed over its updates: a ranking
+    for the scheduler (`priorities`), not a time. Offline: steps x critics x (1 + CQL's sampled actions per
+    state); alignment: Z steps x critics; online: env steps x updates per env step x critics. On the paper
+    profile this ranks the stages as their measured times do (benchmarks/unit_times.py) but for CQL's
+    pre-training against rlpd's online stage, which it puts first (31 against 20; measured 16 h and 21 h)."""
+    method = get_method(task.method)
+    if task.role == "offline":
+        kind = method.offline_kind()
+        sampled = _cql_sampled_actions_per_state() if kind.update == "CQLUpdate" else 0
+        return values["offline_steps"] * kind.num_critics * (1 + sampled)
+    if task.role == "alignment":
+        return values["align_steps"] * method.num_critics
+    return values["online_steps"] * (values.get("utd") or method.updates_per_env_step) * method.num_critics
+
+
+@functools.cache
+def _cql_sampled_actions_per_state() -> int:
+    """CQL(H)'s actions per batch state: N uniform, N from pi at s, N from pi at s' (CQLUpdate)."""
+    from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
+
+    return 3 * O2OSACConfig().cql_num_actions
+
+
+def priorities(tasks: list[StageTask], work: dict[tuple[Path, str], float]) -> dict[tuple[Path, str], float]:
+    """Each task's bottom level: its work plus the largest bottom level of the tasks that need it, the
+    longest chain from its start to the benchmark's end. Submitting the highest first is list scheduling's
+    critical-path rule (Graham's bound holds for any order; this one keeps the long chains' starts early)."""
+    dependants: dict[tuple[Path, str], list[tuple[Path, str]]] = {task.key: [] for task in tasks}
+    for task in tasks:
+        for need in task.needs:
+            dependants[need].append(task.key)
+    level: dict[tuple[Path, str], float] = {}
+    for task in reversed(tasks):  # plan_tasks lists a task after its needs
+        level[task.key] = work[task.key] + max((level[key] for key in dependants[task.key]), default=0.0)
+    return level
+
+
 def run_stage_task(values: dict, role: str, record_path: str, log_path: str) -> dict:
     """The body of one Ray task: records this attempt (node, pid) beside the run, then runs the stage with
     its output in `log_path`."""
@@ -132,17 +173,21 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
     placement group of its own (`unit_cpus`, `unit_gpus`) that also holds the Ray tasks it starts (Ray Data's
     reads, the alignment task): a stage task whose children asked for CPUs of their own would wait forever
     once the stage tasks held every CPU. Prints each as it ends; returns one row per task (where it ran, its
-    attempts, its status). A task whose needs failed is not run (status "skipped"). `runner_cpus`: the
-    CPUs of the online stage's EnvRunners, added to its group (they are the task's children too)."""
+    attempts, its status, `submitted`: its place in the submission order). A task whose needs failed is not
+    run (status "skipped"). `runner_cpus`: the
+    CPUs of the online stage's EnvRunners, added to its group (they are the task's children too). Ready
+    tasks are submitted highest `priorities` first (their `stage_work`), and Ray grants the groups in
+    that order."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     remote = ray.remote(run_stage_task)
-    waiting, running = list(tasks), {}
+    level = priorities(tasks, {task.key: stage_work(task, values_of(task)) for task in tasks})
+    waiting, running = sorted(tasks, key=lambda task: -level[task.key]), {}
     done: set[tuple[Path, str]] = set()
     failed: set[tuple[Path, str]] = set()
-    total, rows, start = len(tasks), [], time.perf_counter()
+    total, rows, start, submitted = len(tasks), [], time.perf_counter(), 0
     print(f"bench: {total} stage tasks, each in a placement group of {unit_cpus:g} CPU{'s' if unit_cpus != 1 else ''}"
           f"{f' and {unit_gpus:g} GPU' if unit_gpus else ''}; each task's output in its run directory, "
           f"{bench_task_file_name('<stage>').removesuffix('.json')}.log", flush=True)
@@ -157,7 +202,8 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
             if any(key in failed for key in task.needs):
                 waiting.remove(task)
                 failed.add(task.key)
-                report(task, {**_row(task), "status": "skipped", "error": "a stage it needs failed", "attempts": 0},
+                report(task, {**_row(task), "submitted": None, "status": "skipped", "error": "a stage it needs failed",
+                              "attempts": 0},
                        "a stage it needs failed")
             elif all(key in done for key in task.needs):
                 waiting.remove(task)
@@ -168,12 +214,13 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
                 ref = remote.options(num_cpus=0, num_gpus=task_gpus, max_retries=max_retries, retry_exceptions=False,
                                      scheduling_strategy=strategy).remote(
                     values_of(task), task.role, str(task.record_path), str(task.log_path))
-                running[ref] = (task, group)
+                running[ref] = (task, group, submitted)
+                submitted += 1
         if not running:
             continue
         (ready,), _ = ray.wait(list(running), num_returns=1)
-        task, group = running.pop(ready)
-        row = _row(task)
+        task, group, order = running.pop(ready)
+        row = {**_row(task), "submitted": order}
         try:
             row.update(ray.get(ready), status="done")
             done.add(task.key)

@@ -58,6 +58,11 @@ def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, loc
     assert saved["profile"] == "paper" and saved["pipeline"]["online_steps"] == 200
     tasks = json.loads((tmp_path / "bench" / "bench-tasks.json").read_text())["tasks"]
     assert {t["status"] for t in tasks} == {"done"} and all(t["attempts"] == 1 for t in tasks)
+    # longest chain first (stage_work at these budgets): rlpd 200 x 20 x 10 = 40,000; WSRL's CQL ensemble
+    # 100 x 10 x 31 + its online 200 x 4 x 10 = 39,000; CQL 100 x 2 x 31 + 500 = 6,700; the plan lists SAC+ML first
+    first = sorted(tasks, key=lambda t: t["submitted"])
+    assert [t["stage"] for t in first[:3]] == ["online-rlpd", "offline-cql-ensemble", "offline-cql"]
+    assert sorted(t["submitted"] for t in tasks) == list(range(len(tasks)))
     # each shared stage ran once: SAC+ML, CQL, WSRL's CQL ensemble, the alignments; then one online stage per method
     assert sum(t["role"] == "online" for t in tasks) == len(ALL_METHODS)
     assert sorted(t["stage"] for t in tasks if t["role"] == "offline") == ["offline", "offline-cql",
@@ -106,6 +111,24 @@ def test_plan_runs_each_shared_stage_once_before_the_stages_that_start_from_it(t
     (run / "results-naive.json").write_text("{}")
     again = {t.stage: t for t in plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca", "naive"])}
     assert sorted(again) == ["alignment", "online"] and again["online"].needs == ((run, "alignment"),)
+
+
+def test_ready_tasks_go_longest_chain_first_by_their_work(tmp_path):
+    from rllib_o2o.bench_tasks import plan_tasks, priorities, stage_work
+
+    tasks = plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca", "naive", "wsrl", "rlpd"])
+    values = {"offline_steps": 100, "align_steps": 10, "online_steps": 50, "utd": None}
+    work = {t.stage: stage_work(t, values) for t in tasks}
+    # offline: steps x critics x (1 + CQL's 3 x 10 sampled actions per state); alignment: steps x critics;
+    # online: env steps x updates per env step x critics
+    assert work == {"offline": 100 * 2, "offline-cql-ensemble": 100 * 10 * 31, "alignment": 10 * 2,
+                    "online": 50 * 1 * 2, "online-naive": 50 * 1 * 2, "online-wsrl": 50 * 4 * 10,
+                    "online-rlpd": 50 * 20 * 10}
+    assert stage_work(next(t for t in tasks if t.stage == "online-rlpd"), {**values, "utd": 2}) == 50 * 2 * 10
+    level = {key[1]: v for key, v in priorities(tasks, {t.key: work[t.stage] for t in tasks}).items()}
+    # bottom levels: offline 200 + max(alignment 20 + online 100, naive 100); the ensemble 31000 + wsrl 2000
+    assert level == {"offline": 320, "alignment": 120, "online": 100, "online-naive": 100,
+                     "offline-cql-ensemble": 33_000, "online-wsrl": 2000, "online-rlpd": 10_000}
 
 
 def test_each_stage_task_holds_its_bundle_and_its_stage_asks_for_no_more(tmp_path):

@@ -74,3 +74,19 @@ def test_the_critical_path_is_the_longest_chain_of_stages_through_their_needs():
     hours["offline-cql"] = 6.0  # now 6 + 1 = 7
     assert unit_times.critical_path_hours(tasks, hours) == (7.0, ["offline-cql", "online-cql-sac"])
     assert unit_times.critical_path_hours([], {}) == (0.0, [])
+
+
+def test_the_replayed_scheduler_starts_the_longest_chain_first_and_ends_sooner():
+    from rllib_o2o.bench_tasks import plan_tasks, priorities
+
+    # plan order: offline, online-naive, online-sac-scratch, offline-cql, online-cql-sac
+    tasks = plan_tasks(Path("/nonexistent"), ["hopper-medium"], [0], ["naive", "sac-scratch", "cql-sac"])
+    hours = {"offline": 1.0, "online-naive": 1.0, "online-sac-scratch": 2.0, "offline-cql": 4.0, "online-cql-sac": 4.0}
+    # 2 slots, plan order: offline 0-1 and scratch 0-2; then offline-cql 1-5 (submitted before naive), naive 2-3,
+    # cql-sac 5-9
+    assert unit_times.simulated_wall_hours(tasks, hours, 2, tasks) == 9.0
+    # longest chain first: offline-cql 0-4 and offline 0-1, scratch 1-3, naive 3-4, cql-sac 4-8
+    level = priorities(tasks, {t.key: hours[t.stage] for t in tasks})
+    by_level = sorted(tasks, key=lambda t: -level[t.key])
+    assert unit_times.simulated_wall_hours(tasks, hours, 2, by_level) == 8.0
+    assert unit_times.simulated_wall_hours(tasks, hours, 1, by_level) == sum(hours.values())
