@@ -46,6 +46,30 @@ def local_ray():
     ray.shutdown()
 
 
+def test_ray_grants_waiting_placement_groups_in_the_order_they_were_made(local_ray):
+    """The premise of run_tasks' longest-chain-first submission: with no room, groups wait and are then
+    granted first made, first served (a Ray upgrade that broke this would quietly undo the order)."""
+    import time
+
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    groups = [placement_group([{"CPU": 2}]) for _ in range(5)]  # room for one at a time
+    ray.get(groups[0].ready())
+    granted, pending = [0], [1, 2, 3, 4]
+    while pending:
+        remove_placement_group(groups[granted[-1]])
+        deadline = time.monotonic() + 60
+        created = []
+        while not created and time.monotonic() < deadline:
+            created = [i for i in pending if placement_group_table(groups[i])["state"] == "CREATED"]
+            time.sleep(0.05)
+        assert len(created) == 1, created
+        granted.append(created[0])
+        pending.remove(created[0])
+    remove_placement_group(groups[granted[-1]])
+    assert granted == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.slow
 def test_paper_profile_runs_every_method_at_tiny_scale_and_resumes(tmp_path, local_ray):
     kwargs = dict(datasets=["hopper-medium"], seeds=[0], overrides=TINY_PIPELINE, collect_overrides=TINY_COLLECT)
