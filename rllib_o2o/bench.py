@@ -26,8 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from rllib_o2o.bench_profiles import Profile, get_profile, split_dataset_name
-from rllib_o2o.bench_tasks import (StageTask, plan_tasks, raise_if_failed, run_tasks, stage_resources,
-                                   write_task_summary)
+from rllib_o2o.bench_tasks import (BenchmarkInterrupted, StageTask, plan_tasks, raise_if_failed, run_tasks,
+                                   stage_resources, write_task_summary)
 from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.methods import get_method
 
@@ -78,8 +78,12 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
     total = len(datasets) * len(seeds) * len(methods)
     print(f"benchmark: {total} runs ({len(datasets)} datasets x {len(seeds)} seeds x {len(methods)} methods), "
           f"{sum(t.role == 'online' for t in tasks)} to run", flush=True)
-    rows = run_tasks(tasks, values_of, unit_cpus=unit_cpus, unit_gpus=unit_gpus, max_retries=max_retries,
-                     runner_cpus=num_env_runners)
+    try:
+        rows = run_tasks(tasks, values_of, unit_cpus=unit_cpus, unit_gpus=unit_gpus, max_retries=max_retries,
+                         runner_cpus=num_env_runners)
+    except BenchmarkInterrupted as interrupted:
+        write_task_summary(out, interrupted.rows)
+        raise
     write_task_summary(out, rows)
     raise_if_failed(rows)
     done_files = [RunDir(out / name / f"seed{seed}").results_path(method)

@@ -40,6 +40,16 @@ class BenchmarkError(RuntimeError):
     """Some of the benchmark's tasks failed (the others ran to the end)."""
 
 
+class BenchmarkInterrupted(KeyboardInterrupt):
+    """The benchmark was interrupted (Ctrl-C): its running tasks were stopped, each keeping its stage's last
+    checkpoint. `rows`: every task's row, the finished ones' and the others' (status "interrupted" or
+    "not started")."""
+
+    def __init__(self, rows: list[dict]):
+        super().__init__("interrupted")
+        self.rows = rows
+
+
 @dataclass(frozen=True)
 class StageTask:
     """One stage of one run directory, and the stages (their keys) it starts from."""
@@ -174,10 +184,10 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
     reads, the alignment task): a stage task whose children asked for CPUs of their own would wait forever
     once the stage tasks held every CPU. Prints each as it ends; returns one row per task (where it ran, its
     attempts, its status, `submitted`: its place in the submission order). A task whose needs failed is not
-    run (status "skipped"). `runner_cpus`: the
-    CPUs of the online stage's EnvRunners, added to its group (they are the task's children too). Ready
-    tasks are submitted highest `priorities` first (their `stage_work`), and Ray grants the groups in
-    that order."""
+    run (status "skipped"). `runner_cpus`: the CPUs of the online stage's EnvRunners, added to its group
+    (they are the task's children too). Ready tasks are submitted highest `priorities` first (their
+    `stage_work`), and Ray grants the groups in that order. Ctrl-C stops the running tasks and raises
+    BenchmarkInterrupted with every task's row."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -197,28 +207,19 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
         print(f"[bench {len(rows)}/{total}] {task.dataset} seed {task.seed} {task.stage}: {row['status']} ({where}; "
               f"{time.perf_counter() - start:.0f}s elapsed)", flush=True)
 
-    while waiting or running:
-        for task in list(waiting):  # every need is a planned task (plan_tasks)
-            if any(key in failed for key in task.needs):
-                waiting.remove(task)
-                failed.add(task.key)
-                report(task, {**_row(task), "submitted": None, "status": "skipped", "error": "a stage it needs failed",
-                              "attempts": 0},
-                       "a stage it needs failed")
-            elif all(key in done for key in task.needs):
-                waiting.remove(task)
-                task.run_dir.mkdir(parents=True, exist_ok=True)
-                bundle, task_gpus = task_resources(task, unit_cpus, unit_gpus, runner_cpus)
-                group = placement_group([bundle])
-                strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
-                ref = remote.options(num_cpus=0, num_gpus=task_gpus, max_retries=max_retries, retry_exceptions=False,
-                                     scheduling_strategy=strategy).remote(
-                    values_of(task), task.role, str(task.record_path), str(task.log_path))
-                running[ref] = (task, group, submitted)
-                submitted += 1
-        if not running:
-            continue
-        (ready,), _ = ray.wait(list(running), num_returns=1)
+    def submit(task: StageTask) -> None:
+        nonlocal submitted
+        task.run_dir.mkdir(parents=True, exist_ok=True)
+        bundle, task_gpus = task_resources(task, unit_cpus, unit_gpus, runner_cpus)
+        group = placement_group([bundle])
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+        ref = remote.options(num_cpus=0, num_gpus=task_gpus, max_retries=max_retries, retry_exceptions=False,
+                             scheduling_strategy=strategy).remote(
+            values_of(task), task.role, str(task.record_path), str(task.log_path))
+        running[ref] = (task, group, submitted)
+        submitted += 1
+
+    def collect(ready) -> None:
         task, group, order = running.pop(ready)
         row = {**_row(task), "submitted": order}
         try:
@@ -228,11 +229,33 @@ def run_tasks(tasks: list[StageTask], values_of, *, unit_cpus: float = 1, unit_g
         except Exception as err:  # a RayTaskError wraps the task's own
             failed.add(task.key)
             row.update(status="failed", error=f"{type(err).__name__}: {_first_line(err)}",
-                       attempts=len((_read_json(task.record_path) or {}).get("attempts", [])))
+                       attempts=_attempts(task))
             where = row["error"]
         finally:
             remove_placement_group(group)
         report(task, row, where)
+
+    try:
+        while waiting or running:
+            for task in list(waiting):  # every need is a planned task (plan_tasks)
+                if any(key in failed for key in task.needs):
+                    waiting.remove(task)
+                    failed.add(task.key)
+                    report(task, {**_row(task), "submitted": None, "status": "skipped", "attempts": 0,
+                                  "error": "a stage it needs failed"}, "a stage it needs failed")
+                elif all(key in done for key in task.needs):
+                    waiting.remove(task)
+                    submit(task)
+            if running:
+                (ready,), _ = ray.wait(list(running), num_returns=1)
+                collect(ready)
+    except KeyboardInterrupt:  # Ctrl-C: stop the running tasks (each keeps its last checkpoint), say what ran
+        for ref, (task, group, order) in running.items():
+            ray.cancel(ref, force=True)
+            remove_placement_group(group)
+            rows.append({**_row(task), "submitted": order, "status": "interrupted", "attempts": _attempts(task)})
+        rows.extend({**_row(task), "submitted": None, "status": "not started", "attempts": 0} for task in waiting)
+        raise BenchmarkInterrupted(rows) from None
     return rows
 
 
@@ -282,6 +305,11 @@ def raise_if_failed(rows: list[dict]) -> None:
         lines = "\n".join(f"  {r['dataset']} seed {r['seed']} {r['stage']}: {r['error']}" for r in failed)
         raise BenchmarkError(f"{len(failed)} of {len(rows)} stage tasks failed (re-run the same command to retry "
                              f"them; their output is in <run dir>/bench-task-<stage>.log):\n{lines}")
+
+
+def _attempts(task: StageTask) -> int:
+    """How many times Ray started the task (its record's attempts)."""
+    return len((_read_json(task.record_path) or {}).get("attempts", []))
 
 
 def _first_line(err: BaseException) -> str:

@@ -104,8 +104,9 @@ def _pipeline_values(args: argparse.Namespace) -> dict:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rllib_o2o.bench import run_benchmark
-    from rllib_o2o.bench_tasks import BenchmarkError
+    from rllib_o2o.bench_tasks import BenchmarkError, BenchmarkInterrupted
     from rllib_o2o.report import write_report
+    from rllib_o2o.rundir.names import BENCH_TASKS_FILE
 
     paths = {}
     for item in args.dataset_path or []:
@@ -136,6 +137,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"report: {write_report(args.out)}")
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BenchmarkInterrupted as interrupted:
+        stopped = sum(row["status"] == "interrupted" for row in interrupted.rows)
+        try:  # of the runs that finished, if any did
+            print(f"report: {write_report(args.out)}")
+        except ValueError:
+            pass
+        print(f"interrupted: {stopped} running stage task(s) stopped, each at its last checkpoint; re-run the same "
+              f"command to resume (tasks: {Path(args.out) / BENCH_TASKS_FILE})", file=sys.stderr)
+        return 130
     except ValueError as err:
         raise CLIError(str(err)) from None
     print(f"report: {write_report(args.out)}")
@@ -388,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, DatasetError, CheckpointError) as err:
         print(f"rllib-o2o {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; a stage resumes from its last checkpoint
+        print(f"rllib-o2o {args.command}: interrupted (the same command resumes a run from its last checkpoint)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

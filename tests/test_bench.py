@@ -114,6 +114,47 @@ def test_bench_command_runs_the_smoke_profile_and_writes_the_report(tmp_path, lo
     assert (tmp_path / "b" / "report" / "pendulum-medium.png").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_tasks_records_them_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "long.json"  # an online stage that outlasts the test
+    config.write_text(json.dumps({**TINY_PIPELINE, "online_steps": 1_000_000, "eval_every": 1_000,
+                                  "collect": TINY_COLLECT}))
+    out = tmp_path / "b"
+    record = out / "pendulum-medium" / "seed0" / "bench-task-online-sac-scratch.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rllib_o2o.cli", "bench", "--profile", "smoke", "--out", str(out),
+                             "--data-dir", str(tmp_path / "d"), "--methods", "sac-scratch", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert record.exists(), proc.communicate(timeout=60)
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    [row] = json.loads((out / "bench-tasks.json").read_text())["tasks"]
+    assert (row["stage"], row["status"], row["attempts"], row["submitted"]) == ("online-sac-scratch", "interrupted", 1, 0)
+    pid = json.loads(record.read_text())["attempts"][0]["pid"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the task's worker was stopped with the benchmark
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the stage task's worker {pid} outlived the interrupted benchmark")
+
+
 def test_plan_runs_each_shared_stage_once_before_the_stages_that_start_from_it(tmp_path):
     from rllib_o2o.bench_tasks import plan_tasks
 
