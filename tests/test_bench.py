@@ -129,7 +129,10 @@ def test_ctrl_c_stops_the_running_tasks_records_them_and_exits_130(tmp_path):
     record = out / "pendulum-medium" / "seed0" / "bench-task-online-sac-scratch.json"
     proc = subprocess.Popen([sys.executable, "-m", "rllib_o2o.cli", "bench", "--profile", "smoke", "--out", str(out),
                              "--data-dir", str(tmp_path / "d"), "--methods", "sac-scratch", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a suite started in the background (`pytest &`) ignores
+                            # SIGINT, and a child would inherit that and never see the Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
