@@ -7,8 +7,9 @@ once the tasks it needs are done, with its own resource request (`unit_cpus`, `u
 its inputs are done and a node has the resources (its placement group), so a cluster runs as many
 at once as it has room for, and a laptop as many as it has cores. Ready tasks are submitted longest
 chain first (`priorities`): a long pre-training that gates an online stage does not queue behind
-short stages, which on a busy cluster would add its whole length to the benchmark's wall time. A task runs its stage alone (`pipeline.run_stage`,
-holding that stage's lock), so stages of one run directory run side by side too.
+short stages, which on a busy cluster would add its whole length to the benchmark's wall time. A
+task runs its stage alone (`pipeline.run_stage`, holding that stage's lock), so stages of one run
+directory run side by side too.
 
 A task whose process dies (killed, out of memory, its node lost) is retried by Ray up to
 `max_retries` times and resumes its stage from the last checkpoint. A task that raises is not
