@@ -143,8 +143,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"report: {write_report(args.out)}")
         except ValueError:
             pass
-        print(f"interrupted: {stopped} running stage task(s) stopped, each at its last checkpoint; re-run the same "
-              f"command to resume (tasks: {Path(args.out) / BENCH_TASKS_FILE})", file=sys.stderr)
+        print(f"interrupted: {stopped} submitted stage task(s) stopped, the running ones at their last checkpoint; "
+              f"re-run the same command to resume (tasks: {Path(args.out) / BENCH_TASKS_FILE})", file=sys.stderr)
         return 130
     except ValueError as err:
         raise CLIError(str(err)) from None
