@@ -27,6 +27,7 @@ from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.config import PipelineConfig
 from rllib_o2o.console import Console, quiet_libraries
 from rllib_o2o.context import EXECUTION_KEYS, LOCATION_KEYS, RunContext
+from rllib_o2o.data.fingerprint import DATASET_FINGERPRINT
 from rllib_o2o.data.shared import SharedDataset
 from rllib_o2o.metrics_log import MetricsLog, require_wandb
 from rllib_o2o.ray_start import init_ray
@@ -75,7 +76,7 @@ def run_pipeline(cfg: PipelineConfig, validated=None) -> dict:
     alignment (their reports, None for a method without that stage), online (curve of
     evaluations, dip, final score); offline_score (online step 0), dip, final_score
     (normalised scores, None without reference scores), dataset_score (the data's mean
-    episode, normalised) and seconds_this_invocation.
+    episode, normalised), dataset_fingerprint (the rows' content) and seconds_this_invocation.
     """
     require_wandb(cfg.wandb_project)  # before anything trains (the embedded dataset's generation included)
     quiet_libraries(cfg.verbose)
@@ -150,6 +151,8 @@ def _results(ctx: RunContext, summaries: dict, seconds: float) -> dict:
         "reference_scores": [cfg.ref_min_score, cfg.ref_max_score],
         # the behaviour data's mean episode, normalised: what the offline policy is read against
         "dataset_score": cfg.score(ctx.stats.return_mean),
+        # the rows trained on (`data.fingerprint`): `report` refuses to average one name's runs on different data
+        DATASET_FINGERPRINT: ctx.stats.fingerprint,
         # whether the online stage keeps offline rows in its replay buffer (seeded episodes, Balanced Replay):
         # False is ACA's setting, where the offline data is not available (or not kept) online
         "offline_data_online": seeds_replay(cfg.method, ctx.preset),

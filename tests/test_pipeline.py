@@ -95,9 +95,13 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     # the data's own score, beside the offline policy's: its mean episode return, normalised
     from rllib_o2o.data.schema import episode_returns, read_dataset
 
-    data_return = float(episode_returns(read_dataset(results["dataset"])[0]).mean())
+    from rllib_o2o.data.fingerprint import content_fingerprint
+
+    rows = read_dataset(results["dataset"])[0]
+    data_return = float(episode_returns(rows).mean())
     lo, hi = results["reference_scores"]
     assert results["dataset_score"] == pytest.approx(100 * (data_return - lo) / (hi - lo))
+    assert results["dataset_fingerprint"] == content_fingerprint(rows)  # which rows it was trained on
 
     # 3) a third run does no training at all.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

@@ -43,13 +43,15 @@ def test_one_seed_has_no_spread_and_no_nan_in_json(tmp_path):
     assert "| hopper-medium | aca | 1 | 40.0 ± n/a |" in (tmp_path / "report" / "report.md").read_text()
 
 
-def write_run(root, dataset, seed, method, scores, offline_data_online=False):
+def write_run(root, dataset, seed, method, scores, offline_data_online=False, fingerprint=None):
     run = root / dataset / f"seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     name = "results.json" if method == "aca" else f"results-{method}.json"
-    (run / name).write_text(json.dumps({"method": method, "seed": seed, "env_id": "Hopper-v5",
-                                        "dataset": f"/data/{dataset}", "online": {"curve": curve(scores)},
-                                        "offline_data_online": offline_data_online}))
+    results = {"method": method, "seed": seed, "env_id": "Hopper-v5", "dataset": f"/data/{dataset}",
+               "online": {"curve": curve(scores)}, "offline_data_online": offline_data_online}
+    if fingerprint is not None:
+        results["dataset_fingerprint"] = fingerprint
+    (run / name).write_text(json.dumps(results))
 
 
 def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, capsys):
@@ -94,3 +96,18 @@ def test_report_refuses_curves_without_normalised_scores(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="without a normalised score"):
         write_report(tmp_path)
+
+
+def test_report_refuses_one_dataset_name_trained_on_different_rows(tmp_path, capsys):
+    write_run(tmp_path, "hopper-medium", 0, "aca", [40, 38, 60], fingerprint="aaaa000000000000")
+    write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70])  # written before fingerprints: not checked
+    write_run(tmp_path, "hopper-medium", 0, "naive", [40, 5, 50], fingerprint="aaaa000000000000")
+    write_run(tmp_path, "walker2d-medium", 0, "aca", [40, 5, 50], fingerprint="cccc000000000000")  # another name
+    runs = load_runs(tmp_path)
+    assert [r["dataset_fingerprint"] for r in runs if r["dataset"] == "walker2d-medium"] == ["cccc000000000000"]
+    write_run(tmp_path, "hopper-medium", 2, "aca", [42, 40, 70], fingerprint="bbbb000000000000")
+    with pytest.raises(ValueError, match=r"hopper-medium: its runs were trained on different data "
+                                         r"\(aaaa000000000000: 2 run\(s\).*bbbb000000000000: 1 run\(s\), e.g. .*seed2"):
+        load_runs(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2
+    assert not (tmp_path / "report" / "report.json").exists()

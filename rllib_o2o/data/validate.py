@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
+from rllib_o2o.data.fingerprint import content_fingerprint
 from rllib_o2o.data.rollouts import env_meta, is_registered
 from rllib_o2o.data.schema import (
     DatasetError,
@@ -40,6 +41,7 @@ class DatasetStats:
     terminal_fraction: float
     truncated_fraction: float
     env_checked: bool  # False when env_id is not a registered gymnasium env
+    fingerprint: str  # the rows' content (`data.fingerprint.content_fingerprint`): which data a result used
 
 
 def check_against_env(tr: Transitions, env_id: str, source: str) -> None:
@@ -75,7 +77,7 @@ def validate_dataset(path: str | os.PathLike, env_id: str | None = None) -> Data
         normalized_score_mean=normalized_score(returns.mean(), *refs) if refs else None,
         terminal_fraction=float(tr["terminateds"].mean()),
         truncated_fraction=float(tr["truncateds"].mean()),
-        env_checked=checked)
+        env_checked=checked, fingerprint=content_fingerprint(tr))
 
 
 def format_stats(stats: DatasetStats) -> str:
@@ -94,4 +96,5 @@ def format_stats(stats: DatasetStats) -> str:
         f"norm. score  {score} (mean episode return)",
         f"ends         terminated {100 * stats.terminal_fraction:.2f}% of rows, "
         f"truncated {100 * stats.truncated_fraction:.2f}%",
+        f"content      {stats.fingerprint} (fingerprint of the rows)",
     ])
