@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rllib_o2o.checkpoints import write_json_atomic
 from rllib_o2o.config import EMBEDDED_ENV, PipelineConfig
+from rllib_o2o.data.fingerprint import DATASET_FINGERPRINT
 from rllib_o2o.data.location import fetch_dataset, is_uri
 from rllib_o2o.data.schema import META_FILE, DatasetMeta, read_meta
 from rllib_o2o.data.sources import D4RL, DIRECTORY, dataset_kind
@@ -23,7 +24,7 @@ from rllib_o2o.data.scores import reference_scores
 from rllib_o2o.methods import Method, get_method
 from rllib_o2o.presets import Preset, get_preset, preset_for_dataset
 from rllib_o2o.rundir.layout import RunDir
-from rllib_o2o.rundir.names import RUN_CONFIG_FILE
+from rllib_o2o.rundir.names import RUN_CONFIG_FILE, RUN_DATA_FILE
 
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
@@ -78,8 +79,11 @@ class RunContext:
             refuse_other_run(json.loads(run.config_path.read_text()), config, str(run.path))
         if run.mirror is not None:
             refuse_other_run(run.stored_json(RUN_CONFIG_FILE), config, run.mirror.uri)
+        refuse_other_data(run, stats.fingerprint, str(dataset_dir))
         if not run.config_path.exists():
             write_json_atomic(run.config_path, asdict(config))
+        if not run.data_fingerprint_path.exists():
+            write_json_atomic(run.data_fingerprint_path, {DATASET_FINGERPRINT: stats.fingerprint})
         run.sync()  # with storage: what the run dir lacks comes down, what storage lacks goes up
         preset = get_preset(preset_name, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
                             seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
@@ -94,6 +98,21 @@ def refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> 
     if changed:
         raise ValueError(f"{where} holds a run with a different config ({', '.join(changed)} differ); "
                          "use another --out to start a new run")
+
+
+def refuse_other_data(run: RunDir, fingerprint: str, dataset: str) -> None:
+    """A run is never continued on other rows than it started on (locally and on storage): its stages would
+    mix two datasets, as when one name's data is regenerated on a machine with another CPU (docs/data.md).
+    Run directories from before the fingerprint was recorded are not checked."""
+    local = run.data_fingerprint_path
+    recorded = [(str(local), json.loads(local.read_text()) if local.exists() else None)]
+    if run.mirror is not None:
+        recorded.append((f"{run.mirror.uri}/{RUN_DATA_FILE}", run.stored_json(RUN_DATA_FILE)))
+    for where, previous in recorded:
+        if previous is not None and previous[DATASET_FINGERPRINT] != fingerprint:
+            raise ValueError(f"{where}: the run was trained on other data (fingerprint "
+                             f"{previous[DATASET_FINGERPRINT]}) than {dataset} holds now ({fingerprint}); give "
+                             "it the data it started on, or start a new run with another --out")
 
 
 def embedded_default_dataset(out: Path, torch_threads: int | str = "auto") -> Path:

@@ -7,8 +7,8 @@ score over the online budget) and CORL's regret (mean over the evaluations of
 1 - score / 100), each as mean +- std with a 95% t-interval. With one seed there
 is no spread: std and the interval are None in JSON and n/a in the table.
 
-Runs of one dataset name trained on different rows (their results' dataset fingerprints differ, as
-datasets generated on different machines can) are refused, not averaged.
+Runs of one dataset name trained on different rows (their results' dataset fingerprints, or else their
+data's mean scores, differ, as datasets generated on different machines can) are refused, not averaged.
 
 Per method across datasets: the interquartile mean of the final scores and of the
 regrets of all its runs, with a 95% stratified-bootstrap interval (strata: datasets;
@@ -81,7 +81,7 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
         online_steps = max(p["env_steps"] for p in curve)
         runs.append({"path": str(path), "dataset": dataset, "method": results.get("method", "aca"),
                      "seed": results.get("seed", 0), "offline_data_online": results.get("offline_data_online"),
-                     DATASET_FINGERPRINT: results.get(DATASET_FINGERPRINT),
+                     DATASET_FINGERPRINT: results.get(DATASET_FINGERPRINT), "dataset_score": results.get("dataset_score"),
                      "curve": curve, **run_metrics(curve, online_steps)})
     if not runs:
         raise ValueError(f"{bench_dir}: no results*.json with evaluations found")
@@ -90,19 +90,22 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
 
 
 def check_one_dataset_per_name(runs: list[dict]) -> None:
-    """ValueError when the runs of one dataset name were trained on different rows (different fingerprints),
-    naming each set and one of its results files. Results written before the fingerprint was recorded (None)
-    cannot be checked and pass."""
+    """ValueError when the runs of one dataset name were trained on different data, naming each set and
+    one of its results files: their content fingerprints differ or, for results written before the
+    fingerprint was recorded, their data's mean scores do (to 6 decimals). Runs without either pass."""
     for dataset in sorted({r["dataset"] for r in runs}):
-        paths_by_content: dict[str, list[str]] = {}
-        for run in runs:
-            if run["dataset"] == dataset and run[DATASET_FINGERPRINT] is not None:
-                paths_by_content.setdefault(run[DATASET_FINGERPRINT], []).append(run["path"])
-        if len(paths_by_content) > 1:
-            sets = "; ".join(f"{content}: {len(paths)} run(s), e.g. {paths[0]}"
-                             for content, paths in sorted(paths_by_content.items()))
-            raise ValueError(f"{dataset}: its runs were trained on different data ({sets}); report each set "
-                             "apart, or give the datasets different names")
+        for field, label in ((DATASET_FINGERPRINT, "fingerprint"), ("dataset_score", "mean data score")):
+            paths_by_value: dict[str | float, list[str]] = {}
+            for run in runs:
+                value = run[field]
+                if run["dataset"] == dataset and value is not None:
+                    key = round(value, 6) if isinstance(value, float) else value
+                    paths_by_value.setdefault(key, []).append(run["path"])
+            if len(paths_by_value) > 1:
+                sets = "; ".join(f"{label} {value}: {len(paths)} run(s), e.g. {paths[0]}"
+                                 for value, paths in sorted(paths_by_value.items()))
+                raise ValueError(f"{dataset}: its runs were trained on different data ({sets}); report each "
+                                 "set apart, or give the datasets different names")
 
 
 def aggregate(runs: list[dict]) -> dict[tuple[str, str], dict]:

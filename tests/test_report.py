@@ -43,7 +43,7 @@ def test_one_seed_has_no_spread_and_no_nan_in_json(tmp_path):
     assert "| hopper-medium | aca | 1 | 40.0 ± n/a |" in (tmp_path / "report" / "report.md").read_text()
 
 
-def write_run(root, dataset, seed, method, scores, offline_data_online=False, fingerprint=None):
+def write_run(root, dataset, seed, method, scores, offline_data_online=False, fingerprint=None, data_score=None):
     run = root / dataset / f"seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     name = "results.json" if method == "aca" else f"results-{method}.json"
@@ -51,6 +51,8 @@ def write_run(root, dataset, seed, method, scores, offline_data_online=False, fi
                "online": {"curve": curve(scores)}, "offline_data_online": offline_data_online}
     if fingerprint is not None:
         results["dataset_fingerprint"] = fingerprint
+    if data_score is not None:
+        results["dataset_score"] = data_score
     (run / name).write_text(json.dumps(results))
 
 
@@ -107,7 +109,20 @@ def test_report_refuses_one_dataset_name_trained_on_different_rows(tmp_path, cap
     assert [r["dataset_fingerprint"] for r in runs if r["dataset"] == "walker2d-medium"] == ["cccc000000000000"]
     write_run(tmp_path, "hopper-medium", 2, "aca", [42, 40, 70], fingerprint="bbbb000000000000")
     with pytest.raises(ValueError, match=r"hopper-medium: its runs were trained on different data "
-                                         r"\(aaaa000000000000: 2 run\(s\).*bbbb000000000000: 1 run\(s\), e.g. .*seed2"):
+                                         r"\(fingerprint aaaa000000000000: 2 run\(s\).*bbbb000000000000: 1 run\(s\), "
+                                         r"e.g. .*seed2"):
         load_runs(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_report_refuses_older_results_whose_data_scores_differ(tmp_path):
+    """Results from before the fingerprint: the data's mean score tells data apart (to 6 decimals)."""
+    write_run(tmp_path, "hopper-medium", 0, "aca", [40, 38, 60], data_score=30.78674583990806)
+    write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70], data_score=30.78674583990806 + 1e-9)
+    write_run(tmp_path, "hopper-medium", 2, "aca", [42, 40, 70], fingerprint="aaaa000000000000")  # no score: passes
+    assert len(load_runs(tmp_path)) == 3
+    write_run(tmp_path, "hopper-medium", 0, "rlpd", [2, 3, 90], data_score=29.53982831775616, fingerprint="aaaa000000000000")
+    with pytest.raises(ValueError, match=r"mean data score 29.539828: 1 run\(s\), e.g. .*results-rlpd.json; "
+                                         r"mean data score 30.786746: 2 run\(s\)"):
+        load_runs(tmp_path)

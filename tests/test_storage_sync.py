@@ -268,3 +268,29 @@ def test_interrupted_stage_resumes_from_the_storage_checkpoint_on_a_fresh_node(t
     assert [p["env_steps"] for p in online["curve"]] == [0, 200, 400, 500]
     assert online["resumed_from"] and online["resumed_from"][-1] >= 200  # from node A's uploaded checkpoint
     assert json.loads((fresh / "offline" / "DONE.json").read_text())["resumed_from"] == []  # not run again
+
+
+def test_a_run_is_not_continued_on_other_rows(tmp_path, store, pendulum_data):
+    """Its data regenerated differently (another CPU) under the same path: refused, locally and from storage."""
+    import numpy as np
+
+    from rllib_o2o.context import RunContext
+    from rllib_o2o.data.schema import write_dataset
+    from rllib_o2o.pipeline import PipelineConfig, open_run
+
+    tr, meta = pendulum_data
+    data = write_dataset(tmp_path / "pendulum-medium", tr, meta)
+    cfg = PipelineConfig(dataset=str(data), env="Pendulum-v1", out=str(tmp_path / "run"), storage_path=store)
+    first = RunContext.open(cfg, open_run(cfg)).stats.fingerprint
+    assert json.loads((tmp_path / "run" / "data-fingerprint.json").read_text()) == {"dataset_fingerprint": first}
+    assert json.loads((store_dir(store) / "run" / "data-fingerprint.json").read_text())["dataset_fingerprint"] == first
+    RunContext.open(cfg, open_run(cfg))  # the same rows: continued
+
+    other = dict(tr, rewards=tr["rewards"] + np.float32(1.0))
+    write_dataset(data, other, meta, overwrite=True)
+    with pytest.raises(ValueError, match=rf"run/data-fingerprint.json: the run was trained on other data "
+                                         rf"\(fingerprint {first}\) than .*pendulum-medium holds now"):
+        RunContext.open(cfg, open_run(cfg))
+    (tmp_path / "run" / "data-fingerprint.json").unlink()  # a fresh node: only storage remembers
+    with pytest.raises(ValueError, match=rf"{first}"):
+        RunContext.open(cfg, open_run(cfg))

@@ -17,6 +17,7 @@ from rllib_o2o.rundir.names import (
     FETCHED_DATASET_DIR,
     IMPORTED_DATASET_DIR,
     RUN_CONFIG_FILE,
+    RUN_DATA_FILE,
     TUNE_DIR,
     alignment_stage_name,
     offline_stage_name,
@@ -48,6 +49,10 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.path / RUN_CONFIG_FILE
+
+    @property
+    def data_fingerprint_path(self) -> Path:
+        return self.path / RUN_DATA_FILE
 
     @property
     def datasets_path(self) -> Path:

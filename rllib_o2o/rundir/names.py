@@ -10,6 +10,7 @@ from rllib_o2o.methods import get_method
 
 # -- the run directory ------------------------------------------------------------------
 RUN_CONFIG_FILE = "config.json"  # the run's config, written by context.RunContext.open: what makes it a run
+RUN_DATA_FILE = "data-fingerprint.json"  # the rows the run trains on (`context.refuse_other_data`)
 DATASETS_DIR = "datasets"  # datasets made (the embedded default), imported or fetched: local only, never mirrored
 IMPORTED_DATASET_DIR = f"{DATASETS_DIR}/imported"  # a D4RL file or Minari dataset, imported
 FETCHED_DATASET_DIR = f"{DATASETS_DIR}/fetched"  # a dataset URI, copied
