@@ -71,7 +71,8 @@ def main() -> int:
     for name in args.variants:
         results[name] = run_variant(name, VARIANTS[name], out)
         row = results[name]
-        print(f"{name:18s} {row.get('fingerprint', row.get('error'))}  return mean {row.get('return_mean', float('nan')):.3f}  "
+        print(f"{name:18s} {row.get('fingerprint', row.get('error'))}  "
+              f"return mean {row.get('return_mean', float('nan')):.3f}  "
               f"{row['seconds']:.0f} s", flush=True)
     if args.json:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -81,7 +81,8 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
         online_steps = max(p["env_steps"] for p in curve)
         runs.append({"path": str(path), "dataset": dataset, "method": results.get("method", "aca"),
                      "seed": results.get("seed", 0), "offline_data_online": results.get("offline_data_online"),
-                     DATASET_FINGERPRINT: results.get(DATASET_FINGERPRINT), "dataset_score": results.get("dataset_score"),
+                     DATASET_FINGERPRINT: results.get(DATASET_FINGERPRINT),
+                     "dataset_score": results.get("dataset_score"),
                      "curve": curve, **run_metrics(curve, online_steps)})
     if not runs:
         raise ValueError(f"{bench_dir}: no results*.json with evaluations found")

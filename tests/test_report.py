@@ -122,7 +122,8 @@ def test_report_refuses_older_results_whose_data_scores_differ(tmp_path):
     write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70], data_score=30.78674583990806 + 1e-9)
     write_run(tmp_path, "hopper-medium", 2, "aca", [42, 40, 70], fingerprint="aaaa000000000000")  # no score: passes
     assert len(load_runs(tmp_path)) == 3
-    write_run(tmp_path, "hopper-medium", 0, "rlpd", [2, 3, 90], data_score=29.53982831775616, fingerprint="aaaa000000000000")
+    write_run(tmp_path, "hopper-medium", 0, "rlpd", [2, 3, 90], data_score=29.53982831775616,
+              fingerprint="aaaa000000000000")
     with pytest.raises(ValueError, match=r"mean data score 29.539828: 1 run\(s\), e.g. .*results-rlpd.json; "
                                          r"mean data score 30.786746: 2 run\(s\)"):
         load_runs(tmp_path)
