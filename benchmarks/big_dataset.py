@@ -1,4 +1,4 @@
-"""Big offline datasets: time to the first update and peak memory at 1M and 10M rows (issue 12, item 6).
+"""Big offline datasets: time to the first update and peak memory at 1M and 10M rows.
 
 For each size, a Hopper-v5-shaped dataset (11-d observations, 3-d actions, episodes of 1000 steps,
 synthetic values: only the sizes matter here) is written as Parquet, then:
@@ -13,7 +13,7 @@ synthetic values: only the sizes matter here) is written as Parquet, then:
 
 Memory is the peak, sampled every 0.2 s, of the summed proportional set size (PSS, so the shared
 object store is counted once) of the process and every descendant (Ray's raylet, GCS, workers),
-against the dataset's in-memory size (the issue's target: < 3x).
+against the dataset's in-memory size (the target: < 3x).
 
     python benchmarks/big_dataset.py --rows 1000000 10000000 --json benchmarks/results/big_dataset_<date>.json
 

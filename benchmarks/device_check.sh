@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the speed issue (ready to run on a machine with a CUDA GPU; the project never needs one):
+# The GPU check of the learner's speed (ready to run on a machine with a CUDA GPU; the project never needs one):
 # O2OSAC's learner on CUDA against the pure-torch reference on CUDA, as JSON.
 #   bash benchmarks/device_check.sh [OUT.json [ARGS...]]   (default OUT benchmarks/results/device_check_cuda.json)
 # ARGS go to benchmarks/device_check.py, e.g. --compile (also the losses under torch.compile, CUDA graphs):

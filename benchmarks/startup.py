@@ -1,6 +1,6 @@
-"""The fixed cost of a run: the tiny pipeline's wall time and where it goes (issue 12, item 5).
+"""The fixed cost of a run: the tiny pipeline's wall time and where it goes.
 
-The tiny pipeline is the smallest real run a user starts (and the issue's yardstick):
+The tiny pipeline is the smallest real run a user starts (the yardstick of the start-up target, < 40 s):
 
     rllib-o2o run --dataset hopper.hdf5 --env Hopper-v5 --preset random --offline-steps 300 \
         --align-steps 200 --online-steps 400 --num-env-runners 1
@@ -16,7 +16,7 @@ EnvRunners, checkpoints and shutdown.
    of the functions that make up a stage's fixed cost (Ray start, algorithm builds, EnvRunner
    start, Ray Data's read into the buffer, the alignment task, checkpoints, shutdown) beside the
    updates and evaluations themselves. cProfile slows Python-heavy code, so the parts add up to
-   more than the wall time of item 1; read them as shares.
+   more than the wall time of part 1; read them as shares.
 
     python benchmarks/startup.py --json benchmarks/results/startup_<date>.json
 """

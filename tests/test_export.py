@@ -301,12 +301,12 @@ def test_export_never_replaces_what_is_not_an_export(run_dir, tmp_path, capsys):
 
 
 def test_evaluation_noise_reevaluates_each_final_policy_of_a_bench(run_dir, tmp_path):
-    """benchmarks/evaluation_noise.py on a bench of one finished run: its scores are those of
+    """experiments/evaluation_noise.py on a bench of one finished run: its scores are those of
     `evaluate` on the exported online actor, and the standard errors follow from their spread."""
     import math
     import statistics
 
-    from benchmarks import evaluation_noise
+    from experiments import evaluation_noise
 
     bench = tmp_path / "bench"
     seed_dir = bench / "pendulum-medium" / "seed0"

@@ -1,4 +1,4 @@
-"""benchmarks/pendulum_values.py: its batched Pendulum dynamics are gymnasium's, its statistics are right by hand."""
+"""experiments/pendulum_values.py: its batched Pendulum dynamics are gymnasium's, its statistics are right by hand."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 SPEC = importlib.util.spec_from_file_location(
-    "pendulum_values", Path(__file__).resolve().parents[1] / "benchmarks" / "pendulum_values.py")
+    "pendulum_values", Path(__file__).resolve().parents[1] / "experiments" / "pendulum_values.py")
 pv = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(pv)
 

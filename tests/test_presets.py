@@ -9,7 +9,7 @@ import pytest
 
 from rllib_o2o.presets import PRESETS, Preset, get_preset, preset_for_dataset
 
-# The spec's "Per-dataset settings of the reference code" (shared/docs/aca-method.md):
+# The spec's "Per-dataset settings of the reference code" (docs/method.md):
 # dataset -> beta, [w0, T, w_min], offline trajectories seeded into the buffer, c_H.
 SPEC_TABLE = {
     "random": (7, (1, 10, 0), 0, 1.0),
