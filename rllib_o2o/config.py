@@ -91,6 +91,12 @@ class PipelineConfig:
                          metadata={"help": "hidden layer sizes of the actor and critic MLPs"})
     replay_capacity: int = option(1_000_000, "online replay buffer size (transitions)")
     alpha_bc: float = option(30.0, "stage 1 (SAC+ML) behaviour-cloning scale: lambda = alpha_bc / mean|Q|")
+    offline_actor_lr_decay: bool = option(
+        False, "stage 1: the actor's learning rate decays to zero by a cosine over offline_steps, so that "
+               "the last checkpoints settle (CORL's IQL)")
+    offline_actor_ema: float = option(
+        0.0, "stage 1: the rate tau of a moving average of the actor's weights (a horizon of about 1/tau "
+             "updates), which the stage evaluates and hands over; 0: the last actor itself")
     clip_beta: float | None = option(None, "preset override: beta of the clip of log pi0 (l's threshold)")
     w_schedule: list | None = field(
         default=None, metadata={"help": "preset override: the reference weight's schedule [w0, T, w_min]"})
@@ -168,6 +174,8 @@ class PipelineConfig:
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.offline_actor_ema < 1:
+            raise ValueError(f"offline_actor_ema must be in [0, 1), got {self.offline_actor_ema}")
         if self.clip_beta is not None and self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
         if get_method(self.method).distill_baseline and self.offline_checkpoint:

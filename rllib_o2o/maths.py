@@ -1,6 +1,6 @@
 """The equations of ACA (Yu & Zhang, ICML 2023), findable by name.
 
-Every function quotes the formula of `shared/docs/aca-method.md` it implements.
+Every function quotes the formula it implements (docs/method.md maps each equation to its function).
 Pure torch, stateless, no Ray: the learners compose these so that the maths is
 reviewable (and unit-tested) in one place.
 
@@ -311,6 +311,61 @@ def balanced_replay_priority(
     with torch.no_grad():
         scaled = w.pow(1.0 / temperature)
         return (scaled / (w_offline.pow(1.0 / temperature).mean() + 1e-10)).clamp(low, high)
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """IQL's value loss (Kostrikov et al. 2022), offline stage `iql`: the asymmetric squared error
+
+        L_tau(u) = E[ |tau - 1(u < 0)| u^2 ],   u = min_i Qbar_i(s, a) - V(s),  (s, a) ~ D,
+
+    whose minimiser V(s) is the tau-expectile of the data's Q-values at s (tau = 0.7: above their
+    mean, towards the best in-data action, without querying an action outside the data)."""
+    weight = (expectile - (diff < 0).to(diff.dtype)).abs()
+    return (weight * diff.square()).mean()
+
+
+def advantage_weights(advantage: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
+    """IQL's advantage-weighted regression weights: min( exp(beta A(s, a)), w_max ), detached.
+
+    A = min_i Qbar_i(s, a) - V(s) on the data's actions; beta the inverse temperature (3 for
+    MuJoCo), w_max = 100 keeps one row from dominating a batch."""
+    with torch.no_grad():
+        return torch.exp(temperature * advantage).clamp(max=max_weight)
+
+
+def awr_actor_loss(weights: torch.Tensor, data_log_prob: torch.Tensor) -> torch.Tensor:
+    """IQL's actor: L_pi = -E_{(s,a)~D}[ w(s, a) log pi(a|s) ], weighted maximum likelihood of the
+    data's actions (`advantage_weights`): no action outside the data is ever evaluated."""
+    return -(_const(weights) * data_log_prob).mean()
+
+
+def state_value_target(
+    rewards: torch.Tensor, terminateds: torch.Tensor, gamma: float, next_v: torch.Tensor
+) -> torch.Tensor:
+    """IQL's critic target: y = r + gamma (1 - d) V(s') (V has no target network), detached."""
+    return (rewards + gamma * (1.0 - terminateds) * next_v).detach()
+
+
+def return_range_scale(episode_returns: Iterable[float], span: float = 1000.0) -> float:
+    """IQL's reward scale for locomotion: span / (max_k R_k - min_k R_k) over the data's episode
+    returns (CORL's and d3rlpy's D4RL setting, span 1000), so that beta means the same on every
+    dataset. Applied to the advantage: A and V scale linearly with r, so beta * scale * A equals
+    beta * A of the rescaled rewards while Q stays in the data's units."""
+    returns = [float(r) for r in episode_returns]
+    spread = max(returns) - min(returns) if returns else 0.0
+    if not spread > 0.0:
+        raise ValueError(f"return_range_scale needs episodes of different returns, got {len(returns)} episode(s) "
+                         f"with spread {spread}")
+    return span / spread
+
+
+def cosine_decay(base: float, step: int, total: int) -> float:
+    """Cosine learning-rate decay to zero: lr_t = base (1 + cos(pi min(t, T) / T)) / 2, t = 0 .. T
+    (CORL's IQL actor schedule): the last updates move the policy less and less, so the last
+    checkpoints settle instead of swinging with the critic."""
+    if total <= 0:
+        raise ValueError(f"cosine_decay needs total > 0, got {total}")
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(max(step, 0), total) / total))
 
 
 def sac_actor_loss(alpha: Scalar, log_prob: torch.Tensor, q_min: torch.Tensor) -> torch.Tensor:

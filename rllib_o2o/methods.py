@@ -25,6 +25,8 @@ class OfflineKind:
 OFFLINE_KINDS = {
     "sacml": OfflineKind("SACMLUpdate"),
     "cql": OfflineKind("CQLUpdate"),
+    # Implicit Q-learning (Kostrikov et al. 2022): expectile V, advantage-weighted actor, no out-of-data action.
+    "iql": OfflineKind("IQLUpdate"),
     # WSRL's locomotion pre-training: CQL with REDQ's ensemble and layer-normalised critics (`--use_redq`).
     "cql-ensemble": OfflineKind("CQLUpdate", num_critics=10, critic_target_members=2, critic_layer_norm=True),
 }

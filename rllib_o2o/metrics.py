@@ -22,6 +22,12 @@ DATA_LOG_PROB = "data_log_prob"  # mean log pi of the data's actions
 # CQL.
 CQL_PENALTY = "cql_penalty"
 
+# IQL (offline stage `iql`).
+VALUE_LOSS = "value_loss"  # the expectile loss of V
+V_MEAN = "v_mean"  # mean V(s) of the batch
+ADVANTAGE_MEAN = "advantage_mean"  # mean min_i Qbar_i(s, a) - V(s) of the data's actions
+AWR_WEIGHT_MEAN = "awr_weight_mean"  # mean clipped exp(beta A) of the actor's weighted likelihood
+
 # ACA (online).
 REFERENCE_WEIGHT = "reference_weight"  # w_t
 OFFLINE_ENTROPY_BONUS_WEIGHT = "offline_entropy_bonus_weight"  # beta_t

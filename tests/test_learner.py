@@ -27,12 +27,13 @@ from rllib_o2o.algorithms.o2o_sac.updates import (
     ACAUpdate,
     BalancedReplayUpdate,
     CQLUpdate,
+    IQLUpdate,
     RLPDUpdate,
     SACMLUpdate,
     SACUpdate,
     WSRLUpdate,
 )
-from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule, handover_weights
 
 OBS_DIM, ACT_DIM, BATCH = 4, 2, 64
 LR = 3e-4
@@ -56,17 +57,17 @@ class RecordingAdam(torch.optim.Adam):
 
 
 def build_module(hidden=(32, 32), initial_alpha=INITIAL_ALPHA, obs_space=OBS_SPACE, act_space=ACT_SPACE,
-                 density_ratio=False, num_critics=2):
+                 density_ratio=False, num_critics=2, state_value=False, actor_ema=False):
     module = RLModuleSpec(
         module_class=O2OSACTorchRLModule, observation_space=obs_space, action_space=act_space,
         model_config={"hidden": list(hidden), "initial_alpha": initial_alpha, "density_ratio": density_ratio,
-                      "num_critics": num_critics},
+                      "num_critics": num_critics, "state_value": state_value, "actor_ema": actor_ema},
     ).build()
     module.make_target_networks()
     return module
 
 
-UPDATES = {"sac": SACUpdate, "sacml": SACMLUpdate, "aca": ACAUpdate, "cql": CQLUpdate,
+UPDATES = {"sac": SACUpdate, "sacml": SACMLUpdate, "aca": ACAUpdate, "cql": CQLUpdate, "iql": IQLUpdate,
            "balanced-replay": BalancedReplayUpdate, "rlpd": RLPDUpdate, "wsrl": WSRLUpdate}
 
 
@@ -75,7 +76,8 @@ def make_config(mode, **kw):
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
                   actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min",
-                  policy_update_interval=1, torch_compile_learner=False)
+                  policy_update_interval=1, torch_compile_learner=False, actor_ema=0.0, actor_lr_decay_updates=None,
+                  iql_expectile=0.7, iql_temperature=3.0, iql_max_weight=100.0, iql_advantage_scale=1.0)
     values.update(kw)
     return SimpleNamespace(**values)
 
@@ -83,8 +85,11 @@ def make_config(mode, **kw):
 def fake_learner(module, config):
     """What `o2o_update` and `_one_update` read from `self`, and nothing else: the config's update
     object, whose losses run eagerly."""
+    critic_params = list(module.critic.parameters())
+    if hasattr(module, "state_value"):
+        critic_params += list(module.state_value.parameters())
     optim = {
-        "critic": RecordingAdam(list(module.critic.parameters()), lr=LR),
+        "critic": RecordingAdam(critic_params, lr=LR),
         "actor": RecordingAdam(list(module.actor.parameters()), lr=LR),
         "alpha": RecordingAdam([module.log_alpha], lr=LR),
     }
@@ -99,6 +104,7 @@ def fake_learner(module, config):
         _critic_loss_fn=update.critic_loss,
         _actor_loss_fn=update.actor_loss,
         _diagnostics=O2OSACTorchLearner._diagnostics,
+        _actor_base_lr=LR,
     )
     fake._one_update = functools.partial(O2OSACTorchLearner._one_update, fake)
     fake.o2o_update = functools.partial(O2OSACTorchLearner.o2o_update, fake)
@@ -970,3 +976,89 @@ def test_vectorised_sampling_adds_exactly_the_iterations_env_steps(ray_session):
         algo.stop()
     # 26 calls of 12 steps = 312 sampled for 301; then 11 held + 25 calls (300) = 311 for the next 301
     assert counts == [(301, 301, 11, 301 - 96), (602, 602, 10, 602 - 96)]
+
+
+# ---------------------------------------------------------------- IQL and the settling of the last policy
+
+
+def test_iql_update_by_hand_q_to_r_plus_gamma_v_expectile_v_and_advantage_weighted_actor():
+    """IQL's three losses written out: Q_i to r + gamma (1 - d) V(s'), V to the 0.7-expectile of the target
+    critics' min, the actor on -E[min(exp(beta s A), 100) log pi(a|s)] with A from V before its step; the
+    temperature takes no step."""
+    torch.manual_seed(7)
+    module = build_module(state_value=True)
+    scale, beta = 2.0, 3.0
+    config = make_config("iql", iql_advantage_scale=scale, iql_temperature=beta)
+    fake, optim = fake_learner(module, config)
+    batch = make_batch(1, seed=3)
+    b = {k: torch.from_numpy(v[0]) for k, v in batch.items()}
+    cw = [w.detach().clone().requires_grad_() for w in module.critic.weights]
+    cb = [x.detach().clone().requires_grad_() for x in module.critic.biases]
+    tw = [w.detach().clone() for w in module.target_critic.weights]
+    tb = [x.detach().clone() for x in module.target_critic.biases]
+    vw = [w.detach().clone().requires_grad_() for w in module.state_value.weights]
+    vb = [x.detach().clone().requires_grad_() for x in module.state_value.biases]
+    actor = copy.deepcopy(module.actor)
+    log_alpha = module.log_alpha.detach().clone()
+
+    with torch.no_grad():
+        y = b["rewards"] + 0.99 * (1 - b["terminateds"]) * member_forward(vw, vb, b["new_obs"], 0).squeeze(-1)
+        target_q = min_q(tw, tb, b["obs"], b["actions"])
+    x = torch.cat([b["obs"], b["actions"]], -1)
+    q_loss = sum(((member_forward(cw, cb, x, e) - y) ** 2).mean() for e in range(2))
+    v = member_forward(vw, vb, b["obs"], 0).squeeze(-1)
+    u = target_q - v
+    v_loss = (torch.where(u < 0, 0.3, 0.7) * u ** 2).mean()
+    grads = torch.autograd.grad(q_loss + v_loss, cw + cb + vw + vb)
+    weights = torch.exp(beta * scale * u.detach()).clamp(max=100.0)
+    mean, log_std = actor(b["obs"])
+    a = b["actions"].clamp(-1 + 1e-6, 1 - 1e-6)
+    data_logp = squashed_log_prob_at_u(mean, log_std, torch.atanh(a))
+    actor_loss = -(weights * data_logp).mean()
+    actor_grads = torch.autograd.grad(actor_loss, list(actor.parameters()))
+
+    metrics = fake.o2o_update(batch)
+    assert metrics["critic_loss"] == pytest.approx(float((q_loss + v_loss).detach()), rel=1e-5)
+    assert metrics["value_loss"] == pytest.approx(float(v_loss.detach()), rel=1e-5)
+    assert metrics["actor_loss"] == pytest.approx(float(actor_loss.detach()), rel=1e-5)
+    for got, want in zip(optim["critic"].applied, grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    for got, want in zip(optim["actor"].applied, actor_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert not hasattr(optim["alpha"], "applied")  # no temperature step
+    assert torch.equal(module.log_alpha.detach(), log_alpha)
+
+
+def test_actor_moving_average_follows_the_actor_at_its_rate():
+    """After one update: theta_ema = (1 - tau) theta_before + tau theta_after, the actor's own step unchanged."""
+    torch.manual_seed(8)
+    tau = 0.25
+    module = build_module(actor_ema=True)
+    before = [p.detach().clone() for p in module.ema_actor.parameters()]
+    fake, _ = fake_learner(module, make_config("sacml", actor_ema=tau))
+    fake.o2o_update(make_batch(1, seed=4))
+    for ema, start, now in zip(module.ema_actor.parameters(), before, module.actor.parameters()):
+        assert not ema.requires_grad
+        torch.testing.assert_close(ema, (1 - tau) * start + tau * now.detach())
+        assert not torch.equal(start, now.detach())
+
+
+def test_actor_learning_rate_decays_by_cosine_over_the_module_updates():
+    """The actor's lr at update t of T is lr (1 + cos(pi t / T)) / 2, counted by the module (so a resumed
+    stage continues the schedule); the critic's lr stays."""
+    module = build_module()
+    fake, optim = fake_learner(module, make_config("sacml", actor_lr_decay_updates=4))
+    seen = []
+    for _ in range(5):
+        fake.o2o_update(make_batch(1, seed=len(seen)))
+        seen.append(optim["actor"].param_groups[0]["lr"])
+    want = [LR * 0.5 * (1 + math.cos(math.pi * min(t, 4) / 4)) for t in range(5)]
+    assert seen == pytest.approx(want)
+    assert seen[-1] == 0.0
+    assert optim["critic"].param_groups[0]["lr"] == LR
+
+
+def test_handover_weights_take_the_moving_average_as_the_actor_and_drop_offline_only_parts():
+    weights = {"actor.w": 1, "ema_actor.w": 2, "critic.w": 3, "state_value.w": 4, "log_alpha": 5}
+    assert handover_weights(weights) == {"actor.w": 2, "critic.w": 3, "log_alpha": 5}
+    assert handover_weights({"actor.w": 1, "critic.w": 3}) == {"actor.w": 1, "critic.w": 3}

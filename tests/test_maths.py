@@ -434,3 +434,66 @@ def test_offline_rows_per_batch_by_hand():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError):
             M.offline_rows_per_batch(64, bad)
+
+
+# ---------------------------------------------------------------- IQL and the offline stage's settling
+
+
+def test_expectile_loss_by_hand():
+    # u = (2, -1, 0.5), tau 0.7: weights 0.7, 0.3, 0.7 -> (0.7*4 + 0.3*1 + 0.7*0.25) / 3 = 3.275 / 3.
+    assert M.expectile_loss(t(2.0, -1.0, 0.5), 0.7).item() == pytest.approx(3.275 / 3, abs=1e-12)
+    # tau 0.5 is half the mean squared error.
+    assert M.expectile_loss(t(2.0, -1.0), 0.5).item() == pytest.approx(0.5 * 2.5, abs=1e-12)
+
+
+def test_expectile_loss_minimiser_is_the_expectile():
+    # Values 0 and 1 with tau 0.7: d/dv [0.7 (1 - v)^2 + 0.3 v^2] = 0 -> v = 0.7.
+    v = torch.zeros((), dtype=F64, requires_grad=True)
+    optimiser = torch.optim.SGD([v], lr=0.5)
+    for _ in range(200):
+        optimiser.zero_grad()
+        M.expectile_loss(t(0.0, 1.0) - v, 0.7).backward()
+        optimiser.step()
+    assert v.item() == pytest.approx(0.7, abs=1e-9)
+
+
+def test_advantage_weights_by_hand_clipped_and_detached():
+    # beta 3: exp(3 * 0.5) = 4.4816890703, exp(3 * -1) = 0.0497870684, exp(3 * 2) = 403.43 -> clipped at 100.
+    a = t(0.5, -1.0, 2.0).requires_grad_()
+    w = M.advantage_weights(a, 3.0, 100.0)
+    assert w.tolist() == pytest.approx([4.4816890703, 0.0497870684, 100.0], abs=1e-9)
+    assert not w.requires_grad
+
+
+def test_awr_actor_loss_by_hand():
+    # -(2 * -1 + 0.5 * -4) / 2 = 2; the weights get no gradient, log pi gets -w / B.
+    logp = t(-1.0, -4.0).requires_grad_()
+    weights = t(2.0, 0.5).requires_grad_()
+    loss = M.awr_actor_loss(weights, logp)
+    assert loss.item() == pytest.approx(2.0)
+    loss.backward()
+    assert logp.grad.tolist() == pytest.approx([-1.0, -0.25])
+    assert weights.grad is None
+
+
+def test_state_value_target_by_hand():
+    # r + 0.99 (1 - d) V(s'): 1 + 0.99 * 10 = 10.9; terminal: 2.
+    y = M.state_value_target(t(1.0, 2.0), t(0.0, 1.0), 0.99, t(10.0, 10.0))
+    assert y.tolist() == pytest.approx([10.9, 2.0])
+
+
+def test_return_range_scale_by_hand():
+    assert M.return_range_scale([100.0, 500.0, 300.0]) == pytest.approx(1000.0 / 400.0)
+    with pytest.raises(ValueError, match="different returns"):
+        M.return_range_scale([5.0, 5.0])
+
+
+def test_cosine_decay_by_hand():
+    # base 3e-4 over T = 100: t = 0 -> 3e-4, t = 25 -> 3e-4 (1 + cos(pi/4)) / 2 = 2.5606601718e-4,
+    # t = 50 -> 1.5e-4, t >= 100 -> 0.
+    assert M.cosine_decay(3e-4, 0, 100) == pytest.approx(3e-4)
+    assert M.cosine_decay(3e-4, 25, 100) == pytest.approx(2.5606601718e-4, rel=1e-9)
+    assert M.cosine_decay(3e-4, 50, 100) == pytest.approx(1.5e-4)
+    assert M.cosine_decay(3e-4, 150, 100) == 0.0
+    with pytest.raises(ValueError):
+        M.cosine_decay(3e-4, 0, 0)

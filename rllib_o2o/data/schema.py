@@ -385,6 +385,14 @@ def _read_column(file: str, name: str) -> np.ndarray:
     return (_column_2d if _SPEC[name][2] == 2 else _column_1d)(table[name], name, file)
 
 
+def read_episode_returns(path: str | os.PathLike) -> np.ndarray:
+    """`episode_returns` of a dataset directory, reading only its rewards and episode ids."""
+    files = dataset_files(path)
+    table = pa.concat_tables([pq.read_table(f, columns=["rewards", "eps_id"]) for f in files])
+    return episode_returns({"rewards": table.column("rewards").to_numpy(),
+                            "eps_id": table.column("eps_id").to_numpy()})
+
+
 def episode_returns(tr: Transitions) -> np.ndarray:
     """Undiscounted return of each episode, in order of the episode's first row."""
     ids, first, inverse = np.unique(tr["eps_id"], return_index=True, return_inverse=True)

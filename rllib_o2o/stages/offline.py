@@ -1,6 +1,10 @@
 """Stage 1: offline pre-training from the Parquet dataset (RLlib offline API).
 
-SAC+ML for ACA and the naive baseline; SAC with the CQL penalty for cql-sac.
+The method's offline kind (`methods.OFFLINE_KINDS`): SAC+ML (the paper's), IQL, or SAC with
+CQL's penalty (cql-sac). Optionally the actor's learning rate decays to zero over the stage and
+the stage hands over a moving average of the actor's weights (`offline_actor_lr_decay`,
+`offline_actor_ema`): what settles the last policy instead of leaving it wherever the last
+update happens to land.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import numpy as np
 
 from rllib_o2o.checkpoints import save_module_checkpoint
 from rllib_o2o.console import Console
-from rllib_o2o.data.schema import DatasetMeta
-from rllib_o2o.methods import Method, OfflineKind
+from rllib_o2o.data.schema import DatasetMeta, read_episode_returns
+from rllib_o2o.maths import return_range_scale
+from rllib_o2o.methods import OFFLINE_KINDS, OfflineKind
 from rllib_o2o.metrics import ALPHA, CRITIC_LOSS, Q_MEAN
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
 from rllib_o2o.data.location import ray_data_path, ray_data_read_args
@@ -23,20 +28,25 @@ from rllib_o2o.rundir.stage import StageDir
 from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
 
-def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | None = None, log_dir: Path | None = None,
-                   kind: OfflineKind | None = None):
-    """Stage 1's O2OSAC config: `update` (None: SACMLUpdate; or CQLUpdate) on the dataset through RLlib's offline API,
-    with `kind`'s critic ensemble (None: twin critics)."""
+def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, kind: OfflineKind | None = None,
+                   log_dir: Path | None = None):
+    """Stage 1's O2OSAC config: `kind`'s update and critic ensemble (None: SAC+ML with twin critics) on the
+    dataset through RLlib's offline API, with the run's settling of the last policy."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
-    from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
+    from rllib_o2o.algorithms.o2o_sac import updates
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
 
-    kind = kind or OfflineKind(update="SACMLUpdate")
+    kind = kind or OFFLINE_KINDS["sacml"]
+    update = getattr(updates, kind.update)
+    # IQL's advantages in units of 1000 / (the data's return range): its temperature's D4RL scale.
+    advantage_scale = return_range_scale(read_episode_returns(dataset_dir)) if update.uses_state_value else 1.0
     return (
         O2OSACConfig()
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
-        .o2o(update=update or SACMLUpdate, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+        .o2o(update=update, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
+             iql_advantage_scale=advantage_scale, actor_ema=cfg.offline_actor_ema,
+             actor_lr_decay_updates=cfg.offline_steps if cfg.offline_actor_lr_decay else None,
              num_critics=kind.num_critics, critic_target_members=kind.critic_target_members,
              critic_layer_norm=kind.critic_layer_norm,
              max_updates=cfg.offline_steps,
@@ -52,9 +62,10 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, update: type | Non
 
 
 class OfflineTraining:
-    """Stage 1: the method's offline update (`Method.offline_update_class()`: SAC+ML, or CQL for cql-sac)
+    """Stage 1: the method's offline kind (`Method.offline_kind()`: SAC+ML, IQL, or CQL for cql-sac)
     for `offline_steps` updates on the dataset, read through RLlib's offline API; resumable. Outputs:
-    module/ (weights, meta with alpha_off, Adam states) and DONE.json (curve, score, alpha_off)."""
+    module/ (the handed-over weights, meta with alpha_off, Adam states) and DONE.json (curve, score,
+    alpha_off)."""
 
     role = "offline"
 
@@ -62,13 +73,22 @@ class OfflineTraining:
         return ctx.run.offline_stage(ctx.config.method)
 
     def run(self, ctx, io: StageIO) -> dict:
-        return _train_offline(ctx.config, ctx.dataset_dir, ctx.meta, self.stage_dir(ctx), io.console, io.metrics,
-                              ctx.method)
+        return train_offline(ctx.config, ctx.dataset_dir, ctx.meta, self.stage_dir(ctx), io.console, io.metrics,
+                             ctx.method.offline)
 
 
-def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, console: Console,
-                   metrics: MetricsLog, method: Method) -> dict:
-    mode = method.offline  # the stage's kind, named in its module's meta and its line
+def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, console: Console,
+                  metrics: MetricsLog, mode: str) -> dict:
+    """Stage 1 of offline kind `mode` (a key of `OFFLINE_KINDS`) into `stage`; its DONE.json summary.
+
+    Each evaluation point of the curve scores the policy the stage would hand over then (with
+    `offline_actor_ema`, the actor's moving average; the raw actor's score beside it as
+    `actor_score`)."""
+    from rllib_o2o.algorithms.o2o_sac import updates as update_classes
+    from rllib_o2o.algorithms.o2o_sac.evaluation import evaluate_policy_episodes
+    from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import handover_weights
+
+    kind = OFFLINE_KINDS[mode]
     done = stage.done()
     if done:
         console.line(f"offline stage: already complete (return {done['return']:.1f}), skipped")
@@ -80,8 +100,7 @@ def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, c
         return min(progress["iteration"] * cfg.offline_eval_every, cfg.offline_steps)
 
     with console.progress("offline", cfg.offline_steps, "updates") as bar:
-        algo = offline_config(cfg, dataset_dir, meta, method.offline_update_class(), log_dir=stage.path,
-                              kind=method.offline_kind()).build_algo()
+        algo = offline_config(cfg, dataset_dir, meta, kind, log_dir=stage.path).build_algo()
         try:
             progress = stage.restore_checkpoint(algo) or {"iteration": 0, "curve": []}
             if progress["iteration"]:
@@ -94,18 +113,24 @@ def _train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, c
                     ret = evaluation_return(result)
                     score = cfg.score(ret)
                     losses = result["learners"]["default_policy"]
-                    progress["curve"].append({"updates": updates(progress), "return": ret, "score": score})
+                    point = {"updates": updates(progress), "return": ret, "score": score}
+                    if cfg.offline_actor_ema:  # the raw actor beside its average, for comparison
+                        weights = algo.call_learner(lambda learner: learner.get_module_weights())
+                        returns, _ = evaluate_policy_episodes(algo, lambda: algo.actor_policy(weights))
+                        point.update(actor_return=float(returns.mean()), actor_score=cfg.score(float(returns.mean())))
+                    progress["curve"].append(point)
                     log.log(updates(progress), {EVAL_RETURN: ret, EVAL_SCORE: score, **learner_scalars(losses)})
                     return (f"{format_eval(ret, score)} critic_loss {losses[CRITIC_LOSS]:.3f} "
                             f"q_mean {losses[Q_MEAN]:.2f} alpha {losses[ALPHA]:.3f}")
 
                 progress = train_loop(algo, stage, progress, lambda p: p["iteration"] >= num_iterations,
                                       record, cfg.checkpoint_every, bar, updates)
-            weights = algo.call_learner(lambda learner: learner.get_module_weights())
+            weights = handover_weights(algo.call_learner(lambda learner: learner.get_module_weights()))
             optimizer_states = algo.call_learner(lambda learner: learner.get_optimizer_states())
         finally:
             algo.stop()
-    alpha_off = float(np.exp(weights["log_alpha"]))
+    # The temperature of the offline critic's soft values: 0 for a kind whose critic has no entropy term (IQL).
+    alpha_off = float(np.exp(weights["log_alpha"])) if getattr(update_classes, kind.update).learns_temperature else 0.0
     save_module_checkpoint(stage.module_path, weights, {
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,

@@ -39,6 +39,18 @@ def evaluation_seed(run_seed: int) -> int:
     return EVAL_SEED_STRIDE * (int(run_seed) + 1)
 
 
+def evaluate_policy_episodes(algo, make_policy) -> tuple:
+    """Returns and lengths of the episodes of an evaluation of `algo` (its env, seed, duration and
+    `eval_num_envs`) by the policy `make_policy()` builds. Building the policy (its network's
+    initialisation) and running it leave torch's global generator as they found it."""
+    config = algo.config
+    episodes = int(config.evaluation_duration)
+    with torch.random.fork_rng(devices=[]):
+        return run_episodes(config.env, make_policy(), episodes, evaluation_seed(config.seed or 0),
+                            (config.env_config or {}).get("max_episode_steps"),
+                            num_envs=config.eval_num_envs or episodes)
+
+
 def batched_evaluation(algo, eval_env_runner_group=None) -> tuple[dict, int, int]:
     """RLlib's `custom_evaluation_function`: `evaluation_duration` episodes of the learner's
     mean action (`algo.mean_action_policy()`), `eval_num_envs` (default: all of them) at once.
@@ -55,11 +67,7 @@ def batched_evaluation(algo, eval_env_runner_group=None) -> tuple[dict, int, int
     if not isinstance(config.env, str):
         raise ValueError(f"batched_evaluation makes envs with gymnasium.make: env must be a registered id, "
                          f"got {config.env!r}")
-    with torch.random.fork_rng(devices=[]):
-        policy = algo.mean_action_policy()
-        returns, lengths = run_episodes(config.env, policy, episodes, evaluation_seed(config.seed or 0),
-                                        (config.env_config or {}).get("max_episode_steps"),
-                                        num_envs=config.eval_num_envs or episodes)
+    returns, lengths = evaluate_policy_episodes(algo, algo.mean_action_policy)
     steps = int(lengths.sum())
     # RLlib's new stack reads evaluation results from the algorithm's metrics, not from the
     # hook's return value: log them as an (evaluation) EnvRunner would, one value each.

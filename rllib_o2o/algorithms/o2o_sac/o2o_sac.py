@@ -29,6 +29,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_learner import ACTOR_Q_REDUCTIONS
+from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import handover_weights
 from rllib_o2o.algorithms.o2o_sac.updates import SACUpdate
 from rllib_o2o.metrics import NUM_ENV_STEPS_SAMPLED, PRIORITIES
 from rllib_o2o.policy import ActorPolicy
@@ -130,6 +131,12 @@ class O2OSACConfig(SACConfig):
         self.cql_weight = 5.0
         self.cql_num_actions = 10
         self.cql_temperature = 1.0
+        self.iql_expectile = 0.7
+        self.iql_temperature = 3.0
+        self.iql_max_weight = 100.0
+        self.iql_advantage_scale = 1.0
+        self.actor_ema = 0.0
+        self.actor_lr_decay_updates = None
         self.clip_beta = 7.0
         self.use_log_prob_clip = True
         self.critic_includes_reference = True
@@ -196,6 +203,12 @@ class O2OSACConfig(SACConfig):
         cql_weight=NotProvided,
         cql_num_actions=NotProvided,
         cql_temperature=NotProvided,
+        iql_expectile=NotProvided,
+        iql_temperature=NotProvided,
+        iql_max_weight=NotProvided,
+        iql_advantage_scale=NotProvided,
+        actor_ema=NotProvided,
+        actor_lr_decay_updates=NotProvided,
         clip_beta=NotProvided,
         use_log_prob_clip=NotProvided,
         critic_includes_reference=NotProvided,
@@ -233,11 +246,22 @@ class O2OSACConfig(SACConfig):
 
         update: the class of each gradient update (`updates.py`): SACUpdate (plain SAC, default),
             SACMLUpdate (offline SAC + max-likelihood term), CQLUpdate (offline SAC with CQL's
-            critic penalty: the cql-sac baseline), ACAUpdate (online fine-tuning with the aligned
+            critic penalty: the cql-sac baseline), IQLUpdate (offline implicit Q-learning), ACAUpdate (online fine-tuning with the aligned
             critic) or BalancedReplayUpdate (the Balanced Replay baseline online), or a subclass.
         alpha_bc: SAC+ML's BC scale (lambda = alpha_bc / mean|Q|).
         cql_weight, cql_num_actions, cql_temperature: CQL(H)'s penalty weight, the
             actions sampled per source (uniform, pi at s, pi at s') and its temperature.
+        iql_expectile, iql_temperature, iql_max_weight, iql_advantage_scale: IQL's (`update=IQLUpdate`)
+            expectile tau of V (0.7), inverse temperature beta of its advantage weights (3), their
+            clip w_max (100), and the scale s of the advantages in exp(beta s A): the offline stage
+            sets it to 1000 / (max - min episode return of the data) (`maths.return_range_scale`),
+            CORL's and d3rlpy's reward scaling, so beta means the same on every dataset. 1 (default):
+            the data's units.
+        actor_ema: the rate tau of a moving average of the actor's weights kept beside it,
+            theta_ema <- (1 - tau) theta_ema + tau theta after every update (a horizon of about
+            1/tau updates); the offline stage evaluates and hands over that average. 0 (default): none.
+        actor_lr_decay_updates: the actor's learning rate decays to zero by a cosine over this many
+            updates of the module (`maths.cosine_decay`; CORL's IQL). None (default): constant.
         clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.
         critic_includes_reference: True (spec): the critic fits R + w l to the TD target, so R can
             learn to cancel l and the policy drifts to plain SAC's. False: R alone is fitted (the
@@ -324,6 +348,14 @@ class O2OSACConfig(SACConfig):
                              f"got {self.update_class!r}")
         if self.cql_weight < 0 or self.cql_num_actions < 1 or self.cql_temperature <= 0:
             raise ValueError("CQL needs cql_weight >= 0, cql_num_actions >= 1 and cql_temperature > 0")
+        if not (0 < self.iql_expectile < 1 and self.iql_temperature > 0 and self.iql_max_weight > 0
+                and self.iql_advantage_scale > 0):
+            raise ValueError("IQL needs 0 < iql_expectile < 1 and iql_temperature, iql_max_weight, "
+                             "iql_advantage_scale > 0")
+        if not 0 <= self.actor_ema < 1:
+            raise ValueError(f"actor_ema must be in [0, 1), got {self.actor_ema}")
+        if self.actor_lr_decay_updates is not None and self.actor_lr_decay_updates <= 0:
+            raise ValueError(f"actor_lr_decay_updates must be None or > 0, got {self.actor_lr_decay_updates}")
         if self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
         w0, horizon, w_min = self.w_schedule
@@ -385,6 +417,7 @@ class O2OSACConfig(SACConfig):
     def _model_config_auto_includes(self):
         return {"hidden": list(self.hidden), "initial_alpha": self.initial_alpha,
                 "actor_activation": self.actor_activation, "density_ratio": self.update_class.uses_density_ratio,
+                "state_value": self.update_class.uses_state_value, "actor_ema": bool(self.actor_ema),
                 "num_critics": self.num_critics, "critic_layer_norm": self.critic_layer_norm}
 
     def get_default_learner_class(self):
@@ -489,8 +522,12 @@ class O2OSAC(SAC):
         )
 
     def mean_action_policy(self) -> ActorPolicy:
-        """The learner's current actor as a numpy policy (mean action, env units), for evaluation."""
-        weights = self.call_learner(lambda learner: learner.get_module_weights())
+        """The learner's current policy as a numpy policy (mean action, env units), for evaluation: its
+        actor, or the actor's moving average when it keeps one (`actor_ema`, `handover_weights`)."""
+        return self.actor_policy(handover_weights(self.call_learner(lambda learner: learner.get_module_weights())))
+
+    def actor_policy(self, weights: dict) -> ActorPolicy:
+        """The mean-action numpy policy of the actor in module `weights`."""
         obs_space, _ = self._spaces()
         return ActorPolicy.from_module_weights(
             weights, obs_dim=int(np.prod(obs_space.shape)), act_dim=int(self._action_low.size),

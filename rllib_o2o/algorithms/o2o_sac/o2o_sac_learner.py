@@ -50,13 +50,18 @@ class O2OSACTorchLearner(TorchLearner):
         # The update's losses, compiled once here when torch_compile_learner is set (`compiled`).
         self._critic_loss_fn = compiled(self._update.critic_loss, self.config)
         self._actor_loss_fn = compiled(self._update.actor_loss, self.config)
+        # The actor's learning rate before any decay (`actor_lr_decay_updates`).
+        self._actor_base_lr = self._update.actor_lr or self.config.actor_lr
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self._module[module_id]
         update = config.update_class
+        critic_params = list(module.critic.parameters())
+        if update.uses_state_value:  # V steps with the critic (IQLUpdate.critic_loss sums their losses)
+            critic_params += list(module.state_value.parameters())
         groups = {
-            "critic": (list(module.critic.parameters()), config.critic_lr),
+            "critic": (critic_params, config.critic_lr),
             "actor": (list(module.actor.parameters()), update.actor_lr or config.actor_lr),
             "alpha": ([module.log_alpha], update.alpha_lr or config.alpha_lr),
         }
@@ -103,11 +108,16 @@ class O2OSACTorchLearner(TorchLearner):
         for u in range(num_updates):
             if config.torch_compile_learner:  # CUDA graphs ("reduce-overhead"): one update is one step
                 torch.compiler.cudagraph_mark_step_begin()
+            if config.actor_lr_decay_updates:
+                for group in optim["actor"].param_groups:
+                    group["lr"] = maths.cosine_decay(self._actor_base_lr, start + u, config.actor_lr_decay_updates)
             step = self._one_update(
                 module, update, {k: v[u] for k, v in tensors.items()}, schedule[u],
                 optim, actor_params, critic_params, train_policy=start + u >= config.actor_warmup_updates,
                 policy_step=maths.is_policy_update(start + u, config.policy_update_interval),
             )
+            if config.actor_ema:
+                maths.polyak_update_(module.ema_actor.parameters(), actor_params, config.actor_ema)
             maths.polyak_update_(target_params, critic_params, config.tau)
             if metrics.PRIORITIES in step:
                 priorities.append(step.pop(metrics.PRIORITIES))
@@ -145,12 +155,13 @@ class O2OSACTorchLearner(TorchLearner):
                     torch.nn.utils.clip_grad_norm_(actor_params, update.config.actor_grad_clip)
                 optim["actor"].step()
 
-            alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(),
-                                                update.entropy_target(module, reference))
-            if train_policy:
-                optim["alpha"].zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                optim["alpha"].step()
+            if update.learns_temperature:
+                alpha_loss = maths.temperature_loss(module.log_alpha, logp.detach(),
+                                                    update.entropy_target(module, reference))
+                if train_policy:
+                    optim["alpha"].zero_grad(set_to_none=True)
+                    alpha_loss.backward()
+                    optim["alpha"].step()
             out[metrics.ACTOR_LOSS] = actor_loss.detach()
 
         out.update(update.after_step(module, b, optim))

@@ -7,7 +7,9 @@ issue), and the module also holds what ACA adds: a frozen reference actor pi0
 and the temperature, so that checkpoints carry all of the learner's state
 (RLlib's SAC keeps `log_alpha` outside).
 With `model_config["density_ratio"]` it also holds the Balanced Replay baseline's
-density-ratio network w(s,a) ~ d_online / d_offline.
+density-ratio network w(s,a) ~ d_online / d_offline; with `model_config["state_value"]` IQL's
+state value V(s); with `model_config["actor_ema"]` a moving average of the actor's weights
+(the policy an offline stage hands over when it keeps one).
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ from rllib_o2o.maths import tanh_gaussian_rsample
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
 
 CRITIC_ATTRS = ["critic", "target_critic", "ref_actor"]
+# Parts of a module only its offline training uses: IQL's V(s) and the actor's moving average.
+OFFLINE_TRAINING_ONLY = ("state_value.", "ema_actor.")
+
+
+def handover_weights(weights: dict) -> dict:
+    """The weights an offline stage hands over (and evaluates): with a moving average of the actor
+    kept (`ema_actor.*`), that average as the actor; without the parts only offline training uses,
+    so that the hand-over has every later stage's layout."""
+    actor = {k: v for k, v in weights.items() if not k.startswith(OFFLINE_TRAINING_ONLY)}
+    averaged = {f"actor.{k[len('ema_actor.'):]}": v for k, v in weights.items() if k.startswith("ema_actor.")}
+    return {**actor, **averaged}
 
 
 class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
@@ -53,6 +66,10 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         )
         # Online updates done so far: drives ACA's w schedule and survives checkpoints.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+        if self.model_config.get("state_value"):  # IQL's V(s)
+            self.state_value = EnsembleMLP(1, self.obs_dim, 1, hidden)
+        if self.model_config.get("actor_ema"):  # the actor's moving average (O2OSACConfig.actor_ema)
+            self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
         if self.model_config.get("density_ratio"):
             self.density_ratio = EnsembleMLP(1, self.obs_dim + self.act_dim, 1, hidden)
             with torch.no_grad():  # w starts near 1: every row looks as online as offline
@@ -69,7 +86,8 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
         return {"q_target": self.q_values(batch[Columns.OBS], batch[Columns.ACTIONS], target=True)}
 
     def get_non_inference_attributes(self) -> list[str]:
-        extra = ["density_ratio"] if self.model_config.get("density_ratio") else []
+        extra = [name for name, key in (("density_ratio", "density_ratio"), ("state_value", "state_value"),
+                                        ("ema_actor", "actor_ema")) if self.model_config.get(key)]
         return CRITIC_ATTRS + ["log_alpha", "num_updates"] + extra
 
     def _env_action(self, squashed: torch.Tensor) -> torch.Tensor:
@@ -98,6 +116,10 @@ class O2OSACTorchRLModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
     def density_ratios(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Balanced Replay's w(s,a) >= 0, shape [B]."""
         return torch.relu(self.density_ratio(torch.cat([obs, actions], dim=-1))).squeeze(-1).squeeze(0)
+
+    def state_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """IQL's V(s), shape [B]."""
+        return self.state_value(obs).squeeze(-1).squeeze(0)
 
     def freeze_reference_policy(self) -> None:
         """Copies the current actor into pi0 (ACA's frozen reference policy)."""

@@ -28,6 +28,10 @@ class SACUpdate:
 
     # True: the module has Balanced Replay's density-ratio network, trained by `after_step`.
     uses_density_ratio = False
+    # True: the module has a state-value network V(s), fitted with the critic in `critic_loss` (IQL).
+    uses_state_value = False
+    # False: the temperature takes no step (a method whose losses have no entropy term, IQL).
+    learns_temperature = True
     # > 0: each batch takes this fraction of its rows from the offline data, the rest from the online
     # rows (RLPD's symmetric sampling, `replay.SymmetricReplayBuffer`); 0: one buffer sampled uniformly.
     offline_batch_fraction = 0.0
@@ -179,6 +183,49 @@ class CQLUpdate(SACUpdate):
         penalty = maths.cql_penalty(q_sampled.transpose(1, 2), q, config.cql_temperature)
         out[metrics.CQL_PENALTY] = penalty.detach()
         return config.cql_weight * penalty
+
+
+class IQLUpdate(SACUpdate):
+    """Offline IQL (Kostrikov et al. 2022), stage 1's `iql`: Q to r + gamma V(s'), V to an expectile
+    of the target critics' values of the data's actions, and the actor by advantage-weighted
+    likelihood of the data's actions. No loss evaluates an action outside the data, and none has an
+    entropy term (the temperature stays put). The critic's step carries V (one Adam over disjoint
+    parameters is two Adams), and the advantages computed there, with V before its step as IQL's
+    reference implementations do, are what its actor's loss takes."""
+
+    uses_state_value = True
+    learns_temperature = False
+    reports_drift = False
+
+    def critic_loss(self, module, b, alpha, with_bonus):
+        """sum_i MSE(Q_i(s, a), r + gamma (1 - d) V(s')) + the expectile loss of V (`maths.expectile_loss`);
+        returns (loss, the data's advantages min_i Qbar_i(s, a) - V(s), metrics)."""
+        config = self.config
+        obs, act = b["obs"], b["actions"]
+        with torch.no_grad():
+            y = maths.state_value_target(b["rewards"], b["terminateds"], config.gamma,
+                                         module.state_values(b["new_obs"]))
+            target_q = maths.min_over_members(module.q_values(obs, act, target=True))
+        v = module.state_values(obs)
+        advantage = target_q - v
+        value_loss = maths.expectile_loss(advantage, config.iql_expectile)
+        q = module.q_values(obs, act)
+        q_loss = maths.critic_loss(q, y)
+        out = {metrics.TD_ERROR_RMS: (q_loss.detach() / q.shape[0]).sqrt(), metrics.Q_MEAN: q.detach().mean(),
+               metrics.VALUE_LOSS: value_loss.detach(), metrics.V_MEAN: v.detach().mean(),
+               metrics.ADVANTAGE_MEAN: advantage.detach().mean()}
+        return q_loss + value_loss, advantage.detach(), out
+
+    def actor_loss(self, module, b, alpha, advantage):
+        """-E_D[min(exp(beta s A), w_max) log pi(a|s)] (`maths.awr_actor_loss`), s the data's return scale
+        (`iql_advantage_scale`); returns (loss, None: no temperature step, metrics)."""
+        config = self.config
+        mean, log_std = module.actor(b["obs"])
+        data_logp = maths.tanh_gaussian_log_prob(mean, log_std, b["actions"])
+        weights = maths.advantage_weights(advantage * config.iql_advantage_scale, config.iql_temperature,
+                                          config.iql_max_weight)
+        out = {metrics.DATA_LOG_PROB: data_logp.detach().mean(), metrics.AWR_WEIGHT_MEAN: weights.mean()}
+        return maths.awr_actor_loss(weights, data_logp), None, out
 
 
 class BalancedReplayUpdate(SACUpdate):
