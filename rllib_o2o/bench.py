@@ -25,7 +25,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from rllib_o2o.bench_profiles import Profile, get_profile, split_dataset_name
+from rllib_o2o.bench_profiles import COMMITTED_DATASETS_DIR, Profile, get_profile, split_dataset_name
 from rllib_o2o.bench_tasks import (BenchmarkInterrupted, StageTask, plan_tasks, raise_if_failed, run_tasks,
                                    stage_resources, write_task_summary)
 from rllib_o2o.checkpoints import write_json_atomic
@@ -93,17 +93,28 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
 
 
 def resolve_datasets(profile: Profile, datasets: list[str], data_dir: str | Path,
-                     dataset_paths: dict[str, str], torch_threads: int | str = "auto") -> dict[str, Path]:
-    """Given paths (dataset dirs, D4RL HDF5 files, Minari ids) or datasets generated with `collect`.
+                     dataset_paths: dict[str, str], torch_threads: int | str = "auto",
+                     committed_dir: Path = COMMITTED_DATASETS_DIR) -> dict[str, Path]:
+    """Given paths (dataset dirs, D4RL HDF5 files, Minari ids), the repository's committed datasets (a
+    profile with `committed_data`: never generated) or datasets generated with `collect`.
 
     Generated datasets are cached by content and settings under `data_dir`: made once per machine.
     """
+    from rllib_o2o.data.fingerprint import content_fingerprint
+    from rllib_o2o.data.schema import read_dataset
     from rllib_o2o.stages.collect import CollectSettings, collect, dataset_dir
 
     resolved = {}
     for name in datasets:
         if name in dataset_paths:
             resolved[name] = _import_given(name, dataset_paths[name], Path(data_dir))
+        elif profile.committed_data:
+            path = committed_dir / name
+            if not (path / "dataset.json").exists():
+                raise ValueError(f"{name}: the profile's committed dataset {path} is missing (a checkout of the "
+                                 f"repository has it); give the rows to use with --dataset-path {name}=PATH")
+            resolved[name] = path
+            print(f"{name}: committed rows {path} (fingerprint {content_fingerprint(read_dataset(path)[0])})", flush=True)
     wanted: dict[str, list[str]] = {}
     for name in datasets:
         if name not in resolved:

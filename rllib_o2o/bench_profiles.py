@@ -10,10 +10,14 @@ meant for a GPU node or a cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ALL_METHODS = ("aca", "aca-seeded", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
                "aca-fixed-w", "balanced-replay", "aca-paper", "aca-distilled-z", "aca-reference-entropy",
                "aca-consistent-target", "wsrl", "rlpd")
+
+# The repository's committed benchmark datasets: <name>/ (Parquet + dataset.json), made once by `collect`.
+COMMITTED_DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 
 ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
            "pendulum": "Pendulum-v1"}
@@ -26,6 +30,9 @@ class Profile:
     seeds: tuple[int, ...]
     pipeline: dict  # PipelineConfig values shared by every run
     collect: dict = field(default_factory=dict)  # CollectSettings values for generated datasets
+    # True: the datasets are the repository's committed rows (COMMITTED_DATASETS_DIR), never generated;
+    # `collect` with `collect`'s settings is the recipe that made them.
+    committed_data: bool = False
 
 
 PROFILES = {
@@ -44,10 +51,10 @@ PROFILES = {
         collect=dict(num_transitions=20_000, train_env_steps=30_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=1_000, medium_target_score=20.0, eval_episodes=5),
     ),
-    # The quality profile of the ACA-collapse issue: D4RL-style medium data (behaviour SAC stopped at a
-    # third of the expert score, 100k stochastic transitions), 50k offline updates, 20k online steps.
+    # The quality profile: D4RL-style medium data (behaviour SAC stopped at a third of the expert score,
+    # 100k stochastic transitions), committed to the repository; 50k offline updates, 20k online steps.
     "medium": Profile(
-        datasets=("hopper-medium", "halfcheetah-medium"),
+        datasets=("hopper-medium", "halfcheetah-medium", "walker2d-medium"),
         methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper",
                  "sac-scratch", "cql-sac", "aca-from-cql", "aca-from-cql-td", "aca-unseeded",
                  "aca-paper-online-temperature", "aca-paper-carry-adam", "wsrl", "rlpd", "balanced-replay"),
@@ -57,6 +64,7 @@ PROFILES = {
                       replay_capacity=200_000),
         collect=dict(num_transitions=100_000, train_env_steps=150_000, env_steps_per_iteration=1_000,
                      random_warmup_steps=5_000, medium_target_score=100.0 / 3.0, eval_episodes=5),
+        committed_data=True,
     ),
     "paper": Profile(
         datasets=tuple(f"{task}-{kind}" for task in ("halfcheetah", "hopper", "walker2d")

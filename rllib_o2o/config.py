@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import Field, asdict, dataclass, field, fields
 
-from rllib_o2o.methods import DEFAULT_METHOD, DEFAULT_METHOD_FOR_IMPORTED_POLICY, METHODS, get_method
+from rllib_o2o.methods import (DEFAULT_METHOD, DEFAULT_METHOD_FOR_IMPORTED_POLICY, METHODS, OFFLINE_KINDS,
+                               get_method, with_offline_kind)
 from rllib_o2o.presets import PRESETS, get_preset
 from rllib_o2o.suggest import UnknownNameError
 from rllib_o2o.threads import resolve_torch_threads
@@ -120,6 +121,11 @@ class PipelineConfig:
                                       f"the offline critic), or {DEFAULT_METHOD_FOR_IMPORTED_POLICY} (Z fitted by "
                                       f"TD, as the paper does) with --offline-checkpoint, whose actor comes "
                                       f"without a critic", choices=tuple(sorted(METHODS)))
+    offline_algo: str | None = option(
+        None, "the offline stage the method starts from: sacml (SAC+ML, the paper's), iql, cql or cql-ensemble; "
+              "none: the method's own (docs/pipeline.md). Another than the method's runs as method "
+              "<method>-from-<kind>, with its own stage directories and results file",
+        choices=tuple(OFFLINE_KINDS))
     storage_path: str | None = option(
         None, "also keep the run in STORAGE_PATH/<run dir name>: a shared dir or a pyarrow URI (s3://, gs://, "
               "hdfs://, file://); a re-run on any node resumes from it")
@@ -145,6 +151,11 @@ class PipelineConfig:
     def __post_init__(self):
         if self.method is None:
             self.method = DEFAULT_METHOD_FOR_IMPORTED_POLICY if self.offline_checkpoint else DEFAULT_METHOD
+        if self.offline_algo is not None:
+            try:
+                self.method = with_offline_kind(self.method, self.offline_algo)
+            except ValueError:  # no offline stage to change: validate() refuses the pair
+                pass
 
     @classmethod
     def from_dict(cls, values: dict) -> PipelineConfig:
@@ -178,6 +189,11 @@ class PipelineConfig:
             raise ValueError(f"offline_actor_ema must be in [0, 1), got {self.offline_actor_ema}")
         if self.clip_beta is not None and self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
+        if self.offline_algo is not None:
+            if self.offline_checkpoint:
+                raise ValueError("offline_algo picks the offline stage to train, and --offline-checkpoint replaces "
+                                 "it: give one of them")
+            with_offline_kind(self.method, self.offline_algo)  # a method without an offline stage: refused
         if get_method(self.method).distill_baseline and self.offline_checkpoint:
             raise ValueError(f"method {self.method!r} distils Z from the offline critic, and an imported "
                              f"--offline-checkpoint carries an actor only; use --method aca")

@@ -7,7 +7,7 @@ weights start the online stage, and which ACA switches are on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rllib_o2o.suggest import UnknownNameError
 
@@ -204,19 +204,49 @@ METHODS = {
 # What `rllib-o2o run` runs unless told otherwise: aca with Z distilled from the offline critic, pi0's
 # entropy as the temperature's target and the offline critic's entropy bonus kept in the TD target. The
 # TD-fitted Z of `aca` (the paper's alignment) estimates the behaviour policy's value, which made aca's
-# online start dip on the embedded Pendulum-v1 default (docs/benchmarks.md, "A task where aca dipped");
+# online start dip on the embedded Pendulum-v1 default (docs/history.md);
 # the entropy target keeps alpha at 1 while pi stays near pi0, which removed HalfCheetah's mid-run sag
-# on regenerated data ("Seed 0 and four one-switch probes"); the bonus makes the distilled Z the target's
-# fixed point at t = 0, which removed HalfCheetah's first drop ("The hand-over's TD bias").
+# on regenerated data; the bonus makes the distilled Z the target's
+# fixed point at t = 0, which removed HalfCheetah's first drop (docs/method.md, "Where this project differs").
 DEFAULT_METHOD = "aca-consistent-target"
 # An imported --offline-checkpoint carries an actor only: no critic to distil Z from.
 DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca"
 
 
+FROM_KIND = "-from-"  # "<method>-from-<offline kind>": the method started from another offline stage
+
+
+def with_offline_kind(name: str, kind: str | None) -> str:
+    """The name of method `name` run from offline kind `kind` (`PipelineConfig.offline_algo`): `name` itself
+    when `kind` is None or already its kind, else "<name>-from-<kind>", which names its stage directories
+    and results file apart from the method's own."""
+    method = get_method(name)
+    if kind is None or kind == method.offline:
+        return name
+    if kind not in OFFLINE_KINDS:
+        raise ValueError(f"unknown offline kind {kind!r}; choose from {sorted(OFFLINE_KINDS)}")
+    if method.offline is None:
+        raise ValueError(f"method {name!r} has no offline stage to run as {kind!r}")
+    base, _, _ = name.rpartition(FROM_KIND) if _from_kind(name) else (name, None, None)
+    return base if kind == METHODS[base].offline else f"{base}{FROM_KIND}{kind}"
+
+
+def _from_kind(name: str) -> str | None:
+    """The offline kind of a "<method>-from-<kind>" name of a catalogue method; None for any other name."""
+    base, sep, kind = name.rpartition(FROM_KIND)
+    if sep and kind in OFFLINE_KINDS and base in METHODS and METHODS[base].offline is not None:
+        return kind
+    return None
+
+
 def get_method(name: str) -> Method:
-    if name not in METHODS:
+    """A catalogue method, or "<method>-from-<kind>": that method with offline kind `kind`."""
+    if name in METHODS:
+        return METHODS[name]
+    kind = _from_kind(name)
+    if kind is None:
         raise UnknownNameError("method", [name], METHODS, hint=f"; choose from {sorted(METHODS)}")
-    return METHODS[name]
+    return replace(METHODS[name.rpartition(FROM_KIND)[0]], offline=kind)
 
 
 def needs_alignment(name: str) -> bool:

@@ -231,3 +231,31 @@ def test_given_datasets_resolve_as_the_run_command_does(tmp_path, pendulum_dir):
     fetched = resolve_datasets(profile, ["pendulum-medium"], tmp_path / "d", {"pendulum-medium": uri})
     assert (fetched["pendulum-medium"] / "dataset.json").exists()
     assert fetched["pendulum-medium"].is_relative_to(tmp_path / "d" / "given" / "pendulum-medium")
+
+
+def test_a_profile_with_committed_data_uses_the_committed_rows_and_never_generates(tmp_path, pendulum_dir):
+    import shutil
+    from dataclasses import replace
+
+    from rllib_o2o.bench import resolve_datasets
+
+    profile = replace(PROFILES["smoke"], committed_data=True)
+    committed = tmp_path / "committed"
+    shutil.copytree(pendulum_dir, committed / "pendulum-medium")
+    resolved = resolve_datasets(profile, ["pendulum-medium"], tmp_path / "d", {}, committed_dir=committed)
+    assert resolved == {"pendulum-medium": committed / "pendulum-medium"}
+    with pytest.raises(ValueError, match="committed dataset .* is missing"):
+        resolve_datasets(profile, ["pendulum-medium"], tmp_path / "d", {}, committed_dir=tmp_path / "none")
+    assert not (tmp_path / "d").exists()  # nothing generated
+
+
+def test_the_medium_profile_runs_on_the_committed_datasets():
+    from rllib_o2o.bench_profiles import COMMITTED_DATASETS_DIR
+    from rllib_o2o.data.schema import read_meta
+
+    profile = PROFILES["medium"]
+    assert profile.committed_data
+    for name in profile.datasets:
+        meta = read_meta(COMMITTED_DATASETS_DIR / name)
+        assert meta.num_transitions == profile.collect["num_transitions"]
+        assert meta.env_id == split_dataset_name(name)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from rllib_o2o.methods import METHODS, OFFLINE_KINDS, get_method, needs_alignmen
 from rllib_o2o.pipeline import PipelineConfig, run_pipeline
 from rllib_o2o.stages.online import start_module
 from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.suggest import UnknownNameError
 
 TINY = dict(env="Pendulum-v1", batch_size=64, hidden=[32, 32], replay_capacity=10_000, offline_steps=200,
             offline_eval_every=100, align_steps=100, online_steps=400, eval_every=200, eval_episodes=1)
@@ -195,3 +197,34 @@ def test_wsrl_and_rlpd_run_in_the_harness_with_their_own_stages_and_data_setting
         assert [p["env_steps"] for p in curve] == [0, 200, 400], m
         # the warm-up (200 env steps) made no update: no learner diagnostics at 200, then some at 400
         assert "kl_to_reference" not in curve[1] and "kl_to_reference" in curve[2], m
+
+
+def test_a_method_from_another_offline_kind_is_that_method_with_the_kind_named_apart():
+    from rllib_o2o.config import PipelineConfig
+    from rllib_o2o.methods import OFFLINE_KINDS, get_method, with_offline_kind
+    from rllib_o2o.rundir.names import alignment_stage_name, offline_stage_name, online_stage_name, results_file_name
+
+    assert with_offline_kind("naive", None) == "naive"
+    assert with_offline_kind("naive", get_method("naive").offline) == "naive"
+    name = with_offline_kind("naive", "iql")
+    assert name == "naive-from-iql"
+    assert get_method(name) == replace(get_method("naive"), offline="iql")
+    assert with_offline_kind(name, "iql") == name  # idempotent: a config read back keeps its method
+    assert with_offline_kind(name, get_method("naive").offline) == "naive"
+    assert (offline_stage_name(name), online_stage_name(name), results_file_name(name)) == (
+        "offline-iql", "online-naive-from-iql", "results-naive-from-iql.json")
+    assert alignment_stage_name(with_offline_kind("aca", "iql")) == "alignment-from-iql"
+    assert "iql" in OFFLINE_KINDS
+    with pytest.raises(ValueError, match="no offline stage"):
+        with_offline_kind("sac-scratch", "iql")
+    with pytest.raises(UnknownNameError):
+        get_method("naive-from-nothing")
+
+    cfg = PipelineConfig(method="cql-sac", offline_algo="iql")
+    assert cfg.method == "cql-sac-from-iql"
+    cfg.validate()
+    assert PipelineConfig(**vars(cfg)).method == cfg.method
+    with pytest.raises(ValueError, match="no offline stage"):
+        PipelineConfig(method="rlpd", offline_algo="iql").validate()
+    with pytest.raises(ValueError, match="give one of them"):
+        PipelineConfig(method="aca", offline_algo="iql", offline_checkpoint="x").validate()

@@ -72,7 +72,7 @@ def ray_data_read_args(dataset_dir: str | Path) -> dict:
     the object-store pages of the blocks it wrote mapped after the read, so each extra worker adds
     its share to the run's peak. At 10M Hopper-shaped rows one worker lowered the tiny pipeline's
     peak from 3.07x to 2.95x the dataset and the read workers' PSS from 1,230 to 699 MiB, with the
-    first offline update 2 s later (docs/benchmarks.md, "Big datasets, read once").
+    first offline update 2 s later (docs/benchmarks.md, "Big datasets").
 
     Inside a Ray task (a stage task of `rllib-o2o bench`, whose placement group also holds Ray Data's
     tasks: `bench_tasks`) the read runs one task at a time without a node label: a label would
