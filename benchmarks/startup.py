@@ -56,7 +56,7 @@ PARTS = (
     ("online sampling", "rllib_o2o/algorithms/o2o_sac/o2o_sac.py", "_sample_into_replay"),
     ("evaluations", "rllib_o2o/algorithms/o2o_sac/evaluation.py", "batched_evaluation"),
     ("stage checkpoints", "rllib_o2o/rundir/stage.py", "save_checkpoint"),
-    ("alignment (Ray task, end to end)", "rllib_o2o/stages/alignment.py", "align_in_task"),
+    ("alignment (Ray task, end to end)", "rllib_o2o/algorithms/alignment/task.py", "align_in_task"),
     ("algorithm stop", "ray/tune/trainable/trainable.py", "stop"),
     ("ray.shutdown", "ray/_private/worker.py", "shutdown"),
     ("whole run (rllib_o2o.run)", "rllib_o2o/api.py", "run"),

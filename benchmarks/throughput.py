@@ -606,8 +606,8 @@ def run(args) -> dict:
             out["online_e2e_0_runners_ratio"] = out["online_e2e"]["0"]["ratio"]
 
         # -- alignment stage: Z-fit steps/s -----------------------------------------------------
+        from rllib_o2o.algorithms.alignment.z_fit import AlignSettings, align
         from rllib_o2o.networks import TanhGaussianActor
-        from rllib_o2o.stages.alignment import AlignSettings, align
 
         actor = TanhGaussianActor(OBS_DIM, ACT_DIM, HIDDEN)
         actor_state = {k: v.numpy() for k, v in actor.state_dict().items()}

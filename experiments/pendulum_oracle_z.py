@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pendulum_values import discounted_return, load_module, observation, pendulum_step, policy_torque  # noqa: E402
 
+from rllib_o2o.algorithms.alignment.z_fit import z_distill_step  # noqa: E402
 from rllib_o2o.data.schema import read_dataset  # noqa: E402
 from rllib_o2o.networks import EnsembleMLP, critic_from_baseline  # noqa: E402
-from rllib_o2o.stages.alignment import z_distill_step  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -3,7 +3,9 @@
 RLlib's episode replay buffers rebuild batches from episode objects on every
 sample, which costs more than the update itself at batch 256. Transitions here
 live in one set of numpy arrays; sampling is a single fancy-index per column.
-Actions are stored normalised to [-1, 1] (the policy's own space).
+Actions are stored normalised to [-1, 1] (the policy's own space). Two samplers draw such
+batches from data held elsewhere: `RowSampler` (arrays in Ray's object store) and
+`StreamingOfflineSampler` (an offline dataset too large for memory, streamed by Ray Data).
 """
 
 from __future__ import annotations
@@ -163,6 +165,46 @@ class RowSampler:
     def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
         """`num_batches` stacked uniform batches: arrays of shape [U, B, ...]."""
         return self.gather(self._rng.integers(0, len(self.rows), size=(num_batches, batch_size)))
+
+
+def offline_chunk_arrays(chunk: dict, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A Ray Data batch of the dataset schema as the learner's arrays (actions in [-1, 1])."""
+    return (
+        np.stack(chunk["obs"]).astype(np.float32),
+        normalize_actions(np.stack(chunk["actions"]).astype(np.float32), low, high),
+        chunk["rewards"].astype(np.float32),
+        np.stack(chunk["new_obs"]).astype(np.float32),
+        chunk["terminateds"].astype(np.float32),
+    )
+
+
+class StreamingOfflineSampler:
+    """`FlatReplayBuffer.sample` for datasets larger than memory: epochs streamed from Ray Data.
+
+    Batches come from `iter_batches` with a local shuffle buffer, restarting the stream at the
+    end of each epoch, so memory holds the shuffle buffer, not the dataset.
+    """
+
+    def __init__(self, dataset, to_arrays, seed: int = 0, shuffle_rows: int = 100_000):
+        self._dataset, self._to_arrays, self._seed, self._shuffle_rows = dataset, to_arrays, seed, shuffle_rows
+        self._epoch, self._batches, self._batch_size = 0, None, None
+
+    def _next_batch(self, batch_size: int) -> dict:
+        while True:
+            if self._batches is None or batch_size != self._batch_size:
+                self._batch_size = batch_size
+                self._batches = iter(self._dataset.iter_batches(
+                    batch_size=batch_size, batch_format="numpy", drop_last=True,
+                    local_shuffle_buffer_size=max(self._shuffle_rows, batch_size),
+                    local_shuffle_seed=self._seed + self._epoch))
+            try:
+                return dict(zip(BATCH_KEYS, self._to_arrays(next(self._batches))))
+            except StopIteration:
+                self._epoch, self._batches = self._epoch + 1, None
+
+    def sample(self, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        batches = [self._next_batch(batch_size) for _ in range(num_batches)]
+        return {k: np.stack([b[k] for b in batches]) for k in BATCH_KEYS}
 
 
 class SumTree:

@@ -1,5 +1,5 @@
 """Shared fixtures: a small valid Pendulum dataset, in memory and on disk; a guard against starting Ray;
-one torch thread for a module of tiny networks."""
+a Ray session for a module's tests; one torch thread for a module of tiny networks."""
 
 from __future__ import annotations
 
@@ -43,6 +43,25 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
     yield ray
     assert not ray.is_initialized()
+
+
+def ray_started(num_cpus: int = 2):
+    """Yields Ray, started here with `num_cpus` CPUs and shut down after, or the session another module
+    left running (reused as it is): the body of a `ray_session` fixture of any scope."""
+    import ray
+
+    owns = not ray.is_initialized()  # reuse a session another module left running
+    if owns:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if owns:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """Ray (2 CPUs) for the tests of a module that ask for it, shut down after the module."""
+    yield from ray_started()
 
 
 def leftovers(parent) -> list[str]:

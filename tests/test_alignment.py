@@ -14,13 +14,14 @@ from torch.distributions.transforms import TanhTransform
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rllib_o2o import maths
+from rllib_o2o.algorithms.alignment import z_fit
+from rllib_o2o.algorithms.alignment.task import align_in_task, align_remote
+from rllib_o2o.algorithms.alignment.z_fit import AlignSettings, align, z_fit_step
 from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import O2OSACTorchRLModule
 from rllib_o2o.data.rollouts import collect_transitions, env_meta
 from rllib_o2o.data.schema import read_dataset, write_dataset
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
 from rllib_o2o.nonfinite import NonFiniteError
-from rllib_o2o.stages import alignment
-from rllib_o2o.stages.alignment import AlignSettings, align, align_in_task, align_remote, z_fit_step
 
 HIDDEN = (32, 32)
 OBS_DIM, ACT_DIM = 3, 1  # Pendulum-v1
@@ -137,7 +138,7 @@ def test_align_is_seeded(dataset_dir, pi0_state):
 
 
 def test_align_rejects_a_broken_surgery(dataset_dir, pi0_state, monkeypatch):
-    original = alignment.critic_from_baseline
+    original = z_fit.critic_from_baseline
 
     def broken(z, action_dim):
         r = original(z, action_dim)
@@ -145,8 +146,8 @@ def test_align_rejects_a_broken_surgery(dataset_dir, pi0_state, monkeypatch):
             r.weights[0][:, -action_dim:] += 0.1
         return r
 
-    monkeypatch.setattr(alignment, "critic_from_baseline", broken)
-    with pytest.raises(alignment.AlignmentError):
+    monkeypatch.setattr(z_fit, "critic_from_baseline", broken)
+    with pytest.raises(z_fit.AlignmentError):
         align(pi0_state, str(dataset_dir), HIDDEN, settings(z_steps=5, curve_every=5))
 
 
@@ -229,18 +230,6 @@ def test_z_fit_step_uses_the_spec_target():
         assert torch.equal(value, pi0_before[key])
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    owns = not ray.is_initialized()  # reuse a session another module left running
-    if owns:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if owns:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 def test_align_remote_matches_local(ray_session, dataset_dir, pi0_state):
     import ray
@@ -294,7 +283,7 @@ def test_z_fit_without_log_pi0_fits_z_to_y_z():
          "new_obs": torch.randn(8, OBS_DIM), "terminateds": torch.zeros(8)}
     s = settings(z_includes_log_pi0=False)
     torch.manual_seed(5)
-    log_pi0, z_values, y = alignment._z_fit_terms(pi0, z, b, s)
+    log_pi0, z_values, y = z_fit._z_fit_terms(pi0, z, b, s)
     assert torch.equal(log_pi0, torch.zeros(8))
     torch.manual_seed(5)
     _, next_logp = maths.tanh_gaussian_rsample(*pi0(b["new_obs"]))

@@ -20,7 +20,7 @@ from rllib_o2o import maths
 from rllib_o2o.algorithms.o2o_sac.updates import ACAUpdate
 from rllib_o2o.data.schema import DatasetMeta
 from rllib_o2o.networks import EnsembleMLP, TanhGaussianActor
-from rllib_o2o.stages.alignment import AlignSettings, align
+from rllib_o2o.algorithms.alignment.z_fit import AlignSettings, align
 
 OBS = torch.tensor([0.3, -0.2])
 PI0_MEAN, PI0_LOG_STD = [0.4, -0.6], [-2.0, -1.5]
@@ -212,7 +212,7 @@ def test_distillation_targets_are_computed_once_per_state_and_only_where_the_fit
         rows_sampled, evaluated_up_front):
     """A dataset no bigger than the fit's samples gets every target up front; a bigger one only the
     sampled states', each once: the set-up cost follows the fit's length, not the dataset's."""
-    from rllib_o2o.stages.alignment import _TargetCache
+    from rllib_o2o.algorithms.alignment.z_fit import _TargetCache
 
     obs = torch.arange(100.0).reshape(50, 2)
     targets = CountingTargets()

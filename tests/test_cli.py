@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from rllib_o2o.cli import main
+from tests.conftest import ray_started
 
 SUBCOMMANDS = ("validate", "import-d4rl", "import-minari", "run", "collect")
 
@@ -143,15 +144,9 @@ def test_run_reports_bad_values_before_starting_ray(pendulum_dir, tmp_path, caps
 
 @pytest.fixture
 def ray_session():
-    """Ray for one test, shut down after it: the no_ray tests later in this module need none running."""
-    import ray
-
-    owns = not ray.is_initialized()  # reuse a session another module left running
-    if owns:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if owns:
-        ray.shutdown()
+    """conftest's Ray for one test, not the module, shut down after it: the no_ray tests later in this
+    module need none running."""
+    yield from ray_started()
 
 
 @pytest.mark.slow

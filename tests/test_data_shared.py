@@ -8,15 +8,6 @@ from rllib_o2o.data.schema import COLUMNS, read_dataset
 from rllib_o2o.data.shared import SharedDataset, resolve_columns
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def test_read_once_shared_by_reference_and_released(ray_session, pendulum_dir):
     expected, meta = read_dataset(pendulum_dir)
     shared = SharedDataset(pendulum_dir)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
-from rllib_o2o.algorithms.o2o_sac.o2o_sac import O2OEnvRunner
+from rllib_o2o.algorithms.o2o_sac.env_runner import O2OEnvRunner
 
 
 def random_warmup_actions(seed: int, worker_index: int = 0) -> np.ndarray:

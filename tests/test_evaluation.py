@@ -67,15 +67,6 @@ def test_evaluation_seeds_differ_between_run_seeds():
     assert [evaluation_seed(s) for s in (0, 1, 2)] == [10_000, 20_000, 30_000]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_the_online_stage_evaluates_the_learners_actor_on_the_runs_evaluation_seeds(ray_session):
     """algo.evaluate() through the stage's config: the learner's mean action on episodes

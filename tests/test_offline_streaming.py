@@ -9,10 +9,9 @@ import pytest
 import ray
 
 from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
-from rllib_o2o.algorithms.o2o_sac.o2o_sac import StreamingOfflineSampler
 from rllib_o2o.algorithms.o2o_sac.updates import SACMLUpdate
-from rllib_o2o.replay import FlatReplayBuffer
 from rllib_o2o.data.location import NODE_ID_LABEL, ray_data_path, ray_data_read_args
+from rllib_o2o.replay import FlatReplayBuffer, StreamingOfflineSampler
 
 pytestmark = pytest.mark.slow
 

@@ -30,13 +30,6 @@ def keep_driver_threads():
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_dataset():
     from rllib_o2o.data.rollouts import collect_transitions, env_meta
 
@@ -156,7 +149,7 @@ def test_a_run_resumes_with_other_torch_threads_but_not_another_seed():
 
 
 def test_align_sets_its_threads_in_the_calling_process(pi0_state, tiny_dataset):
-    from rllib_o2o.stages.alignment import AlignSettings, align
+    from rllib_o2o.algorithms.alignment.z_fit import AlignSettings, align
 
     torch.set_num_threads(1)
     report = align(pi0_state, tiny_dataset, HIDDEN, AlignSettings(z_steps=4, batch_size=16, curve_every=2,
@@ -242,7 +235,8 @@ def test_a_remote_learner_runs_with_num_cpus_per_learner(ray_session):
 @pytest.mark.slow
 @pytest.mark.parametrize("num_cpus", [1, 2])
 def test_alignment_task_runs_with_its_num_cpus(ray_session, tiny_dataset, pi0_state, num_cpus):
-    from rllib_o2o.stages.alignment import AlignSettings, align_remote
+    from rllib_o2o.algorithms.alignment.task import align_remote
+    from rllib_o2o.algorithms.alignment.z_fit import AlignSettings
 
     settings = AlignSettings(z_steps=4, batch_size=16, curve_every=2, num_cpus=num_cpus)
     task = align_remote(num_cpus=num_cpus)

@@ -1,17 +1,18 @@
 """Stage 2: alignment - Z(s) fitted to the offline actor pi0 in a Ray task, then the critic R(s, a) = Z(s).
 
-The task (`stages.alignment.align_in_task`) receives the transitions through the object store, so
-any node can run it. No checkpoints: a re-run fits Z from the start. Outputs: module/ (the aligned
-module: pi0, R, alpha = 1; meta with the offline temperature) and DONE.json (the Z-fit curve, the
-surgery's error).
+The Z fit (`algorithms/alignment/`) runs as a Ray task (`align_in_task`) that receives the transitions
+through the object store, so any node can run it. No checkpoints: a re-run fits Z from the start.
+Outputs: module/ (the aligned module: pi0, R, alpha = 1; meta with the offline temperature) and
+DONE.json (the Z-fit curve, the surgery's error).
 """
 
 from __future__ import annotations
 
+from rllib_o2o.algorithms.alignment.task import align_in_task
+from rllib_o2o.algorithms.alignment.z_fit import AlignSettings
 from rllib_o2o.checkpoints import load_module_checkpoint, save_module_checkpoint
 from rllib_o2o.metrics_log import HELDOUT_RESIDUAL, Z_LOSS
 from rllib_o2o.rundir.stage import StageDir
-from rllib_o2o.stages.alignment import AlignSettings, align_in_task
 from rllib_o2o.stages.common import StageIO
 
 

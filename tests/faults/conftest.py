@@ -17,9 +17,9 @@ from rllib_o2o.data.schema import write_dataset
 from tests.faults.pipeline_proc import (
     KillPoint,
     PipelineProcess,
-    newest_checkpoint,
     run_command,
     run_to_end,
+    stage_files,
     write_config,
 )
 
@@ -46,7 +46,9 @@ def _kill_points(rng: random.Random) -> list[tuple[str, KillPoint]]:
 @pytest.fixture(scope="session")
 def kill_chain(tmp_path_factory, fault_dataset):
     """Runs the pipeline, SIGKILLs it at each seeded point in turn (re-running the same command), then lets
-    it finish. Each step records the kill point, what was on disk after the kill, and the next run's log."""
+    it finish. Each step records the kill point, what was on disk after the kill (`files`: each stage's
+    DONE.json and newest checkpoint) and, as `next_files`, after the next run (killed in turn, or run to
+    the end); the logs only for failure messages."""
     work = tmp_path_factory.mktemp("faults-kill-chain")
     out = work / "run"
     args = run_command(fault_dataset, out, write_config(work), online_steps=CHAIN_ONLINE_STEPS)
@@ -54,17 +56,18 @@ def kill_chain(tmp_path_factory, fault_dataset):
     for stage, point in _kill_points(random.Random(KILL_CHAIN_SEED)):
         proc = PipelineProcess(args)
         reached = proc.kill_at(point)
+        files = stage_files(out)
         if steps:
-            steps[-1]["next_log"] = proc.output
-        steps.append({"stage": stage, "point": point, "reached": reached, "log": proc.output,
-                      "done": {s: (out / s / "DONE.json").exists() for s in ("offline", "alignment", "online")},
-                      "checkpoint": newest_checkpoint(out / stage) if stage != "alignment" else None})
+            steps[-1].update(next_log=proc.output, next_files=files)
+        steps.append({"stage": stage, "point": point, "reached": reached, "log": proc.output, "files": files,
+                      "done": {s: f["done"] is not None for s, f in files.items()},
+                      "checkpoint": files[stage]["checkpoint"]})
         print(f"kill in {stage} {point}: reached={reached}, done={steps[-1]['done']}, "
               f"checkpoint={steps[-1]['checkpoint'] and {k: v for k, v in steps[-1]['checkpoint'].items() if k != 'curve'}}")
         if not reached:
             break
     rc, log = run_to_end(args)
-    steps[-1]["next_log"] = log
+    steps[-1].update(next_log=log, next_files=stage_files(out))
     return {"out": out, "steps": steps, "rc": rc, "final_log": log, "online_steps": CHAIN_ONLINE_STEPS}
 
 

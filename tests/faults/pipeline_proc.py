@@ -274,6 +274,17 @@ def newest_checkpoint(stage_dir: Path) -> dict | None:
     return None
 
 
+def stage_files(out: Path) -> dict[str, dict]:
+    """What each stage of run `out` has on disk: `done`, its DONE.json (None before it finished), and
+    `checkpoint`, the progress a resume would start from (None: none; the alignment keeps none)."""
+    from rllib_o2o.rundir.names import DONE_FILE
+
+    return {stage: {"done": json.loads((out / stage / DONE_FILE).read_text())
+                    if (out / stage / DONE_FILE).exists() else None,
+                    "checkpoint": None if stage == "alignment" else newest_checkpoint(out / stage)}
+            for stage in ("offline", "alignment", "online")}
+
+
 def check_results(out: Path, online_steps: int = ONLINE_STEPS) -> dict:
     """results.json of a finished run: every evaluation exactly once, in order, and a final score."""
     results = json.loads((out / "results.json").read_text())

@@ -14,35 +14,51 @@ import json
 
 import pytest
 
-from tests.faults.pipeline_proc import EVAL_EVERY, check_results
+from rllib_o2o.rundir.names import RESUMED_FROM
+from tests.faults.pipeline_proc import ALIGN_STEPS, EVAL_EVERY, TINY, check_results
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 BEFORE = {"offline": (), "alignment": ("offline",), "online": ("offline", "alignment")}
+# Each stage's progress counter, and the steps of its curve's points: one per evaluation, in order.
+COUNTER = {"offline": ("updates", TINY["offline_eval_every"], TINY["offline_eval_every"]),
+           "online": ("env_steps", 0, EVAL_EVERY)}
 
 
 def _first_kill_in(kill_chain, stage):
     return next(step for step in kill_chain["steps"] if step["stage"] == stage)
 
 
-def _resumed_where_it_stopped(stage: str, checkpoint: dict | None, log: str) -> None:
-    """The next run continued from the checkpoint the kill left (and re-did nothing before it)."""
-    if stage == "offline":
-        if checkpoint:  # where it resumed: DONE.json's resumed_from (test_consecutive_kills_...)
-            for done in range(1, checkpoint["iteration"] + 1):
-                assert f"offline {100 * done}/" not in log, log[-3000:]
-        else:
-            assert "offline 100/" in log, log[-3000:]
-    elif stage == "alignment":  # a Ray task without checkpoints: it runs again, stage 1 is not redone
-        assert "offline stage: already complete" in log and "alignment: fitting Z" in log, log[-3000:]
+def _resumed_where_it_stopped(stage: str, step: dict) -> None:
+    """The next run continued from the checkpoint the kill left and re-did nothing before it, judged from
+    the stage's files after that run: the progress it saved last (DONE.json or its newest checkpoint)
+    names the kill's checkpoint last in `resumed_from` (none: it started afresh), and its curve holds
+    the checkpoint's points unchanged, then the later ones, each evaluation once and in order."""
+    before, after, log = step["files"], step["next_files"], step["next_log"][-3000:]
+    if stage == "alignment":  # a Ray task without checkpoints: it runs again, stage 1 is not redone
+        assert after["offline"]["done"] == before["offline"]["done"], log
+        done = after["alignment"]["done"]
+        assert done is not None, log
+        every = done["settings"]["curve_every"]
+        assert [p["step"] for p in done["z_loss_curve"]] == list(range(every, ALIGN_STEPS + 1, every)), done
+        return
+    if stage == "online":
+        assert after["alignment"]["done"] == before["alignment"]["done"], log  # not redone
+    checkpoint = step["checkpoint"]
+    saved = after[stage]["done"] or after[stage]["checkpoint"]
+    if saved is None:  # killed again before its first save, as the kill before it was
+        assert checkpoint is None, log
+        return
+    resumed = saved.get(RESUMED_FROM, [])
+    counter, first, every = COUNTER[stage]
+    if checkpoint:
+        where = checkpoint["iteration"] if stage == "offline" else checkpoint["env_steps"]
+        assert resumed and resumed[-1] == where, (resumed, where, log)
+        assert saved["curve"][:len(checkpoint["curve"])] == checkpoint["curve"], log
     else:
-        assert "alignment: already complete" in log, log[-3000:]
-        if checkpoint:
-            steps = checkpoint["env_steps"]
-            for done in range(0, steps + 1, EVAL_EVERY):
-                assert f"online {done}/" not in log, log[-3000:]
-        else:
-            assert "online 0/" in log, log[-3000:]
+        assert resumed == [], (resumed, log)
+    steps = [p[counter] for p in saved["curve"]]
+    assert steps == list(range(first, first + every * len(steps), every)), (steps, log)
 
 
 @pytest.mark.parametrize("stage", ["offline", "alignment", "online"])
@@ -51,7 +67,7 @@ def test_sigkill_in_stage_then_resume(kill_chain, stage):
     assert step["reached"], f"never reached the kill point {step['point']}:\n{step['log'][-3000:]}"
     assert all(step["done"][s] for s in BEFORE[stage]), step["done"]
     assert not step["done"][stage], f"killed too late ({step['point']}): {stage} had finished"
-    _resumed_where_it_stopped(stage, step["checkpoint"], step["next_log"])
+    _resumed_where_it_stopped(stage, step)
 
 
 def test_consecutive_kills_then_resume_to_completion(kill_chain):
@@ -60,7 +76,7 @@ def test_consecutive_kills_then_resume_to_completion(kill_chain):
     assert all(s["reached"] for s in steps), [str(s["point"]) for s in steps if not s["reached"]]
     second_online = steps[3]
     assert not second_online["done"]["online"], f"killed too late ({second_online['point']})"
-    _resumed_where_it_stopped("online", second_online["checkpoint"], second_online["next_log"])
+    _resumed_where_it_stopped("online", second_online)
     assert kill_chain["rc"] == 0, kill_chain["final_log"][-4000:]
     results = check_results(kill_chain["out"], kill_chain["online_steps"])
     assert results["online"]["env_steps"] == kill_chain["online_steps"]

@@ -107,8 +107,9 @@ def test_alignment_task_is_retried_when_its_worker_dies(tmp_path, pendulum_dir):
     import ray
     import torch
 
+    from rllib_o2o.algorithms.alignment.task import align_remote
+    from rllib_o2o.algorithms.alignment.z_fit import AlignSettings
     from rllib_o2o.networks import TanhGaussianActor
-    from rllib_o2o.stages.alignment import AlignSettings, align_remote
 
     options = align_remote(num_cpus=1)._default_options
     assert options["max_retries"] >= 1, options
@@ -117,7 +118,7 @@ def test_alignment_task_is_retried_when_its_worker_dies(tmp_path, pendulum_dir):
         if not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)  # the worker process dies: a system failure, which Ray retries
-        from rllib_o2o.stages.alignment import align
+        from rllib_o2o.algorithms.alignment.z_fit import align
 
         return align(*args)
 

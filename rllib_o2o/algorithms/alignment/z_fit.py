@@ -1,7 +1,7 @@
 """Stage 2, alignment: rebuild the critic from the offline actor (spec, stage 2).
 
-Runs as its own Ray task (`align_remote`) with an explicit resource request and
-retries, so it can be placed anywhere in a cluster and survives a dead worker.
+Runs as its own Ray task (task.py: `align_remote`, `align_in_task`) with an explicit resource
+request and retries, so it can be placed anywhere in a cluster and survives a dead worker.
 Input: any stochastic tanh-Gaussian actor pi0 (stage 1's, or converted from
 RLlib's CQL) and the offline dataset; optionally the offline critic, from which Z is then
 distilled instead of fitted by TD (`align(offline_critic=...)`). Output: the full O2OSAC module state for
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import ray
 import torch
 
 from rllib_o2o import maths
@@ -323,39 +322,3 @@ def surgery_error(z: EnsembleMLP, r: EnsembleMLP, replay: RowSampler, device, se
     generator = torch.Generator().manual_seed(seed)
     actions = (torch.rand(obs.shape[0], r.in_dim - z.in_dim, generator=generator) * 2 - 1).to(device)
     return float((r(torch.cat([obs, actions], -1)) - z(obs)).abs().max())
-
-
-def align_remote(num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3):
-    """The alignment task with its own resource request; call `.remote(...)` on the result.
-
-    Pass the same `num_cpus` in its AlignSettings: the task sizes torch's threads by it.
-    """
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(align)
-
-
-def align_in_task(actor_state: dict, data, hidden: tuple, settings: AlignSettings, num_gpus: float,
-                  on_point: Callable[[dict], None], offline_critic: dict | None = None) -> dict:
-    """`align` as its Ray task (`settings.num_cpus`, `num_gpus`), each curve point handed to `on_point`
-    on the driver while the fit runs. The points travel through a Ray queue, so the task may run
-    on any node; a retried task (a dead worker) sends its points again from the start."""
-    from ray.exceptions import RayTaskError
-    from ray.util.queue import Queue
-
-    queue = Queue(actor_options={"num_cpus": 0})
-    try:
-        task = align_remote(num_cpus=settings.num_cpus, num_gpus=num_gpus)
-        result = task.remote(actor_state, data, hidden, settings, progress=queue.put, offline_critic=offline_critic)
-        while True:
-            finished = ray.wait([result], timeout=1.0)[0]
-            waiting = queue.qsize()  # all points are queued before the task returns (`put` blocks)
-            for point in queue.get_nowait_batch(waiting) if waiting else ():
-                on_point(point)
-            if finished:
-                try:
-                    return ray.get(result)
-                except RayTaskError as err:
-                    if isinstance(err.cause, NonFiniteError):  # its one-line message, not the task's traceback
-                        raise err.cause from None
-                    raise
-    finally:
-        queue.shutdown(force=True)
