@@ -359,6 +359,16 @@ def return_range_scale(episode_returns: Iterable[float], span: float = 1000.0) -
     return span / spread
 
 
+def moving_average_rate(tau: float, step: int) -> float:
+    """The rate of update `step` (from 0) of a moving average of weights: tau_t = max(tau, 1 / (t + 1)).
+
+    theta_ema <- (1 - tau_t) theta_ema + tau_t theta: the plain mean of the iterates so far until
+    t = 1/tau - 1, then the exponential average of horizon about 1/tau updates. The average never
+    holds the initial weights, so a stage shorter than the horizon hands over its iterates' mean,
+    not a blend with its random initialisation."""
+    return max(tau, 1.0 / (step + 1))
+
+
 def cosine_decay(base: float, step: int, total: int) -> float:
     """Cosine learning-rate decay to zero: lr_t = base (1 + cos(pi min(t, T) / T)) / 2, t = 0 .. T
     (CORL's IQL actor schedule): the last updates move the policy less and less, so the last

@@ -497,3 +497,8 @@ def test_cosine_decay_by_hand():
     assert M.cosine_decay(3e-4, 150, 100) == 0.0
     with pytest.raises(ValueError):
         M.cosine_decay(3e-4, 0, 0)
+
+
+def test_moving_average_rate_by_hand():
+    # tau 0.01: steps 0, 1, 9 are the running mean's 1, 1/2, 1/10; from step 99 on (1/100 = tau) it is tau.
+    assert [M.moving_average_rate(0.01, t) for t in (0, 1, 9, 99, 500)] == pytest.approx([1.0, 0.5, 0.1, 0.01, 0.01])

@@ -790,18 +790,24 @@ def test_iql_update_by_hand_q_to_r_plus_gamma_v_expectile_v_and_advantage_weight
     assert torch.equal(module.log_alpha.detach(), log_alpha)
 
 
-def test_actor_moving_average_follows_the_actor_at_its_rate():
-    """After one update: theta_ema = (1 - tau) theta_before + tau theta_after, the actor's own step unchanged."""
+def test_actor_moving_average_is_the_iterates_mean_then_follows_the_actor_at_its_rate():
+    """tau_t = max(tau, 1/(t+1)) with tau = 1/4: updates 0, 1, 2 at rates 1, 1/2, 1/3 (the mean of the three
+    actors, never the initial weights), updates 3 and 4 at 1/4."""
     torch.manual_seed(8)
     tau = 0.25
     module = build_module(actor_ema=True)
-    before = [p.detach().clone() for p in module.ema_actor.parameters()]
     fake, _ = fake_learner(module, make_config("sacml", actor_ema=tau))
-    fake.o2o_update(make_batch(1, seed=4))
-    for ema, start, now in zip(module.ema_actor.parameters(), before, module.actor.parameters()):
+    actors = []
+    for t in range(5):
+        fake.o2o_update(make_batch(1, seed=4 + t))
+        actors.append([p.detach().clone() for p in module.actor.parameters()])
+    expected = actors[0]
+    for t, rate in ((1, 0.5), (2, 1 / 3), (3, 0.25), (4, 0.25)):
+        expected = [(1 - rate) * e + rate * a for e, a in zip(expected, actors[t])]
+    for ema, want in zip(module.ema_actor.parameters(), expected):
         assert not ema.requires_grad
-        torch.testing.assert_close(ema, (1 - tau) * start + tau * now.detach())
-        assert not torch.equal(start, now.detach())
+        torch.testing.assert_close(ema, want)
+    assert not torch.equal(actors[0][0], actors[4][0])
 
 
 def test_actor_learning_rate_decays_by_cosine_over_the_module_updates():

@@ -157,8 +157,9 @@ class O2OSACConfigBase(SACConfig):
             CORL's and d3rlpy's reward scaling, so beta means the same on every dataset. 1 (default):
             the data's units.
         actor_ema: the rate tau of a moving average of the actor's weights kept beside it,
-            theta_ema <- (1 - tau) theta_ema + tau theta after every update (a horizon of about
-            1/tau updates); the offline stage evaluates and hands over that average. 0 (default): none.
+            theta_ema <- (1 - tau_t) theta_ema + tau_t theta after every update, tau_t = max(tau,
+            1/(t+1)) (`maths.moving_average_rate`: the iterates' mean, then a horizon of about 1/tau
+            updates); the offline stage evaluates and hands over that average. 0 (default): none.
         actor_lr_decay_updates: the actor's learning rate decays to zero by a cosine over this many
             updates of the module (`maths.cosine_decay`; CORL's IQL). None (default): constant.
         clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.

@@ -117,7 +117,8 @@ class O2OSACTorchLearner(TorchLearner):
                 policy_step=maths.is_policy_update(start + u, config.policy_update_interval),
             )
             if config.actor_ema:
-                maths.polyak_update_(module.ema_actor.parameters(), actor_params, config.actor_ema)
+                maths.polyak_update_(module.ema_actor.parameters(), actor_params,
+                                     maths.moving_average_rate(config.actor_ema, start + u))
             maths.polyak_update_(target_params, critic_params, config.tau)
             if metrics.PRIORITIES in step:
                 priorities.append(step.pop(metrics.PRIORITIES))
