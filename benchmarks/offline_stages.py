@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Each variant: the offline kind (`methods.OFFLINE_KINDS`) and the PipelineConfig values it changes.
 VARIANTS = {
+    "bc": ("sacml", {"alpha_bc": 0.0}),  # SAC+ML without its Q term: maximum likelihood of the data's actions
     "sacml": ("sacml", {}),
     "sacml-decay": ("sacml", {"offline_actor_lr_decay": True}),
     "iql": ("iql", {}),
@@ -100,6 +101,27 @@ def table(rows: dict, data_scores: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: dict, data_scores: dict) -> str:
+    """Per dataset, variant and policy (the raw actor, its moving average) over seeds: the mean and the
+    lowest last score, the largest spread of the last three, and how many seeds meet the targets
+    (last >= the data's mean episode score, spread <= 10)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for key, row in rows.items():
+        name, variant, _ = key.split("/")
+        for policy in ("actor", "ema"):
+            if policy in row:
+                groups.setdefault((name, variant, policy), []).append(row[policy])
+    lines = ["| dataset | variant | policy | seeds | mean last | lowest last | largest spread | seeds on target |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for (name, variant, policy), points in sorted(groups.items()):
+        on_target = sum(p["last"] >= data_scores[name] and p["spread"] <= 10 for p in points)
+        lines.append(f"| {name} | {variant} | {'moving average' if policy == 'ema' else 'last actor'} | "
+                     f"{len(points)} | {statistics.fmean(p['last'] for p in points):.1f} | "
+                     f"{min(p['last'] for p in points):.1f} | {max(p['spread'] for p in points):.1f} | "
+                     f"{on_target}/{len(points)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", required=True, help="dataset directories")
@@ -111,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ema", type=float, default=5e-4, help="rate of the actor's moving average")
     parser.add_argument("--out", required=True, help="directory of the runs (resumable)")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the table of the runs of --out that have finished")
     args = parser.parse_args(argv)
 
     from rllib_o2o.ray_start import init_ray
@@ -124,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             data_scores[dataset.name] = dataset_score(dataset)
             for variant in args.variants:
                 for seed in args.seeds:
+                    done = Path(args.out) / dataset.name / variant / f"seed{seed}" / "DONE.json"
+                    if args.report_only and not done.exists():
+                        continue
                     summary = run_one(dataset, variant, seed, Path(args.out) / dataset.name / variant / f"seed{seed}",
                                       args)
                     rows[f"{dataset.name}/{variant}/{seed}"] = summarise(summary, args.steps)
@@ -132,11 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print(table(rows, data_scores))
-    for variant in args.variants:
-        for policy in ("actor", "ema"):
-            spreads = [r[policy]["spread"] for k, r in rows.items() if k.split("/")[1] == variant and policy in r]
-            if spreads:
-                print(f"{variant} {policy}: mean spread of the last {LAST} {statistics.fmean(spreads):.1f}")
+    print()
+    print(summary_table(rows, data_scores))
     return 0
 
 
