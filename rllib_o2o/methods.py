@@ -21,6 +21,12 @@ class OfflineKind:
     critic_target_members: int | None = None
     critic_layer_norm: bool = False
 
+    def update_class(self) -> type:
+        """The class of this kind's updates (imports torch)."""
+        from rllib_o2o.algorithms.o2o_sac import updates
+
+        return getattr(updates, self.update)
+
 
 OFFLINE_KINDS = {
     "sacml": OfflineKind("SACMLUpdate"),
@@ -99,9 +105,7 @@ class Method:
 
     def offline_update_class(self) -> type | None:
         """The class of the offline stage's updates (imports torch); None without an offline stage."""
-        from rllib_o2o.algorithms.o2o_sac import updates
-
-        return None if self.offline is None else getattr(updates, self.offline_kind().update)
+        return None if self.offline is None else self.offline_kind().update_class()
 
     def alignment_tag(self) -> str:
         """'' for aca's alignment settings, else what differs (names the stage directory)."""
@@ -227,7 +231,7 @@ def with_offline_kind(name: str, kind: str | None) -> str:
         raise ValueError(f"unknown offline kind {kind!r}; choose from {sorted(OFFLINE_KINDS)}")
     if method.offline is None:
         raise ValueError(f"method {name!r} has no offline stage to run as {kind!r}")
-    base, _, _ = name.rpartition(FROM_KIND) if _from_kind(name) else (name, None, None)
+    base = name.rpartition(FROM_KIND)[0] if _from_kind(name) else name
     return base if kind == METHODS[base].offline else f"{base}{FROM_KIND}{kind}"
 
 

@@ -388,9 +388,8 @@ def _read_column(file: str, name: str) -> np.ndarray:
 def read_episode_returns(path: str | os.PathLike) -> np.ndarray:
     """`episode_returns` of a dataset directory, reading only its rewards and episode ids."""
     files = dataset_files(path)
-    table = pa.concat_tables([pq.read_table(f, columns=["rewards", "eps_id"]) for f in files])
-    return episode_returns({"rewards": table.column("rewards").to_numpy(),
-                            "eps_id": table.column("eps_id").to_numpy()})
+    return episode_returns({name: np.concatenate([_read_column(f, name) for f in files])
+                            for name in ("rewards", "eps_id")})
 
 
 def episode_returns(tr: Transitions) -> np.ndarray:

@@ -33,11 +33,10 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, kind: OfflineKind 
     """Stage 1's O2OSAC config: `kind`'s update and critic ensemble (None: SAC+ML with twin critics) on the
     dataset through RLlib's offline API, with the run's settling of the last policy."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
-    from rllib_o2o.algorithms.o2o_sac import updates
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
 
     kind = kind or OFFLINE_KINDS["sacml"]
-    update = getattr(updates, kind.update)
+    update = kind.update_class()
     # IQL's advantages in units of 1000 / (the data's return range): its temperature's D4RL scale.
     advantage_scale = return_range_scale(read_episode_returns(dataset_dir)) if update.uses_state_value else 1.0
     return (
@@ -84,7 +83,6 @@ def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, co
     Each evaluation point of the curve scores the policy the stage would hand over then (with
     `offline_actor_ema`, the actor's moving average; the raw actor's score beside it as
     `actor_score`)."""
-    from rllib_o2o.algorithms.o2o_sac import updates as update_classes
     from rllib_o2o.algorithms.o2o_sac.evaluation import evaluate_policy_episodes
     from rllib_o2o.algorithms.o2o_sac.o2o_sac_rl_module import handover_weights
 
@@ -130,7 +128,7 @@ def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, co
         finally:
             algo.stop()
     # The temperature of the offline critic's soft values: 0 for a kind whose critic has no entropy term (IQL).
-    alpha_off = float(np.exp(weights["log_alpha"])) if getattr(update_classes, kind.update).learns_temperature else 0.0
+    alpha_off = float(np.exp(weights["log_alpha"])) if kind.update_class().learns_temperature else 0.0
     save_module_checkpoint(stage.module_path, weights, {
         "stage": "offline", "algorithm": f"O2OSAC/{mode}", "env_id": cfg.env,
         "obs_dim": meta.obs_dim, "act_dim": meta.act_dim, "hidden": list(cfg.hidden), "alpha_off": alpha_off,
