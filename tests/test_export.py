@@ -298,27 +298,3 @@ def test_export_never_replaces_what_is_not_an_export(run_dir, tmp_path, capsys):
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("rllib-o2o export: error: ") and "not a run directory" in err[0]
-
-
-def test_evaluation_noise_reevaluates_each_final_policy_of_a_bench(run_dir, tmp_path):
-    """experiments/evaluation_noise.py on a bench of one finished run: its scores are those of
-    `evaluate` on the exported online actor, and the standard errors follow from their spread."""
-    import math
-    import statistics
-
-    from experiments import evaluation_noise
-
-    bench = tmp_path / "bench"
-    seed_dir = bench / "pendulum-medium" / "seed0"
-    seed_dir.parent.mkdir(parents=True)
-    shutil.move(str(run_dir), seed_dir)
-    write_json_atomic(seed_dir / "online" / DONE_FILE, {"env_steps": ONLINE_STEPS})
-    out = evaluation_noise.main([str(bench), "--episodes", "10", "--json", str(tmp_path / "noise.json")])
-
-    (row,) = out["runs"]
-    assert (row["dataset"], row["seed"], row["method"]) == ("pendulum-medium", 0, "aca")
-    export_policy(seed_dir, tmp_path / "policy", stage="online")
-    expected = evaluate(load_policy(tmp_path / "policy"), episodes=10, seed=0)
-    assert row["scores"] == pytest.approx([100 * (r + 1230.0) / 1080.0 for r in expected["returns"]])
-    assert row["stderr_5"] == pytest.approx(statistics.stdev(row["scores"]) / math.sqrt(5))
-    assert json.loads((tmp_path / "noise.json").read_text())["summary"][0]["seeds"] == 1

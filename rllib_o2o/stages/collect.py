@@ -166,7 +166,8 @@ def _collect_with_behaviour_sac(settings, kinds, base, refs, write, progress, to
     if {"expert", "medium-expert"} & set(kinds):
         parts["expert"] = rollouts(best, settings.seed + 2)
     if "medium" in kinds:
-        write("medium", parts["medium"], info(medium, "behaviour SAC at the medium target (stochastic)"))
+        reached = "at the medium target" if medium["target_reached"] else "best, the medium target not reached"
+        write("medium", parts["medium"], info(medium, f"behaviour SAC {reached} (stochastic)"))
     if "medium-replay" in kinds:
         write("medium-replay", medium["replay"], info(medium, "every transition the behaviour SAC saw"))
     if "expert" in kinds:
