@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="the O2O comparison: methods x datasets x seeds, resumable, then a report")
     p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
-                   help="smoke: minutes; small: Hopper-v5 medium, 3 seeds; medium: Hopper-v5 and HalfCheetah-v5 "
-                        "medium, 3 seeds, 50k offline / 20k online; paper: the reference protocol")
+                   help="smoke: minutes; small: Hopper-v5 medium, 3 seeds; medium: the committed Hopper-v5, "
+                        "HalfCheetah-v5 and Walker2d-v5 medium data, 3 seeds, 50k offline / 20k online; "
+                        "paper: the reference protocol")
     p.add_argument("--out", default="runs/bench", help="benchmark directory (re-running resumes it)")
     p.add_argument("--data-dir", default="runs/datasets", help="where generated datasets are cached")
     p.add_argument("--datasets", nargs="+", help="subset of the profile's datasets, e.g. hopper-medium")

@@ -37,6 +37,30 @@ def _check_torch_threads(value) -> None:
     resolve_torch_threads(value, 1)  # "auto" or a positive int
 
 
+AUTO_EMA = "auto"
+AUTO_EMA_MIN_RATE = 5e-4  # the longest automatic horizon: 2,000 updates (measured at 50k updates)
+AUTO_EMA_HORIZONS_PER_RUN = 25  # the automatic horizon: 1/25 = 4% of the stage's updates
+
+
+def actor_ema_rate(setting, offline_steps: int) -> float:
+    """The rate tau of stage 1's moving average of the actor: `setting` itself when a number, and for
+    "auto" max(AUTO_EMA_MIN_RATE, AUTO_EMA_HORIZONS_PER_RUN / offline_steps), a horizon of 4% of the
+    stage, at most 2,000 updates: long enough to average out the last updates' luck at 50k updates
+    (Hopper's last actor swings by tens of points between checkpoints), short enough not to hand over
+    a policy many updates behind a short stage's (3k updates: the average of the first 2,000 scored
+    21.6 where the last actor scored 57.9)."""
+    if setting == AUTO_EMA:
+        return max(AUTO_EMA_MIN_RATE, AUTO_EMA_HORIZONS_PER_RUN / offline_steps)
+    return setting
+
+
+def _check_actor_ema(value) -> None:
+    if value == AUTO_EMA:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"offline_actor_ema must be {AUTO_EMA!r} or a rate in [0, 1), got {value!r}")
+
+
 @dataclass
 class PipelineConfig:
     """One run of offline pre-training -> alignment -> online fine-tuning.
@@ -95,9 +119,12 @@ class PipelineConfig:
     offline_actor_lr_decay: bool = option(
         False, "stage 1: the actor's learning rate decays to zero by a cosine over offline_steps, so that "
                "the last checkpoints settle (CORL's IQL)")
-    offline_actor_ema: float = option(
-        0.0, "stage 1: the rate tau of a moving average of the actor's weights (a horizon of about 1/tau "
-             "updates), which the stage evaluates and hands over; 0: the last actor itself")
+    offline_actor_ema: float | str = option(
+        "auto", "stage 1: the rate tau of a moving average of the actor's weights (a horizon of about 1/tau "
+                "updates), which the stage evaluates and hands over instead of wherever the last update lands; "
+                "auto: a horizon of 4% of offline_steps, at most 2,000 updates (tau = max(5e-4, 25 / "
+                "offline_steps); docs/benchmarks.md, 'The moving average online'); 0: the last actor itself",
+        metavar="auto|TAU", check=_check_actor_ema)
     clip_beta: float | None = option(None, "preset override: beta of the clip of log pi0 (l's threshold)")
     w_schedule: list | None = field(
         default=None, metadata={"help": "preset override: the reference weight's schedule [w0, T, w_min]"})
@@ -185,8 +212,6 @@ class PipelineConfig:
         for name in ("num_env_runners", "num_gpus_per_learner", "align_num_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.offline_actor_ema < 1:
-            raise ValueError(f"offline_actor_ema must be in [0, 1), got {self.offline_actor_ema}")
         if self.clip_beta is not None and self.clip_beta <= 0:
             raise ValueError(f"clip_beta must be > 0, got {self.clip_beta}")
         if self.offline_algo is not None:
@@ -207,6 +232,10 @@ class PipelineConfig:
         if self.dataset is None and self.env not in (None, EMBEDDED_ENV):
             raise ValueError(f"env {self.env!r} needs a dataset (--dataset): without one the embedded default "
                              f"makes {EMBEDDED_ENV} data only")
+
+    def actor_ema_rate(self) -> float:
+        """The rate of stage 1's moving average of the actor (`actor_ema_rate` of offline_actor_ema)."""
+        return actor_ema_rate(self.offline_actor_ema, self.offline_steps)
 
     def env_config(self) -> dict:
         return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}

@@ -129,3 +129,30 @@ def test_dataset_kind_tells_a_missing_path_from_a_minari_id(tmp_path, pendulum_d
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="dataset.json"):
         dataset_kind(tmp_path / "empty")
+
+
+def test_stage_1_hands_over_the_actor_moving_average_over_4_percent_of_its_updates_by_default(tmp_path):
+    """auto: tau = max(5e-4, 25 / offline_steps), a horizon of offline_steps / 25 updates, at most 2,000;
+    a number is the rate itself, 0 the last actor; the offline stage's learner gets the resolved rate."""
+    from rllib_o2o.stages.offline import offline_config
+
+    assert PipelineConfig().offline_actor_ema == "auto"
+    assert PipelineConfig(offline_steps=50_000).actor_ema_rate() == pytest.approx(5e-4)  # 25 / 50,000
+    assert PipelineConfig(offline_steps=20_000).actor_ema_rate() == pytest.approx(1.25e-3)  # 25 / 20,000
+    assert PipelineConfig(offline_steps=3_000).actor_ema_rate() == pytest.approx(1 / 120)  # horizon 120
+    assert PipelineConfig(offline_steps=500_000).actor_ema_rate() == 5e-4  # 25 / 500k = 5e-5: capped at 2,000
+    assert PipelineConfig(offline_steps=3_000, offline_actor_ema=0.0).actor_ema_rate() == 0.0
+    assert PipelineConfig(offline_actor_ema=1e-4).actor_ema_rate() == 1e-4
+    for bad in ("often", 1.0, -0.1, True):
+        with pytest.raises(ValueError, match="offline_actor_ema"):
+            PipelineConfig.from_dict({"offline_actor_ema": bad}).validate()
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, PipelineConfig)
+    assert given_values(parser.parse_args(["--offline-actor-ema", "0.0005"]), PipelineConfig) == {
+        "offline_actor_ema": 0.0005}
+    assert given_values(parser.parse_args(["--offline-actor-ema", "auto"]), PipelineConfig) == {
+        "offline_actor_ema": "auto"}
+    cfg = PipelineConfig(env="Pendulum-v1", offline_steps=3_000)
+    assert offline_config(cfg, tmp_path, meta=None).actor_ema == pytest.approx(1 / 120)
+    cfg = PipelineConfig(env="Pendulum-v1", offline_actor_ema=0.0)
+    assert offline_config(cfg, tmp_path, meta=None).actor_ema == 0.0

@@ -1,10 +1,10 @@
 """Stage 1: offline pre-training from the Parquet dataset (RLlib offline API).
 
 The method's offline kind (`methods.OFFLINE_KINDS`): SAC+ML (the paper's), IQL, or SAC with
-CQL's penalty (cql-sac). Optionally the actor's learning rate decays to zero over the stage and
-the stage hands over a moving average of the actor's weights (`offline_actor_lr_decay`,
-`offline_actor_ema`): what settles the last policy instead of leaving it wherever the last
-update happens to land.
+CQL's penalty (cql-sac). The stage hands over a moving average of the actor's weights
+(`offline_actor_ema`, by default over 4% of the stage) rather than wherever the last update
+happens to land; optionally the actor's learning rate also decays to zero over the stage
+(`offline_actor_lr_decay`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, kind: OfflineKind 
         .environment(cfg.env, env_config=cfg.env_config())
         .offline_data(input_=[ray_data_path(dataset_dir)], input_read_method_kwargs=ray_data_read_args(dataset_dir))
         .o2o(update=update, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
-             iql_advantage_scale=advantage_scale, actor_ema=cfg.offline_actor_ema,
+             iql_advantage_scale=advantage_scale, actor_ema=cfg.actor_ema_rate(),
              actor_lr_decay_updates=cfg.offline_steps if cfg.offline_actor_lr_decay else None,
              num_critics=kind.num_critics, critic_target_members=kind.critic_target_members,
              critic_layer_norm=kind.critic_layer_norm,
@@ -112,7 +112,7 @@ def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, co
                     score = cfg.score(ret)
                     losses = result["learners"]["default_policy"]
                     point = {"updates": updates(progress), "return": ret, "score": score}
-                    if cfg.offline_actor_ema:  # the raw actor beside its average, for comparison
+                    if cfg.actor_ema_rate():  # the raw actor beside its average
                         weights = algo.call_learner(lambda learner: learner.get_module_weights())
                         returns, _ = evaluate_policy_episodes(algo, lambda: algo.actor_policy(weights))
                         point.update(actor_return=float(returns.mean()), actor_score=cfg.score(float(returns.mean())))
