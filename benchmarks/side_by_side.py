@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rllib_o2o.report import load_runs  # noqa: E402
+from rllib_o2o.report import check_one_dataset_per_name, load_runs  # noqa: E402
 
 EARLY = 0.25  # the share of the online steps whose lowest evaluation measures the hand-over
 LAST = 3  # evaluations averaged into the final score
@@ -40,14 +40,13 @@ def keep_metrics(curve: list[dict]) -> dict[str, float]:
 
 def rows(dirs: list[tuple[str, str]], method: str | None) -> dict[tuple[str, int, str], dict]:
     """(dataset, seed, column) -> the run's keep metrics and regret; the column is the directory's label,
-    followed by the method's name unless `method` picks one. A label may name several directories."""
-    out = {}
-    for label, directory in dirs:
-        for run in load_runs(directory):
-            if method is None or run["method"] == method:
-                column = label if method else f"{label} {run['method']}"
-                out[(run["dataset"], run["seed"], column)] = {**keep_metrics(run["curve"]), "regret": run["regret"]}
-    return out
+    followed by the method's name unless `method` picks one. A label may name several directories. Runs of
+    one dataset name trained on different rows are refused, across directories as within one (`report`'s check)."""
+    labelled = [(label, run) for label, directory in dirs for run in load_runs(directory)
+                if method is None or run["method"] == method]
+    check_one_dataset_per_name([run for _, run in labelled])
+    return {(run["dataset"], run["seed"], label if method else f"{label} {run['method']}"):
+            {**keep_metrics(run["curve"]), "regret": run["regret"]} for label, run in labelled}
 
 
 def keeps(row: dict) -> tuple[bool, bool]:

@@ -123,7 +123,7 @@ class PipelineConfig:
         "auto", "stage 1: the rate tau of a moving average of the actor's weights (a horizon of about 1/tau "
                 "updates), which the stage evaluates and hands over instead of wherever the last update lands; "
                 "auto: a horizon of 4% of offline_steps, at most 2,000 updates (tau = max(5e-4, 25 / "
-                "offline_steps); docs/benchmarks.md, 'The moving average online'); 0: the last actor itself",
+                "offline_steps); docs/benchmarks.md, 'The default on medium'); 0: the last actor itself",
         metavar="auto|TAU", check=_check_actor_ema)
     clip_beta: float | None = option(None, "preset override: beta of the clip of log pi0 (l's threshold)")
     w_schedule: list | None = field(
