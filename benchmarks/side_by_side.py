@@ -2,7 +2,7 @@
 
     python benchmarks/side_by_side.py last-actor=docs/results/medium-amd \
         last-actor=docs/results/last-actor-walker2d moving-average=docs/results/ema-handover \
-        [--method aca-consistent-target] [--json FILE]
+        [--method aca] [--json FILE]
 
 For each (dataset, seed) and each directory: the offline score (online step 0), the lowest
 evaluation in the first 25% of the online steps, the lowest over the whole run, the final score as

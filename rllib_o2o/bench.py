@@ -49,8 +49,9 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
     datasets = list(datasets or profile.datasets)
     methods = list(methods or profile.methods)
     seeds = list(profile.seeds if seeds is None else seeds)
+    variants = (overrides or {}).get("variants")
     for name in methods:
-        get_method(name)
+        get_method(name, variants)
     for name in datasets:
         split_dataset_name(name)
     pipeline_values = {**profile.pipeline, **(overrides or {}), "num_env_runners": num_env_runners}
@@ -66,7 +67,7 @@ def run_benchmark(profile_name: str, out: str | Path, data_dir: str | Path, *, d
                                            "dataset_paths": dataset_paths or {}})
     paths = resolve_datasets(profile, datasets, data_dir, dataset_paths or {},
                              torch_threads=pipeline_values.get("torch_threads", "auto"))
-    tasks = plan_tasks(out, datasets, seeds, methods)
+    tasks = plan_tasks(out, datasets, seeds, methods, variants)
 
     def values_of(task: StageTask) -> dict:
         env_id, _ = split_dataset_name(task.dataset)

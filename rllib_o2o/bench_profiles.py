@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ALL_METHODS = ("aca", "aca-seeded", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
-               "aca-fixed-w", "balanced-replay", "aca-paper", "aca-distilled-z", "aca-reference-entropy",
-               "aca-consistent-target", "wsrl", "rlpd")
+# The whole catalogue (methods.METHODS), in the order reports list it.
+ALL_METHODS = ("aca", "aca-td", "naive", "cql-sac", "sac-scratch", "aca-no-align", "aca-no-clip",
+               "aca-fixed-w", "balanced-replay", "aca-paper", "wsrl", "rlpd")
 
 # The repository's committed benchmark datasets: <name>/ (Parquet + dataset.json), made once by `collect`.
 COMMITTED_DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
@@ -55,9 +55,7 @@ PROFILES = {
     # 100k stochastic transitions), committed to the repository; 50k offline updates, 20k online steps.
     "medium": Profile(
         datasets=("hopper-medium", "halfcheetah-medium", "walker2d-medium"),
-        methods=("aca-consistent-target", "aca-reference-entropy", "aca-distilled-z", "aca", "naive", "aca-paper",
-                 "sac-scratch", "cql-sac", "aca-from-cql", "aca-from-cql-td", "aca-unseeded",
-                 "aca-paper-online-temperature", "aca-paper-carry-adam", "wsrl", "rlpd", "balanced-replay"),
+        methods=("aca", "naive", "aca-td", "aca-paper", "sac-scratch", "cql-sac", "wsrl", "rlpd", "balanced-replay"),
         seeds=(0, 1, 2),
         pipeline=dict(offline_steps=50_000, offline_eval_every=10_000, align_steps=50_000,
                       align_plateau_patience=10, online_steps=20_000, eval_every=1_000, eval_episodes=10,

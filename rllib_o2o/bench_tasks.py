@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rllib_o2o.checkpoints import write_json_atomic
-from rllib_o2o.methods import get_method
+from rllib_o2o.methods import Variants, get_method
 from rllib_o2o.rundir.layout import RunDir
 from rllib_o2o.rundir.names import BENCH_TASKS_FILE, DONE_FILE, bench_task_file_name, stage_name
 
@@ -76,19 +76,21 @@ class StageTask:
         return self.run_dir / f"{bench_task_file_name(self.stage).removesuffix('.json')}.log"
 
 
-def plan_tasks(out: Path, datasets: list[str], seeds: list[int], methods: list[str]) -> list[StageTask]:
+def plan_tasks(out: Path, datasets: list[str], seeds: list[int], methods: list[str],
+               variants: Variants | None = None) -> list[StageTask]:
     """The stage tasks still to do, each after the tasks it needs (a done stage, or an online stage whose
-    results file exists, is not planned; a later stage then does not wait for it)."""
+    results file exists, is not planned; a later stage then does not wait for it). `variants`: the named
+    variants `methods` may name (`PipelineConfig.variants`)."""
     tasks: dict[tuple[Path, str], StageTask] = {}
     for dataset in datasets:
         for seed in seeds:
             run = RunDir(Path(out) / dataset / f"seed{seed}")
             for method_name in methods:
-                method, needs = get_method(method_name), []
+                method, needs = get_method(method_name, variants), []
                 roles = [r for r in ROLES if (r != "offline" or method.offline is not None)
                          and (r != "alignment" or method.start == "aligned")]
                 for role in roles:
-                    name = stage_name(method_name, role)
+                    name = stage_name(method_name, role, variants)
                     done = (run.results_path(method_name).exists() if role == "online"
                             else (run.path / name / DONE_FILE).exists())
                     if done:
@@ -106,7 +108,7 @@ def stage_work(task: StageTask, values: dict) -> float:
     state); alignment: Z steps x critics; online: env steps x updates per env step x critics. On the paper
     profile this ranks the stages as their measured times do (benchmarks/unit_times.py) but for CQL's
     pre-training against rlpd's online stage, which it puts first (31 against 20; measured 16 h and 21 h)."""
-    method = get_method(task.method)
+    method = get_method(task.method, values.get("variants"))
     if task.role == "offline":
         kind = method.offline_kind()
         sampled = _cql_sampled_actions_per_state() if kind.update == "CQLUpdate" else 0

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rllib_o2o.bench_profiles import PROFILES
-from rllib_o2o.methods import METHODS, needs_alignment
+from rllib_o2o.methods import DEFAULT_METHOD, METHODS, needs_alignment
 
 
 class CLIError(Exception):
@@ -85,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def next_steps(out: str, method: str) -> str:
     """What a user runs after a run: the comparison, the curves, the policy."""
-    other = "naive" if method != "naive" else "aca"
+    other = "naive" if method != "naive" else DEFAULT_METHOD
     steps = [(f"rllib-o2o run <the same options> --method {other}", f"{other} from the same offline stage"),
              (f"rllib-o2o report {out}", "the table and curves of every method run here"),
              (f"rllib-o2o export {out} --out {out}/policy", "the trained policy, then rllib-o2o evaluate")]
@@ -197,10 +197,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from rllib_o2o.tune import config_from_args, run_tune, settings_from_args, summary_table
 
-    if args.method is not None and not needs_alignment(args.method):
-        raise CLIError(f"tune searches ACA's online knobs from an aligned critic; --method {args.method} has no "
-                       "alignment stage (use aca-consistent-target, the default, or aca)")
-
     try:
         from rllib_o2o.config import PipelineConfig
         from rllib_o2o.flags import given_values
@@ -209,6 +205,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, _load_config_file)
         settings.validate()
         cfg.validate()
+        if not needs_alignment(cfg.method, cfg.variants):
+            raise CLIError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method} has no "
+                           f"alignment stage (use {DEFAULT_METHOD}, the default, or another ACA)")
         if cfg.storage_path:
             from rllib_o2o.rundir.mirror import check_storage
 
@@ -321,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench", help="benchmark directory (re-running resumes it)")
     p.add_argument("--data-dir", default="runs/datasets", help="where generated datasets are cached")
     p.add_argument("--datasets", nargs="+", help="subset of the profile's datasets, e.g. hopper-medium")
-    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="subset of the profile's methods")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help=f"subset of the profile's methods: {', '.join(METHODS)}, or variants named in --config's "
+                        f"`variants` (benchmarks/variants.yaml)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the profile's)")
     p.add_argument("--dataset-path", action="append", metavar="NAME=PATH",
                    help="use this dataset dir, D4RL .hdf5 file or Minari id for NAME instead of generating it")
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="policy directory to write")
     p.add_argument("--stage", choices=["online", "offline"],
                    help="default: online if it has a checkpoint, else the offline actor pi0")
-    p.add_argument("--method", choices=sorted(METHODS), help="which method's policy (default: the run's config.json)")
+    p.add_argument("--method", help="which method's policy (default: the run's config.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.set_defaults(func=_cmd_export)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import Field, asdict, dataclass, field, fields
 
-from rllib_o2o.methods import (DEFAULT_METHOD, DEFAULT_METHOD_FOR_IMPORTED_POLICY, METHODS, OFFLINE_KINDS,
-                               get_method, with_offline_kind)
+from rllib_o2o.methods import (DEFAULT_METHOD, DEFAULT_METHOD_FOR_IMPORTED_POLICY, METHODS, OFFLINE_KINDS, Method,
+                               get_method, variant_method, with_offline_kind)
 from rllib_o2o.presets import PRESETS, get_preset
 from rllib_o2o.suggest import UnknownNameError
 from rllib_o2o.threads import resolve_torch_threads
@@ -143,11 +143,16 @@ class PipelineConfig:
     custom_resources_per_env_runner: dict | None = field(default=None, metadata={
         "help": "custom Ray resources per EnvRunner, e.g. {worker_node: 0.1} to place EnvRunners on nodes "
                 "started with that resource (docs/cluster.md)"})
-    method: str | None = option(None, f"ACA, an ablation or a baseline (docs/pipeline.md); methods share a run "
-                                      f"directory's offline stages. Default: {DEFAULT_METHOD} (Z distilled from "
-                                      f"the offline critic), or {DEFAULT_METHOD_FOR_IMPORTED_POLICY} (Z fitted by "
-                                      f"TD, as the paper does) with --offline-checkpoint, whose actor comes "
-                                      f"without a critic", choices=tuple(sorted(METHODS)))
+    method: str | None = option(None, f"{', '.join(METHODS)}: ACA, the paper's form, ablations, baselines and "
+                                      f"rivals (docs/pipeline.md), or a variant named in `variants`; methods share "
+                                      f"a run directory's offline stages. Default: {DEFAULT_METHOD}, or "
+                                      f"{DEFAULT_METHOD_FOR_IMPORTED_POLICY} (Z fitted by TD) with "
+                                      f"--offline-checkpoint, whose actor comes without a critic",
+                                metavar="METHOD")
+    variants: dict | None = field(default=None, metadata={
+        "help": "named variants of catalogue methods, {name: {base: <method>, <Method field>: value, ...}}, "
+                "which `method` (and bench's --methods) may name: how a probe of one switch runs without "
+                "joining the catalogue (benchmarks/variants.yaml holds the project's)"})
     offline_algo: str | None = option(
         None, "the offline stage the method starts from: sacml (SAC+ML, the paper's), iql, cql or cql-ensemble; "
               "none: the method's own (docs/pipeline.md). Another than the method's runs as method "
@@ -180,9 +185,13 @@ class PipelineConfig:
             self.method = DEFAULT_METHOD_FOR_IMPORTED_POLICY if self.offline_checkpoint else DEFAULT_METHOD
         if self.offline_algo is not None:
             try:
-                self.method = with_offline_kind(self.method, self.offline_algo)
+                self.method = with_offline_kind(self.method, self.offline_algo, self.variants)
             except ValueError:  # no offline stage to change: validate() refuses the pair
                 pass
+
+    def resolved_method(self) -> Method:
+        """The `methods.Method` that `method` names: a catalogue method or one of `variants`."""
+        return get_method(self.method, self.variants)
 
     @classmethod
     def from_dict(cls, values: dict) -> PipelineConfig:
@@ -218,10 +227,12 @@ class PipelineConfig:
             if self.offline_checkpoint:
                 raise ValueError("offline_algo picks the offline stage to train, and --offline-checkpoint replaces "
                                  "it: give one of them")
-            with_offline_kind(self.method, self.offline_algo)  # a method without an offline stage: refused
-        if get_method(self.method).distill_baseline and self.offline_checkpoint:
+            with_offline_kind(self.method, self.offline_algo, self.variants)  # no offline stage: refused
+        for name, spec in (self.variants or {}).items():  # every variant given is checked, used or not
+            variant_method(name, spec)
+        if self.resolved_method().distill_baseline and self.offline_checkpoint:
             raise ValueError(f"method {self.method!r} distils Z from the offline critic, and an imported "
-                             f"--offline-checkpoint carries an actor only; use --method aca")
+                             f"--offline-checkpoint carries an actor only; use --method {DEFAULT_METHOD_FOR_IMPORTED_POLICY}")
         if self.preset is not None:
             get_preset(self.preset)
         if self.w_schedule is not None and len(self.w_schedule) != 3:

@@ -21,14 +21,14 @@ from rllib_o2o.data.location import fetch_dataset, is_uri
 from rllib_o2o.data.schema import META_FILE, DatasetMeta, read_meta
 from rllib_o2o.data.sources import D4RL, DIRECTORY, dataset_kind
 from rllib_o2o.data.scores import reference_scores
-from rllib_o2o.methods import Method, get_method
+from rllib_o2o.methods import Method
 from rllib_o2o.presets import Preset, get_preset, preset_for_dataset
 from rllib_o2o.rundir.layout import RunDir
 from rllib_o2o.rundir.names import RUN_CONFIG_FILE, RUN_DATA_FILE
 
 # One run directory holds the shared offline and alignment stages and one online stage per
 # method, so these keys may differ between invocations on the same directory.
-PER_METHOD_KEYS = ("method",)
+PER_METHOD_KEYS = ("method", "variants")
 # Where the run lives, not what it computes: a run resumed from storage on another node may
 # have another local path (the storage location is STORAGE_PATH/<run dir name>).
 LOCATION_KEYS = ("out", "storage_path")
@@ -88,7 +88,7 @@ class RunContext:
         preset = get_preset(preset_name, clip_beta=cfg.clip_beta, w_schedule=cfg.w_schedule,
                             seed_episodes=cfg.seed_episodes, entropy_scale=cfg.entropy_scale)
         return cls(config=config, run=run, dataset_dir=Path(dataset_dir), meta=meta, stats=stats,
-                   method=get_method(config.method), preset=preset)
+                   method=config.resolved_method(), preset=preset)
 
 
 def refuse_other_run(previous: dict | None, cfg: PipelineConfig, where: str) -> None:

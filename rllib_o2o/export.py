@@ -29,7 +29,7 @@ from rllib_o2o.checkpoints import (
     commit_dir,
     load_module_checkpoint,
 )
-from rllib_o2o.methods import get_method
+from rllib_o2o.methods import DEFAULT_METHOD, get_method
 from rllib_o2o.policy import ActorPolicy
 from rllib_o2o.policy_import import RLLIB_MODULE_SUBDIR
 from rllib_o2o.rundir.layout import RunDir
@@ -113,15 +113,15 @@ def export_policy(run_dir: str | Path, out: str | Path, *, stage: str | None = N
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     saved = _run_config(run_dir)
-    method = method or saved.get("method", "aca")
-    get_method(method)
+    method = method or saved.get("method", DEFAULT_METHOD)
+    get_method(method, saved.get("variants"))
     if stage not in (None, *STAGES):
         raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
     try:
         cfg = PipelineConfig.from_dict({**saved, "method": method})
     except (TypeError, ValueError) as err:
         raise ValueError(f"{run_dir / RUN_CONFIG_FILE}: {err}") from None
-    online_stage, offline_stage = run.online_stage(method), run.offline_stage(method)
+    online_stage, offline_stage = run.online_stage(method), run.offline_stage(method, saved.get("variants"))
     if stage is None:
         stage = "online" if online_stage.checkpoints() or offline_stage is None else "offline"
     if stage == "online":
@@ -200,7 +200,7 @@ def _online_activation(cfg, run: RunDir) -> str:
     """The online actor's activation is that of the module the stage started from."""
     from rllib_o2o.stages.online import start_module
 
-    return start_module(cfg.method, run)[1].get("actor_activation", "relu")
+    return start_module(cfg.method, run, cfg.variants)[1].get("actor_activation", "relu")
 
 
 def _read_rllib_state(path: Path) -> dict:

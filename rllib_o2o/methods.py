@@ -1,13 +1,16 @@
-"""The methods the pipeline can run: ACA, its ablations and the baselines.
+"""The methods the pipeline can run: ACA, the paper's form, ACA's ablations, the baselines and rivals.
 
 Every method is the same three-stage harness with one thing changed, so a
 comparison differs only in the method: which offline stage feeds it, which
-weights start the online stage, and which ACA switches are on.
+weights start the online stage, and which ACA switches are on. `METHODS` is the
+catalogue a user chooses from; a probe of one switch is a named variant of a
+catalogue method, given in the run's config (`variant_method`), not a catalogue entry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 from rllib_o2o.suggest import UnknownNameError
 
@@ -108,80 +111,44 @@ class Method:
         return None if self.offline is None else self.offline_kind().update_class()
 
     def alignment_tag(self) -> str:
-        """'' for aca's alignment settings, else what differs (names the stage directory)."""
-        default = METHODS["aca"]
+        """'' for the default ACA's alignment settings, else what differs (names the stage directory)."""
+        default = METHODS[DEFAULT_METHOD]
         parts = [] if self.offline == default.offline else [f"from-{self.offline}"]
         if self.z_temperature != default.z_temperature:
             parts.append(f"{self.z_temperature}-temperature")
         if self.critic_includes_reference != default.critic_includes_reference:
             parts.append("with-log-pi0" if self.critic_includes_reference else "z-only")
-        if self.distill_baseline:
-            parts.append("distilled")
+        if self.distill_baseline != default.distill_baseline:
+            parts.append("distilled" if self.distill_baseline else "td")
         if self.num_critics != default.num_critics:
             parts.append(f"{self.num_critics}-members")
         return "-".join(parts)
 
 
+# The default ACA: the paper's three stages with Z distilled from the offline critic's value of pi0,
+# pi0's entropy as the temperature's target and the offline critic's entropy bonus kept in the TD
+# target (docs/method.md, "Where this project differs", says why each).
+_ACA = Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
+              keep_offline_entropy_bonus=True,
+              description="ACA (the default): Z distilled from the offline critic's value of pi0, pi0's entropy as "
+                          "the temperature's target, the offline entropy bonus kept in the TD target "
+                          "(docs/method.md)")
+
+# The catalogue `rllib-o2o run --method` offers: ACA, the paper's form, the spec's ablations of ACA,
+# the baselines and the rivals. A probe of one switch is a variant (`get_method`'s `variants`), not here.
 METHODS = {
-    "aca": Method("sacml", "aligned", "ACAUpdate",
-                  description="ACA with the dataset's preset; the critic fits R alone (docs/method.md)"),
+    "aca": _ACA,
+    "aca-td": Method("sacml", "aligned", "ACAUpdate",
+                     description="ACA with Z fitted by TD on the data's actions (the paper's alignment) and the "
+                                 "critic fitting R alone; the default for an imported policy "
+                                 "(--offline-checkpoint), which brings no critic to distil Z from"),
     "aca-paper": Method("sacml", "aligned", "ACAUpdate", z_temperature="offline", critic_includes_reference=True,
-                        description="ACA's online stage as the paper and spec write it: y_Z at alpha_off, "
-                                    "the critic fits R + w l"),
-    "aca-paper-online-temperature": Method("sacml", "aligned", "ACAUpdate", critic_includes_reference=True,
-                                           description="ablation: aca-paper with y_Z at the online "
-                                                       "temperature 1"),
-    "aca-paper-carry-adam": Method("sacml", "aligned", "ACAUpdate", z_temperature="offline",
-                                   critic_includes_reference=True, carry_optimizer_state=True,
-                                   description="ablation: aca-paper with online Adam starting from the "
-                                               "offline moments (the reference code's load_model)"),
-    "aca-distilled-z": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
-                              description="aca with Z distilled from the offline critic's value of pi0 "
-                                          "instead of fitted by TD on the data (docs/method.md)"),
-    "aca-path-only": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, path_only_log_prob=True,
-                            description="aca-distilled-z with the actor's log pi differentiated through the "
-                                        "sample only (sticking the landing): pi0 is a zero-noise fixed point"),
-    "aca-reference-entropy": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
-                                    reference_entropy_target=True,
-                                    description="aca-distilled-z with pi0's entropy as the temperature's target"),
-    "aca-path-only-reference-entropy": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True,
-                                              path_only_log_prob=True, reference_entropy_target=True,
-                                              description="aca-path-only with pi0's entropy as the "
-                                                          "temperature's target"),
-    "aca-critic-warmup": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, actor_warmup_updates=5000,
-                                description="aca-distilled-z whose first 5000 online updates train R only "
-                                            "(pi stays pi0 until R has seen 5k env steps)"),
-    "aca-consistent-target": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
-                                    keep_offline_entropy_bonus=True,
-                                    description="aca-reference-entropy whose TD target keeps the offline critic's "
-                                                "entropy bonus alpha_off H(pi0(.|s')), annealed with w: the distilled "
-                                                "Z is its fixed point at t = 0 (docs/method.md)"),
-    "aca-from-cql": Method("cql", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
-                           keep_offline_entropy_bonus=True,
-                           description="aca-consistent-target aligned from the CQL offline stage (cql-sac's), so "
-                                       "that it and cql-sac differ in the online stage only"),
-    "aca-from-cql-no-bonus": Method("cql", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
-                                    description="probe: aca-from-cql without the offline critic's entropy bonus in the TD "
-                                                "target (CQL's alpha_off is about 1 on HalfCheetah, 0.2 on Hopper)"),
-    "aca-from-cql-td": Method("cql", "aligned", "ACAUpdate", reference_entropy_target=True,
-                              description="aca-from-cql with Z fitted by TD on the data (aca's alignment) instead of "
-                                          "distilled from the CQL critic, whose values CQL's penalty pushes down"),
-    "aca-ensemble": Method("sacml", "aligned", "ACAUpdate", distill_baseline=True, reference_entropy_target=True,
-                           num_critics=10, critic_target_members=2, actor_q_reduction="mean",
-                           description="aca-reference-entropy with R an ensemble of 10 (REDQ's and RLPD's: the "
-                                       "target's min over a random pair, the actor on the members' mean)"),
-    "aca-seeded": Method("sacml", "aligned", "ACAUpdate", seed_episodes=50,
-                         description="ACA, buffer seeded with the 50 highest-return offline episodes"),
-    "aca-unseeded": Method("sacml", "aligned", "ACAUpdate", seed_episodes=0,
-                           description="ACA, no offline data online"),
-    "aca-no-align": Method("sacml", "aligned", "ACAUpdate", fresh_critic=True,
-                           description="ablation: R from a random initialisation instead of Z"),
-    "aca-offline-critic": Method("sacml", "offline", "ACAUpdate",
-                                 description="ablation: ACA's online losses from the offline actor and critic "
-                                             "(no alignment: the critic keeps its action dependence)"),
-    "aca-no-clip": Method("sacml", "aligned", "ACAUpdate", use_log_prob_clip=False,
-                          description="ablation: raw log pi0, no lower clip"),
-    "aca-fixed-w": Method("sacml", "aligned", "ACAUpdate", fixed_w=True, description="ablation: w fixed at w0"),
+                        description="ACA's online stage as the paper writes it: Z fitted by TD with y_Z at "
+                                    "alpha_off, the critic fits R + w l"),
+    "aca-no-align": replace(_ACA, fresh_critic=True,
+                            description="ablation of aca: R from a random initialisation instead of Z"),
+    "aca-no-clip": replace(_ACA, use_log_prob_clip=False, description="ablation of aca: raw log pi0, no lower clip"),
+    "aca-fixed-w": replace(_ACA, fixed_w=True, description="ablation of aca: w fixed at w0"),
     "naive": Method("sacml", "offline", "SACUpdate",
                     description="offline SAC+ML actor, critic and temperature, then plain SAC"),
     "cql-sac": Method("cql", "offline", "SACUpdate", description="CQL offline, then plain SAC from its weights"),
@@ -204,54 +171,97 @@ METHODS = {
                                "steps; needs the offline data online"),
 }
 
-
-# What `rllib-o2o run` runs unless told otherwise: aca with Z distilled from the offline critic, pi0's
-# entropy as the temperature's target and the offline critic's entropy bonus kept in the TD target. The
-# TD-fitted Z of `aca` (the paper's alignment) estimates the behaviour policy's value, which made aca's
-# online start dip on the embedded Pendulum-v1 default (docs/history.md);
-# the entropy target keeps alpha at 1 while pi stays near pi0, which removed HalfCheetah's mid-run sag
-# on regenerated data; the bonus makes the distilled Z the target's
-# fixed point at t = 0, which removed HalfCheetah's first drop (docs/method.md, "Where this project differs").
-DEFAULT_METHOD = "aca-consistent-target"
+# What `rllib-o2o run` runs unless told otherwise.
+DEFAULT_METHOD = "aca"
 # An imported --offline-checkpoint carries an actor only: no critic to distil Z from.
-DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca"
+DEFAULT_METHOD_FOR_IMPORTED_POLICY = "aca-td"
+# Names the catalogue once had, with what runs the same today: a config naming one is told where it went.
+FORMER_NAMES = {"aca-consistent-target": "aca"}
+
+VARIANT_BASE = "base"  # in a variant's mapping: the catalogue method whose fields it changes
+
+# A catalogue name, a variant's name, or either with "-from-<offline kind>" (`with_offline_kind`).
+Variants = Mapping[str, Mapping]
 
 
 FROM_KIND = "-from-"  # "<method>-from-<offline kind>": the method started from another offline stage
 
 
-def with_offline_kind(name: str, kind: str | None) -> str:
+def variant_method(name: str, spec: Mapping) -> Method:
+    """The method a variant describes: {base: <catalogue method>, <Method field>: value, ...}.
+
+    A variant is how a probe of one switch stays runnable without joining the catalogue
+    (benchmarks/variants.yaml): the pipeline and the benchmark run it by name from their config's
+    `variants`, with its own stage directories and results file.
+    """
+    if name in METHODS:
+        raise ValueError(f"variant {name!r} has a catalogue method's name; give it its own")
+    base = spec.get(VARIANT_BASE)
+    if base not in METHODS:
+        raise UnknownNameError(f"base method of variant {name!r}:", [str(base)], METHODS,
+                               hint=f"; a variant's {VARIANT_BASE!r} is one of {sorted(METHODS)}")
+    changes = {k: v for k, v in spec.items() if k != VARIANT_BASE}
+    known = {f.name: f for f in fields(Method)}
+    unknown = [k for k in changes if k not in known]
+    if unknown:
+        raise UnknownNameError(f"field(s) of variant {name!r}:", unknown, known)
+    for key, value in changes.items():
+        default = getattr(METHODS[base], key)
+        if default is not None and value is not None and type(value) is not type(default) and not (
+                isinstance(default, float) and type(value) is int):
+            raise ValueError(f"variant {name!r}: {key} must be a {type(default).__name__}, got {value!r}")
+    method = replace(METHODS[base], **changes)
+    if method.offline is not None and method.offline not in OFFLINE_KINDS:
+        raise ValueError(f"variant {name!r}: offline must be one of {sorted(OFFLINE_KINDS)}, got {method.offline!r}")
+    return method
+
+
+def with_offline_kind(name: str, kind: str | None, variants: Variants | None = None) -> str:
     """The name of method `name` run from offline kind `kind` (`PipelineConfig.offline_algo`): `name` itself
     when `kind` is None or already its kind, else "<name>-from-<kind>", which names its stage directories
     and results file apart from the method's own."""
-    method = get_method(name)
+    method = get_method(name, variants)
     if kind is None or kind == method.offline:
         return name
     if kind not in OFFLINE_KINDS:
         raise ValueError(f"unknown offline kind {kind!r}; choose from {sorted(OFFLINE_KINDS)}")
     if method.offline is None:
         raise ValueError(f"method {name!r} has no offline stage to run as {kind!r}")
-    base = name.rpartition(FROM_KIND)[0] if _from_kind(name) else name
-    return base if kind == METHODS[base].offline else f"{base}{FROM_KIND}{kind}"
+    base = name.rpartition(FROM_KIND)[0] if _from_kind(name, variants or {}) else name
+    return base if kind == get_method(base, variants).offline else f"{base}{FROM_KIND}{kind}"
 
 
-def _from_kind(name: str) -> str | None:
-    """The offline kind of a "<method>-from-<kind>" name of a catalogue method; None for any other name."""
-    base, sep, kind = name.rpartition(FROM_KIND)
-    if sep and kind in OFFLINE_KINDS and base in METHODS and METHODS[base].offline is not None:
-        return kind
-    return None
-
-
-def get_method(name: str) -> Method:
-    """A catalogue method, or "<method>-from-<kind>": that method with offline kind `kind`."""
+def _named(name: str, variants: Variants) -> Method | None:
+    """A catalogue method or a variant by its own name; None for any other name."""
     if name in METHODS:
         return METHODS[name]
-    kind = _from_kind(name)
+    return variant_method(name, variants[name]) if name in variants else None
+
+
+def _from_kind(name: str, variants: Variants) -> str | None:
+    """The offline kind of a "<method>-from-<kind>" name of a method with an offline stage; None for any other."""
+    base, sep, kind = name.rpartition(FROM_KIND)
+    if not sep or kind not in OFFLINE_KINDS:
+        return None
+    method = _named(base, variants)
+    return kind if method is not None and method.offline is not None else None
+
+
+def get_method(name: str, variants: Variants | None = None) -> Method:
+    """A catalogue method, a variant of `variants` (name -> {base: ..., field: value}), or
+    "<method>-from-<kind>": that method with offline kind `kind`."""
+    variants = variants or {}
+    method = _named(name, variants)
+    if method is not None:
+        return method
+    kind = _from_kind(name, variants)
     if kind is None:
-        raise UnknownNameError("method", [name], METHODS, hint=f"; choose from {sorted(METHODS)}")
-    return replace(METHODS[name.rpartition(FROM_KIND)[0]], offline=kind)
+        moved = f"; {name!r} is now `--method {FORMER_NAMES[name]}`" if name in FORMER_NAMES else ""
+        raise UnknownNameError("method", [name], [*METHODS, *variants],
+                               hint=moved or f"; choose from {sorted(METHODS)} or a variant in the config's "
+                                             f"`variants`")
+    return replace(_named(name.rpartition(FROM_KIND)[0], variants), offline=kind)
 
 
-def needs_alignment(name: str) -> bool:
-    return get_method(name).start == "aligned"
+def needs_alignment(name: str, variants: Variants | None = None) -> bool:
+    return get_method(name, variants).start == "aligned"

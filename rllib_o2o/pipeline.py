@@ -97,7 +97,7 @@ def run_stage(cfg: PipelineConfig, role: str) -> dict:
     quiet_libraries(cfg.verbose)
     start = time.perf_counter()
     run = open_run(cfg)
-    name = stage_name(cfg.method, role)
+    name = stage_name(cfg.method, role, cfg.variants)
     if name is None:
         raise ValueError(f"method {cfg.method!r} has no {role} stage")
     with run.lock(stage=name):
@@ -155,7 +155,7 @@ def _results(ctx: RunContext, summaries: dict, seconds: float) -> dict:
         DATASET_FINGERPRINT: ctx.stats.fingerprint,
         # whether the online stage keeps offline rows in its replay buffer (seeded episodes, Balanced Replay):
         # False is ACA's setting, where the offline data is not available (or not kept) online
-        "offline_data_online": seeds_replay(cfg.method, ctx.preset),
+        "offline_data_online": seeds_replay(cfg.method, ctx.preset, cfg.variants),
         "offline": offline and {k: offline[k] for k in ("score", "return", "updates", "seconds", "curve")},
         "alignment": alignment and {k: alignment[k] for k in ("z_loss_curve", "surgery_max_abs_error", "seconds",
                                                                "z_steps_per_s")},

@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from rllib_o2o.data.fingerprint import DATASET_FINGERPRINT
-from rllib_o2o.methods import DEFAULT_METHOD
+from rllib_o2o.methods import DEFAULT_METHOD, FORMER_NAMES
 from rllib_o2o.stats import regret, stratified_bootstrap_interval
 
 # Two-sided 95% Student-t critical values by degrees of freedom (1..30); the normal value beyond.
@@ -79,7 +79,7 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
                              f"{results.get('env_id')}); set ref_min_score/ref_max_score")
         dataset = path.parent.parent.name if path.parent.name.startswith("seed") else Path(results["dataset"]).name
         online_steps = max(p["env_steps"] for p in curve)
-        runs.append({"path": str(path), "dataset": dataset, "method": results.get("method", "aca"),
+        runs.append({"path": str(path), "dataset": dataset, "method": method_name(results),
                      "seed": results.get("seed", 0), "offline_data_online": results.get("offline_data_online"),
                      DATASET_FINGERPRINT: results.get(DATASET_FINGERPRINT),
                      "dataset_score": results.get("dataset_score"),
@@ -88,6 +88,12 @@ def load_runs(bench_dir: str | Path) -> list[dict]:
         raise ValueError(f"{bench_dir}: no results*.json with evaluations found")
     check_one_dataset_per_name(runs)
     return runs
+
+
+def method_name(results: dict) -> str:
+    """The catalogue's name today of the method a results file records (its former name, if renamed)."""
+    name = results.get("method", DEFAULT_METHOD)
+    return FORMER_NAMES.get(name, name)
 
 
 def check_one_dataset_per_name(runs: list[dict]) -> None:
@@ -191,7 +197,7 @@ def plot_curves(runs: list[dict], out_dir: Path) -> list[Path]:
             mean = [statistics.fmean(v) for v in by_step]
             std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in by_step]
             line, = ax.plot(steps, mean, label=f"{method} (n={len(curves)})",
-                            linewidth=2.2 if method in ("aca", DEFAULT_METHOD) else 1.3)
+                            linewidth=2.2 if method == DEFAULT_METHOD else 1.3)
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=line.get_color(), alpha=0.15)
         ax.set_title(dataset)

@@ -14,6 +14,7 @@ import rllib_o2o
 from rllib_o2o import PipelineConfig, run
 from rllib_o2o.data.schema import DatasetError, read_dataset, write_dataset
 from rllib_o2o.methods import DEFAULT_METHOD
+from rllib_o2o.rundir.names import results_file_name
 from rllib_o2o.suggest import UnknownNameError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -88,6 +89,6 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, pendulum_data, capsy
         runpy.run_path("example.py", run_name="__main__")
     finally:
         ray.shutdown()
-    assert (tmp_path / "runs" / "demo" / f"results-{DEFAULT_METHOD}.json").is_file()
+    assert (tmp_path / "runs" / "demo" / results_file_name(DEFAULT_METHOD)).is_file()
     assert (tmp_path / "runs" / "demo" / "policy" / "policy.json").is_file()
     assert "[" in capsys.readouterr().out.splitlines()[-1]  # the action printed last

@@ -181,6 +181,21 @@ def test_plan_runs_each_shared_stage_once_before_the_stages_that_start_from_it(t
     assert sorted(again) == ["alignment", "online"] and again["online"].needs == ((run, "alignment"),)
 
 
+def test_a_variant_is_planned_beside_the_catalogue_methods_sharing_the_stages_it_can(tmp_path):
+    from rllib_o2o.bench_tasks import plan_tasks, stage_work
+
+    variants = {"aca-ten": {"base": "aca", "num_critics": 10, "critic_target_members": 2},  # its own alignment
+                "aca-no-bonus": {"base": "aca", "keep_offline_entropy_bonus": False}}  # aca's alignment
+    tasks = {t.stage: t for t in plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca", *variants], variants)}
+    run = tmp_path / "pendulum-medium" / "seed0"
+    assert sorted(tasks) == ["alignment", "alignment-10-members", "offline", "online", "online-aca-no-bonus",
+                             "online-aca-ten"]
+    assert tasks["online-aca-no-bonus"].needs == ((run, "offline"), (run, "alignment"))
+    assert stage_work(tasks["alignment-10-members"], {"align_steps": 10, "variants": variants}) == 10 * 10
+    with pytest.raises(ValueError, match="unknown method 'aca-ten'"):
+        plan_tasks(tmp_path, ["pendulum-medium"], [0], ["aca-ten"])  # a variant needs its definition
+
+
 def test_ready_tasks_go_longest_chain_first_by_their_work(tmp_path):
     from rllib_o2o.bench_tasks import plan_tasks, priorities, stage_work
 

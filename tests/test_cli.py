@@ -241,12 +241,24 @@ def test_flag_values_are_parsed_by_the_field_type():
 
 
 @pytest.mark.parametrize("flags", [["--hidden", "wide"], ["--custom-resources-per-env-runner", "[1]"],
-                                   ["--offline-steps", "many"], ["--method", "td3"]])
+                                   ["--offline-steps", "many"]])
 def test_flag_values_of_the_wrong_type_are_usage_errors(flags, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", *flags])
     assert exc.value.code == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_an_unknown_method_is_refused_before_anything_runs(tmp_path, capsys):
+    # --method also takes the variants a --config names, so the name is checked once the config is read
+    assert main(["run", "--method", "td3", "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("variants: {aca-no-bonus: {base: aca, keep_offline_entropy_bonus: false}}\n")
+    assert main(["run", "--method", "aca-no-bonus", "--out", str(tmp_path / "run")]) == 2  # not without them
+    assert main(["run", "--config", str(variants), "--method", "aca-no-bonus", "--offline-steps", "0",
+                 "--out", str(tmp_path / "run")]) == 2  # known with them: refused for the bad budget instead
+    assert "offline_steps must be > 0" in capsys.readouterr().err
 
 
 def test_version_exits_0_with_the_installed_version(capsys):

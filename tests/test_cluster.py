@@ -62,7 +62,7 @@ def test_rayjob_manifest_parses_and_runs_the_pipeline():
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
     spec = job["spec"]
     assert spec["entrypoint"].startswith("python pipelines/run_o2o.py")
-    assert "--out /mnt/shared/" in spec["entrypoint"]
+    assert "--out /mnt/efs/" in spec["entrypoint"]
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"].startswith("2.60")
     assert cluster["authOptions"]["mode"] == "token" and "disabled" not in json.dumps(job)
@@ -75,7 +75,7 @@ def test_rayjob_manifest_parses_and_runs_the_pipeline():
     # the same shared volume in every pod, for datasets and run directories
     for template in [head["template"]] + [w["template"] for w in workers]:
         mounts = template["spec"]["containers"][0]["volumeMounts"]
-        assert {"name": "shared", "mountPath": "/mnt/shared"} in mounts
+        assert {"name": "shared", "mountPath": "/mnt/efs"} in mounts
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
 
 

@@ -71,17 +71,17 @@ def test_options_without_a_dataset_start_from_the_embedded_default():
 def test_the_default_method_distils_z_unless_an_imported_policy_has_no_critic():
     from rllib_o2o.methods import DEFAULT_METHOD, get_method
 
-    assert DEFAULT_METHOD == "aca-consistent-target"
+    assert DEFAULT_METHOD == "aca"
     default = get_method(DEFAULT_METHOD)
     assert default.distill_baseline and default.reference_entropy_target and default.keep_offline_entropy_bonus
     assert PipelineConfig().method == DEFAULT_METHOD == embedded_default_config().method
-    assert PipelineConfig(offline_checkpoint="ckpt").method == "aca"
+    assert PipelineConfig(offline_checkpoint="ckpt").method == "aca-td"
     for values in ({}, {"dataset": "data/x"}):
         assert config_from_options(values).method == DEFAULT_METHOD
-        assert config_from_options({**values, "offline_checkpoint": "ckpt"}).method == "aca"
+        assert config_from_options({**values, "offline_checkpoint": "ckpt"}).method == "aca-td"
         assert config_from_options({**values, "offline_checkpoint": "ckpt", "method": "naive"}).method == "naive"
     PipelineConfig(offline_checkpoint="ckpt").validate()
-    with pytest.raises(ValueError, match="actor only; use --method aca"):
+    with pytest.raises(ValueError, match="actor only; use --method aca-td"):
         PipelineConfig(offline_checkpoint="ckpt", method=DEFAULT_METHOD).validate()
 
 

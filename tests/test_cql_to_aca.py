@@ -78,6 +78,7 @@ def test_cql_checkpoint_aligns_and_fine_tunes(ray_local, tmp_path, pendulum_dir)
     results = run_pipeline(cfg)
     assert results["alignment"]["surgery_max_abs_error"] == 0.0
     assert [p["env_steps"] for p in results["online"]["curve"]] == [0, 200, 400]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["final_score"] == results["final_score"]
+    assert results["method"] == "aca-td"  # an imported policy: Z fitted by TD
+    assert json.loads((tmp_path / "run" / "results-aca-td.json").read_text())["final_score"] == results["final_score"]
     offline_meta = json.loads((tmp_path / "run" / "offline" / "module" / "meta.json").read_text())
     assert offline_meta["algorithm"].startswith("imported:")

@@ -85,6 +85,15 @@ def test_report_groups_seeds_and_methods_and_writes_table_and_plot(tmp_path, cap
                                                            "high": pytest.approx(1 - 95 / 300)}  # one run: no spread
 
 
+def test_results_under_a_former_method_name_are_read_under_todays(tmp_path):
+    write_run(tmp_path, "hopper-medium", 0, "aca-consistent-target", [40, 38, 60])  # the default's former name
+    write_run(tmp_path, "hopper-medium", 1, "aca", [42, 40, 70])
+    write_run(tmp_path, "hopper-medium", 0, "naive", [40, 5, 50])
+    table = aggregate(load_runs(tmp_path))
+    assert set(table) == {("hopper-medium", "aca"), ("hopper-medium", "naive")}
+    assert table[("hopper-medium", "aca")]["seeds"] == [0, 1]
+
+
 def test_report_on_a_directory_without_results_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results" in capsys.readouterr().err

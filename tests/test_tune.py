@@ -114,8 +114,9 @@ def aligned_run(local_ray, pendulum_data, tmp_path_factory):
     run = open_run(cfg)
     with run.lock():
         ensure_aligned(cfg, run)
-    assert (work / "run" / "alignment" / "DONE.json").exists()
-    assert not (work / "run" / "online").exists()  # no online stage: that is the trials' job
+    # an imported policy is aligned by aca-td (no critic to distil Z from): alignment-td/
+    assert (work / "run" / "alignment-td" / "DONE.json").exists()
+    assert not list((work / "run").glob("online*"))  # no online stage: that is the trials' job
     return work / "run"
 
 
@@ -124,7 +125,7 @@ def test_two_trials_fine_tune_from_one_aligned_checkpoint(local_ray, aligned_run
     from rllib_o2o.pipeline import PipelineConfig
     from rllib_o2o.tune import run_tune
 
-    done = aligned_run / "alignment" / "DONE.json"
+    done = aligned_run / "alignment-td" / "DONE.json"
     aligned_at = done.stat().st_mtime_ns
     cfg = PipelineConfig.from_dict(json.loads((aligned_run / "config.json").read_text()))
     settings = TuneSettings(name="two", num_samples=2, search="random", scheduler="asha", grace_period=1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rllib_o2o.methods import Variants
 from rllib_o2o.rundir.lock import RunLock
 from rllib_o2o.rundir.mirror import Mirror
 from rllib_o2o.rundir.names import (
@@ -80,13 +81,14 @@ class RunDir:
     def stage(self, name: str) -> StageDir:
         return StageDir(self.path / name, self.mirror)
 
-    def offline_stage(self, method: str) -> StageDir | None:
-        """The offline stage `method` starts from; None for a method without one."""
-        name = offline_stage_name(method)
+    def offline_stage(self, method: str, variants: Variants | None = None) -> StageDir | None:
+        """The offline stage `method` starts from; None for a method without one. `variants`: the run's
+        named variants (`PipelineConfig.variants`), when `method` may be one."""
+        name = offline_stage_name(method, variants)
         return None if name is None else self.stage(name)
 
-    def alignment_stage(self, method: str) -> StageDir:
-        return self.stage(alignment_stage_name(method))
+    def alignment_stage(self, method: str, variants: Variants | None = None) -> StageDir:
+        return self.stage(alignment_stage_name(method, variants))
 
     def online_stage(self, method: str) -> StageDir:
         return self.stage(online_stage_name(method))

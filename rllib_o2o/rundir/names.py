@@ -6,7 +6,7 @@ Pure: no I/O. `layout.RunDir` joins these to paths; a stage directory's own name
 
 from __future__ import annotations
 
-from rllib_o2o.methods import get_method
+from rllib_o2o.methods import Variants, get_method
 
 # -- the run directory ------------------------------------------------------------------
 RUN_CONFIG_FILE = "config.json"  # the run's config, written by context.RunContext.open: what makes it a run
@@ -47,15 +47,17 @@ def bench_task_file_name(stage: str) -> str:
     return f"bench-task-{stage}.json"
 
 
-def offline_stage_name(method: str) -> str | None:
-    """The offline stage `method` starts from (shared by the methods with the same kind), None without one."""
-    kind = get_method(method).offline
+def offline_stage_name(method: str, variants: Variants | None = None) -> str | None:
+    """The offline stage `method` starts from (shared by the methods with the same kind), None without one.
+
+    `variants`: the run's named variants (`PipelineConfig.variants`), when `method` may be one."""
+    kind = get_method(method, variants).offline
     return None if kind is None else ("offline" if kind == "sacml" else f"offline-{kind}")
 
 
-def alignment_stage_name(method: str) -> str:
-    """aca's alignment is `alignment/`; methods aligning otherwise get their settings as a suffix."""
-    tag = get_method(method).alignment_tag()
+def alignment_stage_name(method: str, variants: Variants | None = None) -> str:
+    """The default ACA's alignment is `alignment/`; methods aligning otherwise get their settings as a suffix."""
+    tag = get_method(method, variants).alignment_tag()
     return f"alignment-{tag}" if tag else "alignment"
 
 
@@ -63,12 +65,12 @@ def online_stage_name(method: str) -> str:
     return "online" if method == "aca" else f"online-{method}"
 
 
-def stage_name(method: str, role: str) -> str | None:
+def stage_name(method: str, role: str, variants: Variants | None = None) -> str | None:
     """The directory of `method`'s stage of role "offline", "alignment" or "online" (None: it has no offline stage)."""
     names = {"offline": offline_stage_name, "alignment": alignment_stage_name, "online": online_stage_name}
     if role not in names:
         raise ValueError(f"role must be one of {sorted(names)}, got {role!r}")
-    return names[role](method)
+    return online_stage_name(method) if role == "online" else names[role](method, variants)
 
 
 def results_file_name(method: str) -> str:

@@ -17,17 +17,17 @@ from rllib_o2o.stages.common import StageIO
 
 
 class Alignment:
-    """Aligns the run's offline stage for its method: Z by TD on the data (aca, the paper), or distilled
+    """Aligns the run's offline stage for its method: Z by TD on the data (aca-td, the paper), or distilled
     from the offline critic's value of pi0 (`Method.distill_baseline`)."""
 
     role = "alignment"
 
     def stage_dir(self, ctx) -> StageDir:
-        return ctx.run.alignment_stage(ctx.config.method)
+        return ctx.run.alignment_stage(ctx.config.method, ctx.config.variants)
 
     def run(self, ctx, io: StageIO) -> dict:
         cfg, meta, method, console = ctx.config, ctx.meta, ctx.method, io.console
-        offline_stage, align_stage = ctx.run.offline_stage(cfg.method), self.stage_dir(ctx)
+        offline_stage, align_stage = ctx.run.offline_stage(cfg.method, cfg.variants), self.stage_dir(ctx)
         alignment = align_stage.done()
         if alignment is not None:
             console.line("alignment: already complete, skipped")
@@ -52,7 +52,7 @@ class Alignment:
             if not critic:
                 raise ValueError(f"method {cfg.method!r} distils Z from the offline critic, but "
                                  f"{offline_stage.module_path} holds an actor only (an imported policy?); "
-                                 f"use --method aca, which fits Z by TD on the data")
+                                 f"use --method aca-td, which fits Z by TD on the data")
         verb = "distilling Z from the offline critic" if critic else "fitting Z"
         console.line(f"alignment: {verb} for at most {cfg.align_steps} steps in a Ray task")
         data = io.dataset.refs()  # through the object store: any node can run the task

@@ -69,7 +69,7 @@ class OfflineTraining:
     role = "offline"
 
     def stage_dir(self, ctx) -> StageDir:
-        return ctx.run.offline_stage(ctx.config.method)
+        return ctx.run.offline_stage(ctx.config.method, ctx.config.variants)
 
     def run(self, ctx, io: StageIO) -> dict:
         return train_offline(ctx.config, ctx.dataset_dir, ctx.meta, self.stage_dir(ctx), io.console, io.metrics,

@@ -17,7 +17,7 @@ class OfflineImport:
     role = "offline"
 
     def stage_dir(self, ctx) -> StageDir:
-        return ctx.run.offline_stage(ctx.config.method)
+        return ctx.run.offline_stage(ctx.config.method, ctx.config.variants)
 
     def run(self, ctx, io: StageIO) -> dict:
         cfg, meta, stage, console = ctx.config, ctx.meta, self.stage_dir(ctx), io.console

@@ -25,7 +25,7 @@ from rllib_o2o.metrics import (
     TD_ERROR_RMS,
 )
 from rllib_o2o.metrics_log import EVAL_RETURN, EVAL_SCORE, MetricsLog, learner_scalars
-from rllib_o2o.methods import get_method
+from rllib_o2o.methods import Variants, get_method
 from rllib_o2o.rundir.layout import RunDir
 from rllib_o2o.rundir.names import RESUMED_FROM, alignment_stage_name
 from rllib_o2o.rundir.stage import StageDir
@@ -41,7 +41,7 @@ def online_config(cfg, preset, actor_activation: str = "relu", offline_rows: int
     meta), the entropy bonus of methods that keep it (`require_offline_temperature` checks it is there)."""
     from rllib_o2o.algorithms.o2o_sac import O2OSACConfig
     from rllib_o2o.algorithms.o2o_sac.evaluation import batched_evaluation
-    method = get_method(cfg.method)
+    method = cfg.resolved_method()
     update = method.online_update_class()
     capacity = cfg.replay_capacity + (offline_rows if update.replays_offline_data() else 0)
     utd = method.updates_per_env_step if cfg.utd is None else cfg.utd
@@ -103,13 +103,13 @@ def import_class(path: str) -> type:
         raise ValueError(f"online_callbacks {path!r}: cannot import it ({type(err).__name__}: {err})") from None
 
 
-def require_offline_temperature(method_name: str, aligned_meta: dict) -> None:
+def require_offline_temperature(method_name: str, aligned_meta: dict, variants: Variants | None = None) -> None:
     """A method that keeps the offline entropy bonus cannot start from an aligned checkpoint that does not
     record the offline temperature (aligned before it was recorded): refused, not run without the bonus."""
-    if get_method(method_name).keep_offline_entropy_bonus and aligned_meta.get("offline_temperature") is None:
+    if get_method(method_name, variants).keep_offline_entropy_bonus and aligned_meta.get("offline_temperature") is None:
         raise ValueError(f"method {method_name!r} keeps the offline critic's entropy bonus, but its aligned checkpoint "
                          "records no offline_temperature (aligned by an older version): remove the run's "
-                         f"{alignment_stage_name(method_name)}/ directory to align again")
+                         f"{alignment_stage_name(method_name, variants)}/ directory to align again")
 
 
 def fragment_per_env(fragment: int, num_envs: int) -> int:
@@ -130,9 +130,9 @@ def seed_episodes(method, preset) -> int:
     return preset.seed_episodes if method.seed_episodes is None else method.seed_episodes
 
 
-def seeds_replay(method_name: str, preset) -> bool:
+def seeds_replay(method_name: str, preset, variants: Variants | None = None) -> bool:
     """Whether a fresh online stage of `method_name` reads the offline dataset (into its replay buffer)."""
-    method = get_method(method_name)
+    method = get_method(method_name, variants)
     return method.online_update_class().replays_offline_data() or seed_episodes(method, preset) > 0
 
 
@@ -148,25 +148,28 @@ class OnlineFineTuning:
 
     def run(self, ctx, io: StageIO) -> dict:
         cfg, run = ctx.config, ctx.run
-        if not seeds_replay(cfg.method, ctx.preset):
+        if not seeds_replay(cfg.method, ctx.preset, cfg.variants):
             io.dataset.release()  # no later reader: the object store's copy goes now
-        start_weights, start_meta = start_module(cfg.method, run)
-        require_offline_temperature(cfg.method, start_meta)
+        start_weights, start_meta = start_module(cfg.method, run, cfg.variants)
+        require_offline_temperature(cfg.method, start_meta, cfg.variants)
         return run_online_stage(cfg, ctx.preset, start_weights, io.dataset, ctx.meta, self.stage_dir(ctx),
                                 io.console, io.metrics, actor_activation=start_meta.get("actor_activation", "relu"),
-                                optimizer_states=offline_optimizer_states(cfg.method, run),
+                                optimizer_states=offline_optimizer_states(cfg.method, run, cfg.variants),
                                 offline_temperature=start_meta.get("offline_temperature"))
 
 
-def start_module(method_name: str, run: RunDir) -> tuple[dict | None, dict]:
+def start_module(method_name: str, run: RunDir, variants: Variants | None = None) -> tuple[dict | None, dict]:
     """The module state the online stage starts from (None: random init) and its checkpoint's meta
-    (the actor's activation; for an aligned module also the offline temperature)."""
-    method = get_method(method_name)
+    (the actor's activation; for an aligned module also the offline temperature). `variants`: the run's
+    named variants, when `method_name` may be one."""
+    method = get_method(method_name, variants)
     if method.start == "scratch":
         return None, {}
     if method.start == "aligned":
-        return load_module_checkpoint(run.alignment_stage(method_name).module_path, expect={"stage": "aligned"})
-    weights, meta = load_module_checkpoint(run.offline_stage(method_name).module_path, expect={"stage": "offline"})
+        return load_module_checkpoint(run.alignment_stage(method_name, variants).module_path,
+                                      expect={"stage": "aligned"})
+    weights, meta = load_module_checkpoint(run.offline_stage(method_name, variants).module_path,
+                                           expect={"stage": "offline"})
     missing = {"critic", "target_critic", "log_alpha"} - {k.split(".")[0] for k in weights}
     if missing:
         raise ValueError(f"method {method_name!r} transfers the offline critic, but the offline checkpoint "
@@ -179,10 +182,10 @@ def start_module(method_name: str, run: RunDir) -> tuple[dict | None, dict]:
     return weights, meta
 
 
-def offline_optimizer_states(method_name: str, run: RunDir) -> dict | None:
+def offline_optimizer_states(method_name: str, run: RunDir, variants: Variants | None = None) -> dict | None:
     """The offline learner's Adam states when `carry_optimizer_state` (else None: fresh Adam)."""
-    stage = run.offline_stage(method_name)
-    if not get_method(method_name).carry_optimizer_state or stage is None:
+    stage = run.offline_stage(method_name, variants)
+    if not get_method(method_name, variants).carry_optimizer_state or stage is None:
         return None
     states = load_optimizer_states(stage.module_path)
     if states is None:
@@ -200,7 +203,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
     `optimizer_states`: the offline learner's Adam states, loaded by parameter position
     (the reference code's behaviour) instead of starting Adam afresh.
     """
-    method = get_method(cfg.method)
+    method = cfg.resolved_method()
     num_seed_episodes = seed_episodes(method, preset)
     done = stage.done()
     if done:
@@ -228,7 +231,7 @@ def run_online_stage(cfg, preset, start_weights: dict | None, dataset: SharedDat
                 if not progress:
                     progress = {"iteration": 0, "curve": [], "env_steps": 0}
                     seed_rows = None
-                    if seeds_replay(cfg.method, preset):
+                    if seeds_replay(cfg.method, preset, cfg.variants):
                         k = None if method.online_update_class().replays_offline_data() else num_seed_episodes
                         seed_rows = dataset.arrays() if k is None else top_k_episodes(dataset.arrays(), k)
                     start_online(algo, method, start_weights, optimizer_states=optimizer_states,

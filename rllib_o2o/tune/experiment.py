@@ -24,11 +24,11 @@ def ensure_aligned(cfg, run):
     from rllib_o2o.context import RunContext
     from rllib_o2o.pipeline import plan, run_stages
 
-    if not needs_alignment(cfg.method):
+    if not needs_alignment(cfg.method, cfg.variants):
         raise ValueError(f"tune searches ACA's online knobs from an aligned critic; method {cfg.method!r} "
                          f"has no alignment stage")
     ctx = RunContext.open(cfg, run)
-    align_stage = run.alignment_stage(cfg.method)
+    align_stage = run.alignment_stage(cfg.method, cfg.variants)
     if align_stage.done() is not None:
         print(f"tune: using the aligned checkpoint in {align_stage.path}", flush=True)
     else:
@@ -125,9 +125,9 @@ def _run_tune(cfg, settings: TuneSettings, online_overrides: dict | None, run) -
         base[key] = value
     trial_cfg, preset, _ = trial_settings(base, {})
     trial_cfg.validate()
-    aligned_weights, aligned_meta = load_module_checkpoint(run.alignment_stage(cfg.method).module_path,
+    aligned_weights, aligned_meta = load_module_checkpoint(run.alignment_stage(cfg.method, cfg.variants).module_path,
                                                            expect={"stage": "aligned"})
-    require_offline_temperature(cfg.method, aligned_meta)
+    require_offline_temperature(cfg.method, aligned_meta, cfg.variants)
 
     k_max = max_seed_episodes(settings.space, preset.seed_episodes)
     seed_pool = None

@@ -13,7 +13,6 @@ import numpy as np
 from ray import tune
 
 from rllib_o2o.data.schema import top_k_episodes
-from rllib_o2o.methods import get_method
 from rllib_o2o.metrics import ALPHA, REFERENCE_WEIGHT
 from rllib_o2o.stages.common import evaluation_return
 from rllib_o2o.stages.online import dip, start_online
@@ -45,7 +44,7 @@ class ACATrainable(tune.Trainable):
         k = self._preset.seed_episodes
         pool = self._seed_pool
         seed_rows = top_k_episodes(pool, k) if k and pool is not None and len(pool["rewards"]) else None
-        start_online(self.algo, get_method(self._cfg.method), self._weights, seed_rows=seed_rows,
+        start_online(self.algo, self._cfg.resolved_method(), self._weights, seed_rows=seed_rows,
                      action_bounds=self._bounds)
         ret = evaluation_return(self.algo.evaluate())
         self._curve.append({"env_steps": 0, "return": ret, "score": self._score(ret)})

@@ -37,7 +37,7 @@ def _kill_points(rng: random.Random) -> list[tuple[str, KillPoint]]:
     """(stage, point): after the k-th progress line of the stage plus a delay; each leaves >= 1 iteration to run."""
     return [
         ("offline", KillPoint.draw(rng, r"^offline \d+/\d+ updates", (1, 3), 0.25)),
-        ("alignment", KillPoint.draw(rng, r"^alignment: fitting Z", (1, 1), 1.0)),  # task start-up or Z fit
+        ("alignment", KillPoint.draw(rng, r"^alignment: (fitting|distilling) Z", (1, 1), 1.0)),  # start-up or Z fit
         ("online", KillPoint.draw(rng, ONLINE_LINE, (1, 3), 0.25)),
         ("online", KillPoint.draw(rng, ONLINE_LINE, (1, 1), 0.25)),
     ]
