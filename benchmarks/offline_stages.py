@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rllib_o2o.stages.offline import ACTOR_SCORE, ACTOR_VALUE_ESTIMATE, VALUE_ESTIMATE  # noqa: E402
+
 # Each variant: the offline kind (`methods.OFFLINE_KINDS`) and the PipelineConfig values it changes.
 VARIANTS = {
     "bc": ("sacml", {"alpha_bc": 0.0}),  # SAC+ML without its Q term: maximum likelihood of the data's actions
@@ -63,19 +65,23 @@ def run_one(dataset: Path, variant: str, seed: int, out: Path, args) -> dict:
         metrics.close()
 
 
-def last_points(curve: list[dict], key: str) -> dict:
-    """The last score, and the spread and minimum of the last LAST evaluations, of `key`."""
-    values = [p[key] for p in curve[-LAST:]]
-    return {"last": values[-1], "spread": max(values) - min(values), "min": min(values)}
+def last_points(curve: list[dict], key: str, value_key: str) -> dict:
+    """The last score, and the spread and minimum of the last LAST evaluations, of `key`; and the score of
+    the one of them the critic values most (`value_key`: an offline criterion's pick; None when the
+    curve carries no value estimates)."""
+    points = curve[-LAST:]
+    values = [p[key] for p in points]
+    picked = max(points, key=lambda p: p[value_key])[key] if all(value_key in p for p in points) else None
+    return {"last": values[-1], "spread": max(values) - min(values), "min": min(values), "selected": picked}
 
 
 def summarise(summary: dict, steps: int) -> dict:
     curve = summary["curve"]
-    row = {"ema": last_points(curve, "score"), "curve": [p["score"] for p in curve],
+    row = {"ema": last_points(curve, "score", VALUE_ESTIMATE), "curve": [p["score"] for p in curve],
            "seconds_per_update": summary["seconds"] / steps, "alpha_off": summary["alpha_off"]}
-    if "actor_score" in curve[-1]:
-        row["actor"] = last_points(curve, "actor_score")
-        row["actor_curve"] = [p["actor_score"] for p in curve]
+    if ACTOR_SCORE in curve[-1]:
+        row["actor"] = last_points(curve, ACTOR_SCORE, ACTOR_VALUE_ESTIMATE)
+        row["actor_curve"] = [p[ACTOR_SCORE] for p in curve]
     return row
 
 
@@ -111,14 +117,17 @@ def summary_table(rows: dict, data_scores: dict) -> str:
         for policy in ("actor", "ema"):
             if policy in row:
                 groups.setdefault((name, variant, policy), []).append(row[policy])
-    lines = ["| dataset | variant | policy | seeds | mean last | lowest last | largest spread | seeds on target |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| dataset | variant | policy | seeds | mean last | lowest last | largest spread | seeds on target | "
+             "picked by value: mean / lowest |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for (name, variant, policy), points in sorted(groups.items()):
         on_target = sum(p["last"] >= data_scores[name] and p["spread"] <= 10 for p in points)
+        picked = [p["selected"] for p in points if p.get("selected") is not None]
+        by_value = (f"{statistics.fmean(picked):.1f} / {min(picked):.1f}" if len(picked) == len(points)
+                    else "-")  # runs from before the value estimate was recorded
         lines.append(f"| {name} | {variant} | {'moving average' if policy == 'ema' else 'last actor'} | "
                      f"{len(points)} | {statistics.fmean(p['last'] for p in points):.1f} | "
                      f"{min(p['last'] for p in points):.1f} | {max(p['spread'] for p in points):.1f} | "
-                     f"{on_target}/{len(points)} |")
+                     f"{on_target}/{len(points)} | {by_value} |")
     return "\n".join(lines)
 
 

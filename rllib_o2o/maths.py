@@ -219,6 +219,17 @@ def critic_value_of_policy(q_sampled: torch.Tensor) -> torch.Tensor:
     return q_sampled.min(0).values.mean(0).detach()
 
 
+def average_value_estimate(q_values: torch.Tensor) -> torch.Tensor:
+    """The critic's estimate of a deterministic policy's value on the data's states (d3rlpy's average
+    value estimation), an offline criterion: no environment is stepped.
+
+    V_hat(mu) = (1/N) sum_{n} min_i Q_i(s_n, mu(s_n)),
+
+    q_values: [E, N], the E members' values of N states at the policy's mean action; returns a scalar.
+    """
+    return q_values.min(0).values.mean()
+
+
 def min_over_members(q_values: torch.Tensor) -> torch.Tensor:
     """The ensemble's pessimistic value of (s, a): min_{i in M} Q_i(s,a), q_values [|M|, B] of the members
     in M, returns [B].

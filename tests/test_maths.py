@@ -239,6 +239,13 @@ def test_critic_value_of_policy_is_the_mean_over_samples_of_the_min_over_critics
     assert not value.requires_grad
 
 
+def test_average_value_estimate_is_the_mean_over_states_of_the_min_over_critics():
+    # E = 2 critics, N = 3 states: mins (1, -1, 2), mean 2/3
+    q = t(1.0, 0.0, 2.0,
+          4.0, -1.0, 3.0).view(2, 3)
+    torch.testing.assert_close(M.average_value_estimate(q), t(2.0 / 3.0).squeeze())
+
+
 def test_offline_entropy_bonus_is_minus_beta_log_pi0():
     # beta 0.5, log pi0(a0|s') (-3, 1): bonuses 1.5 and -0.5, without gradient
     log_prob = t(-3.0, 1.0).requires_grad_()

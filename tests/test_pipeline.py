@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from rllib_o2o.metrics_log import (
 )
 from rllib_o2o.methods import DEFAULT_METHOD
 from rllib_o2o.rundir.layout import RunDir
+from rllib_o2o.stages.offline import ACTOR_VALUE_ESTIMATE, VALUE_ESTIMATE
 from tests.tensorboard_events import scalars
 
 pytestmark = pytest.mark.slow
@@ -85,6 +87,9 @@ def test_pipeline_completes_then_skips_and_resumes_after_kill(tmp_path, pendulum
     # kept exactly, the last iteration cut short (250 updates, not 300; 500 env steps, not 600)
     assert steps == [0, 200, 400, 500]
     assert [p["updates"] for p in results["offline"]["curve"]] == [100, 200, 250] and results["offline"]["updates"] == 250
+    # every offline evaluation also records the critic's value of the handed-over average and of the raw actor
+    assert all(math.isfinite(p[VALUE_ESTIMATE]) and math.isfinite(p[ACTOR_VALUE_ESTIMATE])
+               for p in results["offline"]["curve"])
     from rllib_o2o.checkpoints import load_module_checkpoint
 
     assert int(load_module_checkpoint(out / "offline" / "module")[0]["num_updates"]) == 250

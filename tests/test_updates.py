@@ -711,6 +711,26 @@ def test_online_diagnostics_describe_the_module_after_the_updates(mode):
     assert metrics["td_error_rms"] == pytest.approx(math.sqrt(metrics["critic_loss"] / 2), rel=1e-4)
 
 
+def test_value_estimates_are_the_critics_value_of_each_actors_mean_action_and_draw_no_random_number():
+    module = build_module(actor_ema=True)
+    with torch.no_grad():
+        for p in module.ema_actor.parameters():
+            p.add_(0.1)  # the average apart from the actor
+    obs = np.random.default_rng(3).normal(size=(20, OBS_DIM)).astype(np.float32)
+    fake = SimpleNamespace(_module={"default_policy": module})
+    rng_state = torch.get_rng_state()
+    values = O2OSACTorchLearner.value_estimates(fake, obs)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    states = torch.as_tensor(obs)
+    with torch.no_grad():
+        for name, actor in (("actor", module.actor), ("ema_actor", module.ema_actor)):
+            q = module.critic(torch.cat([states, torch.tanh(actor(states)[0])], dim=-1)).squeeze(-1)  # [E, N]
+            assert values[name] == pytest.approx(float(q.min(0).values.mean()), rel=1e-6), name
+    assert values["actor"] != pytest.approx(values["ema_actor"])
+    assert set(O2OSACTorchLearner.value_estimates(SimpleNamespace(_module={"default_policy": build_module()}),
+                                                  obs)) == {"actor"}  # no average kept: the actor only
+
+
 def test_no_diagnostics_offline():
     _, _, _, _, _, metrics = run_one_update("sacml")
     assert "kl_to_reference" not in metrics and "td_error_rms" in metrics

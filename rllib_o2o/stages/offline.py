@@ -27,6 +27,15 @@ from rllib_o2o.rundir.names import RESUMED_FROM
 from rllib_o2o.rundir.stage import StageDir
 from rllib_o2o.stages.common import StageIO, evaluation_return, format_eval, train_loop
 
+# Keys of an offline evaluation point beside "updates", "return" and "score" (the policy handed over):
+ACTOR_SCORE = "actor_score"  # the raw actor's score, when the stage hands over its moving average
+ACTOR_RETURN = "actor_return"
+# The critic's value of the handed-over policy's mean action on VALUE_STATES of the data's states
+# (`maths.average_value_estimate`), and of the raw actor's beside a moving average: an offline criterion.
+VALUE_ESTIMATE = "value_estimate"
+ACTOR_VALUE_ESTIMATE = "actor_value_estimate"
+VALUE_STATES = 1000
+
 
 def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, kind: OfflineKind | None = None,
                    log_dir: Path | None = None):
@@ -99,6 +108,7 @@ def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, co
 
     with console.progress("offline", cfg.offline_steps, "updates") as bar:
         algo = offline_config(cfg, dataset_dir, meta, kind, log_dir=stage.path).build_algo()
+        states = algo.dataset_states(VALUE_STATES)
         try:
             progress = stage.restore_checkpoint(algo) or {"iteration": 0, "curve": []}
             if progress["iteration"]:
@@ -115,7 +125,12 @@ def train_offline(cfg, dataset_dir: Path, meta: DatasetMeta, stage: StageDir, co
                     if cfg.actor_ema_rate():  # the raw actor beside its average
                         weights = algo.call_learner(lambda learner: learner.get_module_weights())
                         returns, _ = evaluate_policy_episodes(algo, lambda: algo.actor_policy(weights))
-                        point.update(actor_return=float(returns.mean()), actor_score=cfg.score(float(returns.mean())))
+                        point.update({ACTOR_RETURN: float(returns.mean()), ACTOR_SCORE: cfg.score(float(returns.mean()))})
+                    if states is not None:
+                        values = algo.call_learner(lambda learner: learner.value_estimates(states))
+                        point[VALUE_ESTIMATE] = values["ema_actor" if cfg.actor_ema_rate() else "actor"]
+                        if cfg.actor_ema_rate():
+                            point[ACTOR_VALUE_ESTIMATE] = values["actor"]
                     progress["curve"].append(point)
                     log.log(updates(progress), {EVAL_RETURN: ret, EVAL_SCORE: score, **learner_scalars(losses)})
                     return (f"{format_eval(ret, score)} critic_loss {losses[CRITIC_LOSS]:.3f} "

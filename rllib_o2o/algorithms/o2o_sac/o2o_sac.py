@@ -167,6 +167,14 @@ class O2OSAC(SAC):
                 raise result.get()
         return results[0].get()
 
+    def dataset_states(self, num_states: int) -> np.ndarray | None:
+        """`num_states` of the offline data's states, evenly spaced over its rows (the same ones at every
+        call), on which the critic's value of the policy is estimated; None when the rows are streamed
+        (above `offline_buffer_max_rows`) or the algorithm is not offline."""
+        if not self.config.is_offline or not isinstance(self.replay, FlatReplayBuffer) or not len(self.replay):
+            return None
+        return self.replay.obs[np.linspace(0, len(self.replay) - 1, min(num_states, len(self.replay))).astype(int)]
+
     def _load_offline_data(self, obs_dim: int, act_dim: int):
         """Streams the Parquet dataset once through Ray Data into the flat buffer (or, above
         `offline_buffer_max_rows`, samples by streaming it every epoch)."""

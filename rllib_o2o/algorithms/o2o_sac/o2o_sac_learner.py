@@ -186,6 +186,17 @@ class O2OSACTorchLearner(TorchLearner):
             metrics.CRITIC_ACTION_WEIGHT_NORM: module.critic.weights[0][:, module.obs_dim:, :].norm(),
         }
 
+    @torch.no_grad()
+    def value_estimates(self, obs: np.ndarray, module_id: ModuleID = "default_policy") -> dict[str, float]:
+        """The critic's value of the actor's mean action on `obs` (`maths.average_value_estimate`), and of
+        its moving average's when the module keeps one: {"actor": v, "ema_actor": v}. Draws no random
+        number, so the run it is measured in goes on as it would without."""
+        module = self._module[module_id].unwrapped()
+        states = torch.as_tensor(obs, dtype=torch.float32, device=next(module.critic.parameters()).device)
+        actors = {"actor": module.actor, "ema_actor": getattr(module, "ema_actor", None)}
+        return {name: float(maths.average_value_estimate(module.q_values(states, torch.tanh(actor(states)[0]))))
+                for name, actor in actors.items() if actor is not None}
+
     # -- state transfer between stages ------------------------------------------
     def get_optimizer_states(self, module_id: ModuleID = "default_policy") -> dict:
         """Adam's state of each parameter group (moments, step counts), as torch state dicts."""
