@@ -143,14 +143,14 @@ def test_run_reports_bad_values_before_starting_ray(pendulum_dir, tmp_path, caps
 
 
 @pytest.fixture
-def ray_session():
+def ray_for_one_test():
     """conftest's Ray for one test, not the module, shut down after it: the no_ray tests later in this
     module need none running."""
     yield from ray_started()
 
 
 @pytest.mark.slow
-def test_run_negative_steps_exit_2_before_any_training(ray_session, pendulum_dir, tmp_path, capsys):
+def test_run_negative_steps_exit_2_before_any_training(ray_for_one_test, pendulum_dir, tmp_path, capsys):
     cases = [
         (["--dataset", str(pendulum_dir), "--offline-steps", "-5"], "offline_steps", "-5"),
         (["--dataset", str(pendulum_dir), "--online-steps", "0"], "online_steps", "0"),
