@@ -32,6 +32,7 @@ VARIANTS = {
     "bc": ("sacml", {"alpha_bc": 0.0}),  # SAC+ML without its Q term: maximum likelihood of the data's actions
     "sacml": ("sacml", {}),
     "sacml-decay": ("sacml", {"offline_actor_lr_decay": True}),
+    "sacml-floor": ("sacml", {"offline_min_alpha": 0.1}),  # its temperature kept at 0.1 or above
     "iql": ("iql", {}),
     "iql-decay": ("iql", {"offline_actor_lr_decay": True}),
     "cql": ("cql", {}),

@@ -61,6 +61,11 @@ def _check_actor_ema(value) -> None:
         raise ValueError(f"offline_actor_ema must be {AUTO_EMA!r} or a rate in [0, 1), got {value!r}")
 
 
+def _check_min_alpha(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"offline_min_alpha must be a temperature in [0, 1), got {value!r}")
+
+
 @dataclass
 class PipelineConfig:
     """One run of offline pre-training -> alignment -> online fine-tuning.
@@ -119,6 +124,10 @@ class PipelineConfig:
     offline_actor_lr_decay: bool = option(
         False, "stage 1: the actor's learning rate decays to zero by a cosine over offline_steps, so that "
                "the last checkpoints settle (CORL's IQL)")
+    offline_min_alpha: float = option(
+        0.0, "stage 1: a floor under the learned temperature alpha_off (SAC+ML's falls towards zero while its "
+             "likelihood term holds the policy's entropy above the target); 0: none",
+        check=_check_min_alpha)
     offline_actor_ema: float | str = option(
         "auto", "stage 1: the rate tau of a moving average of the actor's weights (a horizon of about 1/tau "
                 "updates), which the stage evaluates and hands over instead of wherever the last update lands; "

@@ -447,6 +447,14 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 
 @torch.no_grad()
+def temperature_floor_(log_alpha: torch.Tensor, min_alpha: float) -> None:
+    """In place: log alpha <- max(log alpha, log min_alpha), i.e. alpha <- max(alpha, min_alpha); a
+    floor of 0 leaves it as it is."""
+    if min_alpha > 0:
+        log_alpha.clamp_(min=math.log(min_alpha))
+
+
+@torch.no_grad()
 def polyak_update_(
     target_params: Iterable[torch.Tensor], source_params: Iterable[torch.Tensor], tau: float
 ) -> None:

@@ -156,3 +156,14 @@ def test_stage_1_hands_over_the_actor_moving_average_over_4_percent_of_its_updat
     assert offline_config(cfg, tmp_path, meta=None).actor_ema == pytest.approx(1 / 120)
     cfg = PipelineConfig(env="Pendulum-v1", offline_actor_ema=0.0)
     assert offline_config(cfg, tmp_path, meta=None).actor_ema == 0.0
+
+
+def test_offline_temperature_floor_reaches_the_learner_and_refuses_bad_values(tmp_path):
+    from rllib_o2o.stages.offline import offline_config
+
+    assert offline_config(PipelineConfig(env="Pendulum-v1"), tmp_path, meta=None).min_alpha == 0.0
+    cfg = PipelineConfig(env="Pendulum-v1", offline_min_alpha=0.1)
+    assert offline_config(cfg, tmp_path, meta=None).min_alpha == 0.1
+    for bad in ("high", 1.0, -0.1, True):
+        with pytest.raises(ValueError, match="offline_min_alpha"):
+            PipelineConfig.from_dict({"offline_min_alpha": bad}).validate()

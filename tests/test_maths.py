@@ -389,6 +389,17 @@ def test_temperature_loss_with_a_per_state_target():
     assert log_alpha.grad.item() == pytest.approx(0.25)
 
 
+def test_temperature_floor_clamps_log_alpha_in_place():
+    log_alpha = torch.tensor(math.log(0.01))
+    M.temperature_floor_(log_alpha, 0.1)  # alpha 0.01 < 0.1: raised to the floor
+    assert log_alpha.item() == pytest.approx(math.log(0.1))
+    M.temperature_floor_(log_alpha, 0.05)  # alpha 0.1 >= 0.05: unchanged
+    assert log_alpha.item() == pytest.approx(math.log(0.1))
+    tiny = torch.tensor(-20.0)
+    M.temperature_floor_(tiny, 0.0)  # no floor
+    assert tiny.item() == -20.0
+
+
 def test_polyak_update_in_place():
     target = [torch.zeros(3), torch.full((2, 2), 4.0)]
     source = [torch.ones(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]

@@ -77,7 +77,7 @@ def make_config(mode, **kw):
                   w_schedule=(1.0, 10.0, 0.2), entropy_scale=1.0, actor_grad_clip=None,
                   critic_includes_reference=True, path_only_log_prob=False, reference_entropy_target=False,
                   actor_warmup_updates=0, offline_entropy_bonus=0.0, num_critics=2, critic_target_members=None, actor_q_reduction="min",
-                  policy_update_interval=1, torch_compile_learner=False, actor_ema=0.0, actor_lr_decay_updates=None,
+                  policy_update_interval=1, torch_compile_learner=False, actor_ema=0.0, actor_lr_decay_updates=None, min_alpha=0.0,
                   iql_expectile=0.7, iql_temperature=3.0, iql_max_weight=100.0, iql_advantage_scale=1.0)
     values.update(kw)
     return SimpleNamespace(**values)
@@ -843,6 +843,20 @@ def test_actor_learning_rate_decays_by_cosine_over_the_module_updates():
     assert seen == pytest.approx(want)
     assert seen[-1] == 0.0
     assert optim["critic"].param_groups[0]["lr"] == LR
+
+
+def test_temperature_floor_holds_alpha_where_it_would_fall_below():
+    """SAC+ML's entropy stays above the target, so its temperature falls at every step; with
+    min_alpha it stops at the floor, and the critic's target then uses the floor's alpha."""
+    floor = INITIAL_ALPHA * 0.999
+    free, floored = build_module(), build_module()
+    floored.load_state_dict(free.state_dict())
+    for module, min_alpha in ((free, 0.0), (floored, floor)):
+        fake, _ = fake_learner(module, make_config("sacml", min_alpha=min_alpha))
+        for i in range(5):
+            fake.o2o_update(make_batch(1, seed=i))
+    assert free.log_alpha.exp().item() < floor
+    assert floored.log_alpha.exp().item() == pytest.approx(floor)
 
 
 def test_handover_weights_take_the_moving_average_as_the_actor_and_drop_offline_only_parts():

@@ -55,6 +55,7 @@ def offline_config(cfg, dataset_dir: Path, meta: DatasetMeta, kind: OfflineKind 
         .o2o(update=update, alpha_bc=cfg.alpha_bc, updates_per_iteration=cfg.offline_eval_every,
              iql_advantage_scale=advantage_scale, actor_ema=cfg.actor_ema_rate(),
              actor_lr_decay_updates=cfg.offline_steps if cfg.offline_actor_lr_decay else None,
+             min_alpha=cfg.offline_min_alpha,
              num_critics=kind.num_critics, critic_target_members=kind.critic_target_members,
              critic_layer_norm=kind.critic_layer_norm,
              max_updates=cfg.offline_steps,

@@ -36,6 +36,7 @@ class O2OSACConfigBase(SACConfig):
         self.iql_advantage_scale = 1.0
         self.actor_ema = 0.0
         self.actor_lr_decay_updates = None
+        self.min_alpha = 0.0
         self.clip_beta = 7.0
         self.use_log_prob_clip = True
         self.critic_includes_reference = True
@@ -108,6 +109,7 @@ class O2OSACConfigBase(SACConfig):
         iql_advantage_scale=NotProvided,
         actor_ema=NotProvided,
         actor_lr_decay_updates=NotProvided,
+        min_alpha=NotProvided,
         clip_beta=NotProvided,
         use_log_prob_clip=NotProvided,
         critic_includes_reference=NotProvided,
@@ -162,6 +164,9 @@ class O2OSACConfigBase(SACConfig):
             updates); the offline stage evaluates and hands over that average. 0 (default): none.
         actor_lr_decay_updates: the actor's learning rate decays to zero by a cosine over this many
             updates of the module (`maths.cosine_decay`; CORL's IQL). None (default): constant.
+        min_alpha: a floor under the learned temperature: after each temperature step alpha =
+            max(alpha, min_alpha) (`maths.temperature_floor_`), so that it cannot fall to zero while
+            a likelihood term keeps the policy's entropy above the target. 0 (default): none.
         clip_beta, use_log_prob_clip: ACA's lower clip of log pi0 at beta std-devs.
         critic_includes_reference: True (spec): the critic fits R + w l to the TD target, so R can
             learn to cancel l and the policy drifts to plain SAC's. False: R alone is fitted (the
@@ -254,6 +259,8 @@ class O2OSACConfigBase(SACConfig):
                              "iql_advantage_scale > 0")
         if not 0 <= self.actor_ema < 1:
             raise ValueError(f"actor_ema must be in [0, 1), got {self.actor_ema}")
+        if not 0 <= self.min_alpha < 1:
+            raise ValueError(f"min_alpha must be in [0, 1), got {self.min_alpha}")
         if self.actor_lr_decay_updates is not None and self.actor_lr_decay_updates <= 0:
             raise ValueError(f"actor_lr_decay_updates must be None or > 0, got {self.actor_lr_decay_updates}")
         if self.clip_beta <= 0:

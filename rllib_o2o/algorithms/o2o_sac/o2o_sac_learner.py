@@ -163,6 +163,7 @@ class O2OSACTorchLearner(TorchLearner):
                     optim["alpha"].zero_grad(set_to_none=True)
                     alpha_loss.backward()
                     optim["alpha"].step()
+                    maths.temperature_floor_(module.log_alpha, update.config.min_alpha)
             out[metrics.ACTOR_LOSS] = actor_loss.detach()
 
         out.update(update.after_step(module, b, optim))
