@@ -4,7 +4,7 @@ The method's offline kind (`methods.OFFLINE_KINDS`): SAC+ML (the paper's), IQL, 
 CQL's penalty (cql-sac). The stage hands over a moving average of the actor's weights
 (`offline_actor_ema`, by default over 4% of the stage) rather than wherever the last update
 happens to land; optionally the actor's learning rate also decays to zero over the stage
-(`offline_actor_lr_decay`).
+(`offline_actor_lr_decay`) and the temperature stays above a floor (`offline_min_alpha`).
 """
 
 from __future__ import annotations
