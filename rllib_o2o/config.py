@@ -54,15 +54,20 @@ def actor_ema_rate(setting, offline_steps: int) -> float:
     return setting
 
 
+def _in_unit_interval(value) -> bool:
+    """A number (not a bool) in [0, 1): a moving average's rate or a temperature's floor."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
+
+
 def _check_actor_ema(value) -> None:
     if value == AUTO_EMA:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _in_unit_interval(value):
         raise ValueError(f"offline_actor_ema must be {AUTO_EMA!r} or a rate in [0, 1), got {value!r}")
 
 
 def _check_min_alpha(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _in_unit_interval(value):
         raise ValueError(f"offline_min_alpha must be a temperature in [0, 1), got {value!r}")
 
 

@@ -847,7 +847,7 @@ def test_actor_learning_rate_decays_by_cosine_over_the_module_updates():
 
 def test_temperature_floor_holds_alpha_where_it_would_fall_below():
     """SAC+ML's entropy stays above the target, so its temperature falls at every step; with
-    min_alpha it stops at the floor, and the critic's target then uses the floor's alpha."""
+    min_alpha it stops at the floor."""
     floor = INITIAL_ALPHA * 0.999
     free, floored = build_module(), build_module()
     floored.load_state_dict(free.state_dict())
